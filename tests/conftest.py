@@ -1,0 +1,59 @@
+"""Shared test fixtures: generated faces built into a temporary TFDS data_dir, and the real data.
+
+The real files of `../shared/data` are found through the environment variable
+EMOTION_TFDS_SHARED_DATA (set by .ci/run when the folder exists); tests that need them skip with a
+visible reason when it is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+SHARED_DATA_ENV = "EMOTION_TFDS_SHARED_DATA"
+# Small but learnable: ~1,400 rows in all three splits; built once per test session.
+GENERATED_ROWS = 1400
+GENERATED_SEED = 0
+
+
+def shared_data_path(relative: str) -> pathlib.Path:
+  """Returns $EMOTION_TFDS_SHARED_DATA/relative, or skips the calling test with the reason."""
+  root = os.environ.get(SHARED_DATA_ENV)
+  if not root:
+    pytest.skip(f"real data not available: set {SHARED_DATA_ENV} to the shared data folder")
+  path = pathlib.Path(root) / relative
+  if not path.exists():
+    pytest.skip(f"real data not available: {path} does not exist")
+  return path
+
+
+@pytest.fixture(scope="session")
+def real_fer_csv() -> pathlib.Path:
+  """Path of the real fer2013.csv.gz (Training + PublicTest rows)."""
+  return shared_data_path("fer2013.csv.gz")
+
+
+@pytest.fixture(scope="session")
+def real_ravdess_frames() -> pathlib.Path:
+  """Folder of the 24 real RAVDESS frames Actor_NN.png."""
+  return shared_data_path("ravdess_frames")
+
+
+@pytest.fixture(scope="session")
+def generated_csv(tmp_path_factory) -> pathlib.Path:
+  """A generated-faces fer2013.csv with all three Usage values."""
+  from emotion_tfds import facegen
+  manual_dir = tmp_path_factory.mktemp("generated_manual")
+  return facegen.write_csv(manual_dir / "fer2013.csv", num_rows=GENERATED_ROWS, seed=GENERATED_SEED)
+
+
+@pytest.fixture(scope="session")
+def generated_data_dir(tmp_path_factory, generated_csv) -> pathlib.Path:
+  """A TFDS data_dir holding fer2013/fer7 and fer2013/seed6 built from `generated_csv`."""
+  from emotion_tfds import datasets
+  data_dir = tmp_path_factory.mktemp("tfds_data")
+  for config in ("fer7", "seed6"):
+    datasets.build(f"fer2013/{config}", data_dir=data_dir, manual_dir=generated_csv.parent)
+  return data_dir
