@@ -1,0 +1,34 @@
+"""Tests for emotion_tfds.preprocess."""
+
+import numpy as np
+import tensorflow as tf
+
+from emotion_tfds import preprocess
+
+
+class PreprocessTest(tf.test.TestCase):
+
+  def test_to_model_input_range_and_dtype(self):
+    images = tf.constant([[0, 128, 255]], tf.uint8)[..., None, None]
+    out = preprocess.to_model_input(images)
+    self.assertEqual(out.dtype, tf.float32)
+    self.assertAllClose(tf.reshape(out, [-1]), [0.0, 128 / 255, 1.0])
+
+  def test_photo_path_equals_stored_path_for_48x48_gray(self):
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, size=(2, 48, 48, 1), dtype=np.uint8)
+    self.assertAllEqual(preprocess.photo_to_model_input(faces), preprocess.to_model_input(faces))
+
+  def test_photo_path_colour_any_size(self):
+    rgb = np.full((1, 96, 120, 3), 200, np.uint8)
+    out = preprocess.photo_to_model_input(rgb)
+    self.assertEqual(out.shape, (1, 48, 48, 1))
+    self.assertAllClose(out, np.full((1, 48, 48, 1), 200 / 255), atol=1 / 255)
+
+  def test_photo_path_rejects_bad_channels(self):
+    with self.assertRaisesRegex(ValueError, "1 or 3 channels"):
+      preprocess.photo_to_model_input(np.zeros((1, 48, 48, 2), np.uint8))
+
+
+if __name__ == "__main__":
+  tf.test.main()
