@@ -1,0 +1,95 @@
+"""Tests for emotion_tfds.stages: parsing, validation, lr scaling and optimizers."""
+
+from __future__ import annotations
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import keras
+
+from emotion_tfds import stages
+
+
+class ParseStagesTest(parameterized.TestCase):
+
+  def test_issue_form(self):
+    got = stages.parse_stages("head:10:1e-3:32,all:10:1e-4:128,all:10:1e-4:1024")
+    self.assertEqual(got, [
+        stages.Stage("stage1_head", "head", 10, 1e-3, 32),
+        stages.Stage("stage2_all", "all", 10, 1e-4, 128),
+        stages.Stage("stage3_all", "all", 10, 1e-4, 1024),
+    ])
+
+  def test_named_with_optimizer_and_dataset(self):
+    got = stages.parse_stages(" warm:head:2:0.01:64:sgd , all:3:1e-4:16:momentum", prefix="pre",
+                              dataset="fer2013/fer7")
+    self.assertEqual(got, [
+        stages.Stage("warm", "head", 2, 0.01, 64, "sgd", "fer2013/fer7"),
+        stages.Stage("pre2_all", "all", 3, 1e-4, 16, "momentum", "fer2013/fer7"),
+    ])
+
+  def test_spec_round_trip(self):
+    parsed = stages.parse_stages("a:head:2:0.001:64:rmsprop,all:1:5e-05:8")
+    again = stages.parse_stages(",".join(s.spec() for s in parsed))
+    self.assertEqual(parsed, again)
+
+  @parameterized.parameters(
+      ("", "Empty stage"),
+      ("head:1:1e-3:32,", "Empty stage"),
+      ("head:1:1e-3", "expected \\[name:\\]trainable"),
+      ("frozen:1:1e-3:32", "expected \\[name:\\]trainable"),
+      ("x:frozen:1:1e-3:32", "trainable must be one of"),
+      ("head:ten:1e-3:32", "stage 1 'head:ten:1e-3:32': epochs must be an integer"),
+      ("head:1:fast:32", "lr must be a number"),
+      ("head:1:-1:32", "lr must be > 0"),
+      ("head:0:1e-3:32", "epochs must be >= 1"),
+      ("head:1:1e-3:0", "global_batch must be >= 1"),
+      ("head:1:1e-3:3.5", "global_batch must be an integer"),
+      ("head:1:1e-3:32:lbfgs", "optimizer must be one of"),
+      ("head:1:1e-3:32,all:1:1e-3:32:adam:extra", "stage 2"),
+      ("9lives:head:1:1e-3:32", "Bad stage name"),
+  )
+  def test_errors(self, spec, message):
+    with self.assertRaisesRegex(ValueError, message):
+      stages.parse_stages(spec)
+
+
+class ScheduleTest(absltest.TestCase):
+
+  def test_pretrain_first(self):
+    pre = stages.parse_stages("all:1:1e-3:32", prefix="pretrain", dataset="fer2013/fer7")
+    main = stages.parse_stages("head:1:1e-3:32")
+    schedule = stages.build_schedule(main, pre)
+    self.assertEqual([s.name for s in schedule], ["pretrain1_all", "stage1_head"])
+    self.assertEqual([s.dataset for s in schedule], ["fer2013/fer7", None])
+
+  def test_duplicate_names(self):
+    main = stages.parse_stages("a:head:1:1e-3:32,a:all:1:1e-3:32")
+    with self.assertRaisesRegex(ValueError, "repeated: \\['a'\\]"):
+      stages.build_schedule(main)
+
+  def test_empty(self):
+    with self.assertRaisesRegex(ValueError, "no stages"):
+      stages.build_schedule([])
+
+
+class LearningRateTest(absltest.TestCase):
+
+  def test_scaling_rule(self):
+    stage = stages.Stage("s", "all", 1, 1e-3, 256)
+    self.assertEqual(stages.scaled_lr(stage, scale_lr=False, reference_batch=32), 1e-3)
+    self.assertAlmostEqual(stages.scaled_lr(stage, scale_lr=True, reference_batch=32), 8e-3)
+    with self.assertRaisesRegex(ValueError, "reference_batch"):
+      stages.scaled_lr(stage, scale_lr=True, reference_batch=0)
+
+  def test_optimizers(self):
+    for name in stages.OPTIMIZERS:
+      opt = stages.make_optimizer(name, 0.5)
+      self.assertIsInstance(opt, keras.optimizers.Optimizer)
+      self.assertAlmostEqual(float(opt.learning_rate.numpy()), 0.5)
+    self.assertAlmostEqual(stages.make_optimizer("momentum", 0.1).momentum, 0.9)
+    with self.assertRaisesRegex(ValueError, "Unknown optimizer"):
+      stages.make_optimizer("lbfgs", 0.1)
+
+
+if __name__ == "__main__":
+  absltest.main()
