@@ -1,0 +1,313 @@
+"""Generated cartoon faces in fer2013.csv form: the embedded default data set of training and tests.
+
+Each row is a 48x48 grayscale cartoon face whose expression follows its FER-2013 label (brows, eyes,
+mouth, nose wrinkles), drawn with per-face jitter and random pose, lighting and noise, so a small CNN
+has to learn the expressions rather than read them off. The same seed always gives the same bytes.
+
+Run:
+  python -m emotion_tfds.facegen --out=/tmp/faces --num_rows=10000 [--seed=0] \
+      [--distribution=balanced|fer] [--sheet=docs/generated_faces.png]
+writes /tmp/faces/fer2013.csv (and, with --sheet, a contact sheet PNG: one row per emotion).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import app
+from absl import flags
+import cv2
+import numpy as np
+
+from emotion_tfds import labels
+
+IMAGE_SIZE = 48
+# Usage column values and their shares (FER-2013's own split names).
+USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
+USAGE_FRACTIONS: tuple[float, ...] = (0.8, 0.1, 0.1)
+# FER-2013's class counts (all 35,887 rows), for distribution="fer".
+FER_CLASS_COUNTS: tuple[int, ...] = (4953, 547, 5121, 8989, 6077, 4002, 6198)
+DISTRIBUTIONS: tuple[str, ...] = ("balanced", "fer")
+
+_CANVAS = 96  # Faces are drawn at 2x in a canonical pose, then warped to 48x48.
+_SHIFT = 4  # Fractional bits of cv2 drawing coordinates.
+_ONE = 1 << _SHIFT
+_CENTER_X, _CENTER_Y = 48.0, 50.0
+
+# Expression parameters in canonical canvas pixels, one row per FER id (angry, disgust, fear, happy,
+# sad, surprise, neutral). A face moves from neutral towards its emotion's row by a random intensity.
+_PARAMS = ("brow_tilt", "brow_height", "eye_open", "mouth_curve", "mouth_open", "mouth_width",
+           "mouth_tilt", "wrinkle", "teeth")
+_EXPRESSIONS = np.array([
+    # tilt  height  eye   curve  open  width  mtilt  wrinkle  teeth
+    [7.0,   8.0,   3.0,  -2.5,   3.5,  12.0,   0.0,   0.0,    1.0],   # angry
+    [4.0,   8.5,   2.3,  -3.5,   2.5,  11.0,   4.0,   1.0,    0.0],   # disgust
+    [-5.0, 15.0,   6.5,  -3.0,   6.0,  15.0,   0.0,   0.0,    0.0],   # fear
+    [0.0,  12.0,   2.0,   8.0,   4.0,  16.0,   0.0,   0.0,    0.6],   # happy
+    [-6.5, 11.5,   3.2,  -6.5,   0.0,  11.0,   0.0,   0.0,    0.0],   # sad
+    [-1.0, 17.0,   7.0,   0.0,  13.0,   7.5,   0.0,   0.0,    0.0],   # surprise
+    [0.0,  11.0,   4.0,   0.0,   0.0,  12.0,   0.0,   0.0,    0.0],   # neutral
+], dtype=np.float32)
+_NEUTRAL = _EXPRESSIONS[labels.FER7.index("neutral")]
+# Per-face Gaussian jitter of each parameter (same units), on top of the intensity.
+_JITTER = np.array([1.5, 1.5, 0.8, 1.5, 1.2, 1.5, 1.0, 0.15, 0.2], dtype=np.float32)
+_INTENSITY_RANGE = (0.45, 1.0)
+_MOUTH_T = np.linspace(-1.0, 1.0, 21)  # Positions along the mouth, corner to corner.
+
+
+def sample_labels(num_rows: int, rng: np.random.Generator,
+                  distribution: str = "balanced") -> np.ndarray:
+  """Returns shuffled FER ids (int64 [num_rows]): equal classes, or FER-2013's shares for 'fer'."""
+  if distribution not in DISTRIBUTIONS:
+    raise ValueError(f"Unknown distribution {distribution!r}; expected one of {DISTRIBUTIONS}.")
+  if distribution == "balanced":
+    ids = np.arange(num_rows, dtype=np.int64) % len(labels.FER7)
+  else:
+    shares = np.array(FER_CLASS_COUNTS, dtype=np.float64) / sum(FER_CLASS_COUNTS)
+    counts = np.floor(shares * num_rows).astype(np.int64)
+    counts[np.argsort(-(shares * num_rows - counts))[:num_rows - counts.sum()]] += 1
+    ids = np.repeat(np.arange(len(labels.FER7), dtype=np.int64), counts)
+  return rng.permutation(ids)
+
+
+def assign_usage(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Returns a Usage index (0 Training, 1 PublicTest, 2 PrivateTest) per row, stratified by class.
+
+  Each class is split ~80/10/10 on its own, and every class with at least 3 rows gets at least one
+  row in each split.
+  """
+  usage = np.zeros(len(face_labels), dtype=np.int64)
+  for label in np.unique(face_labels):
+    rows = rng.permutation(np.flatnonzero(face_labels == label))
+    n = len(rows)
+    n_eval = [int(round(n * f)) for f in USAGE_FRACTIONS[1:]]
+    if n >= 3:
+      n_eval = [max(1, k) for k in n_eval]
+    usage[rows[:n_eval[0]]] = 1
+    usage[rows[n_eval[0]:n_eval[0] + n_eval[1]]] = 2
+  return usage
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+  """Float canvas coordinates -> a fixed-point cv2 point (drawn with `shift=_SHIFT`)."""
+  return round(x * _ONE), round(y * _ONE)
+
+
+def _curve(points: np.ndarray) -> np.ndarray:
+  """Float canvas points [K, 2] -> int32 fixed-point points for cv2 polylines/fillPoly."""
+  return np.round(points * _ONE).astype(np.int32)
+
+
+def _draw_face(canvas: np.ndarray, p: dict[str, float], style: list[float]) -> None:
+  """Draws one face in canonical pose on `canvas` (uint8 [_CANVAS, _CANVAS], background filled).
+
+  Args:
+    canvas: the image to draw on, in place.
+    p: expression parameters (`_PARAMS` names) of this face.
+    style: per-face appearance draws in [0, 1): skin, ink, face shape, eye spacing, hair, etc.
+  """
+  aa, sh = cv2.LINE_AA, _SHIFT
+  skin = int(150 + 90 * style[0])
+  ink = int(20 + 60 * style[1])
+  cx, cy = _CENTER_X, _CENTER_Y
+  face_w, face_h = 30 + 6 * style[2], 38 + 6 * style[3]
+  if style[4] < 0.5:  # Hair: a dark cap showing above the forehead.
+    hair = int(ink + 40 * style[5])
+    cv2.ellipse(canvas, _pt(cx, cy - 3 - 5 * style[6]), _pt(face_w + 2, face_h), 0, 0, 360, hair,
+                -1, aa, sh)
+  cv2.ellipse(canvas, _pt(cx, cy), _pt(face_w, face_h), 0, 0, 360, skin, -1, aa, sh)
+  for side in (-1, 1):  # Ears.
+    cv2.ellipse(canvas, _pt(cx + side * face_w, cy), _pt(4, 7), 0, 0, 360, skin, -1, aa, sh)
+
+  eye_dx = 11 + 3 * style[7]
+  eye_y = cy - 8
+  eye_open = max(p["eye_open"], 0.8)
+  pupil_dx = (style[8] - 0.5) * 3
+  for side in (-1, 1):
+    ex = cx + side * eye_dx
+    cv2.ellipse(canvas, _pt(ex, eye_y), _pt(6.0, eye_open), 0, 0, 360, min(255, skin + 40), -1,
+                aa, sh)
+    cv2.ellipse(canvas, _pt(ex, eye_y), _pt(6.0, eye_open), 0, 0, 360, ink, 1, aa, sh)
+    pupil = min(2.8, eye_open)
+    cv2.ellipse(canvas, _pt(ex + pupil_dx, eye_y), _pt(pupil, pupil), 0, 0, 360, ink, -1, aa, sh)
+    # Brow: the inner end drops by brow_tilt (angry) or rises (sad, fear).
+    inner = _pt(cx + side * (eye_dx - 6), eye_y - p["brow_height"] + p["brow_tilt"] / 2)
+    outer = _pt(cx + side * (eye_dx + 7), eye_y - p["brow_height"] - p["brow_tilt"] / 2)
+    cv2.line(canvas, inner, outer, ink, 3, aa, sh)
+
+  # Nose, and the wrinkles of disgust across its bridge.
+  nose_y = cy + 6
+  nose = np.array([[cx - 1, cy - 4], [cx - 3, nose_y], [cx + 2, nose_y]])
+  cv2.polylines(canvas, [_curve(nose)], False, ink, 1, aa, sh)
+  if p["wrinkle"] > 0.5:
+    for k in range(3):
+      y = cy - 3 + 3 * k
+      cv2.line(canvas, _pt(cx - 5, y + 1), _pt(cx + 5, y - 1), ink, 1, aa, sh)
+
+  # Mouth: a curve through the corners, opened into a lens; tilt lifts one corner (disgust).
+  mouth_y = cy + 17
+  width = max(p["mouth_width"], 4.0)
+  t = _MOUTH_T
+  mid = mouth_y - p["mouth_curve"] * t**2 - p["mouth_tilt"] * np.maximum(t, 0)
+  half = max(p["mouth_open"], 0.0) / 2 * (1 - t**2) ** 0.7
+  x = cx + width * t
+  upper = np.stack([x, mid - half], axis=1)
+  lower = np.stack([x, mid + half], axis=1)
+  if p["mouth_open"] > 1.5:
+    cv2.fillPoly(canvas, [_curve(np.concatenate([upper, lower[::-1]]))], ink, aa, sh)
+    if p["teeth"] > 0.5:
+      teeth = np.stack([x, mid - half * 0.2], axis=1)
+      cv2.fillPoly(canvas, [_curve(np.concatenate([upper, teeth[::-1]]))], 235, aa, sh)
+  cv2.polylines(canvas, [_curve(upper), _curve(lower)], False, ink, 2, aa, sh)
+
+
+def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Draws one face per label.
+
+  Args:
+    face_labels: FER ids, int [N].
+    rng: the only source of randomness.
+
+  Returns:
+    uint8 [N, 48, 48] images.
+  """
+  n = len(face_labels)
+  intensity = rng.uniform(*_INTENSITY_RANGE, size=(n, 1)).astype(np.float32)
+  target = _EXPRESSIONS[face_labels]
+  params = _NEUTRAL + intensity * (target - _NEUTRAL)
+  params += rng.standard_normal((n, len(_PARAMS))).astype(np.float32) * _JITTER
+  # Disgust raises either corner of the mouth.
+  params[:, _PARAMS.index("mouth_tilt")] *= rng.choice([-1.0, 1.0], size=n)
+  style = rng.random((n, 9))
+  # Pose: rotation (degrees), scale, shift (output pixels).
+  angle = rng.normal(0.0, 8.0, n).clip(-20, 20)
+  scale = rng.uniform(0.84, 1.12, n)
+  shift = rng.normal(0.0, 3.6, (n, 2)).clip(-9.0, 9.0)  # Canvas pixels (2 per output pixel).
+  background = rng.uniform(20, 235, n)
+
+  images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+  canvas = np.empty((_CANVAS, _CANVAS), dtype=np.uint8)
+  for i in range(n):
+    canvas.fill(int(background[i]))
+    _draw_face(canvas, dict(zip(_PARAMS, params[i].tolist())), style[i].tolist())
+    matrix = cv2.getRotationMatrix2D((_CENTER_X, _CENTER_Y), float(angle[i]), float(scale[i]))
+    matrix[:, 2] += np.array([_CANVAS / 2 - _CENTER_X, _CANVAS / 2 - _CENTER_Y]) + shift[i]
+    # Warp at canvas resolution, then area-downsample (warpAffine has no anti-aliasing).
+    warped = cv2.warpAffine(canvas, matrix, (_CANVAS, _CANVAS), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=int(background[i]))
+    images[i] = cv2.resize(warped, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+
+  # Lighting: a linear gradient, global contrast and brightness; then sensor noise.
+  yy, xx = np.mgrid[-1:1:IMAGE_SIZE * 1j, -1:1:IMAGE_SIZE * 1j].astype(np.float32)
+  gradient = rng.normal(0.0, 25.0, (n, 2)).astype(np.float32)
+  images += gradient[:, :1, None] * xx + gradient[:, 1:, None] * yy
+  contrast = rng.uniform(0.5, 1.2, (n, 1, 1)).astype(np.float32)
+  brightness = rng.normal(0.0, 20.0, (n, 1, 1)).astype(np.float32)
+  images = (images - 128.0) * contrast + 128.0 + brightness
+  noise_sd = rng.uniform(0.0, 14.0, (n, 1, 1)).astype(np.float32)
+  images += rng.standard_normal(images.shape, dtype=np.float32) * noise_sd
+  return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def generate(num_rows: int, seed: int = 0,
+             distribution: str = "balanced") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Generates a data set in memory.
+
+  Args:
+    num_rows: number of faces.
+    seed: random seed; the same seed gives the same data.
+    distribution: 'balanced' (equal classes) or 'fer' (FER-2013's class shares).
+
+  Returns:
+    (images uint8 [N, 48, 48], FER ids int64 [N], Usage indices into `USAGES` int64 [N]).
+  """
+  if num_rows < 1:
+    raise ValueError(f"num_rows must be positive, got {num_rows}.")
+  rng = np.random.default_rng(seed)
+  face_labels = sample_labels(num_rows, rng, distribution)
+  usage = assign_usage(face_labels, rng)
+  return render(face_labels, rng), face_labels, usage
+
+
+def write_csv(path: str | pathlib.Path, num_rows: int, seed: int = 0,
+              distribution: str = "balanced") -> pathlib.Path:
+  """Writes `num_rows` generated faces as a fer2013.csv file (header `emotion,pixels,Usage`).
+
+  Args:
+    path: the csv file to write; parent folders are created.
+    num_rows: number of data rows.
+    seed: random seed; the same seed gives a byte-identical file.
+    distribution: 'balanced' (equal classes) or 'fer' (FER-2013's class shares).
+
+  Returns:
+    The path written.
+  """
+  path = pathlib.Path(path)
+  images, face_labels, usage = generate(num_rows, seed, distribution)
+  # Each pixel becomes its decimal digits plus a space, NUL-padded to 4 bytes; NULs are then dropped.
+  tokens = np.array([f"{v} ".encode("ascii") for v in range(256)], dtype="S4")
+  flat = tokens[images.reshape(len(images), -1)]
+  lines = [b"emotion,pixels,Usage\n"]
+  for label, row, u in zip(face_labels.tolist(), flat, usage.tolist()):
+    pixels = row.tobytes().replace(b"\0", b"")[:-1]
+    lines.append(b"%d,%s,%s\n" % (label, pixels, USAGES[u].encode("ascii")))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(b"".join(lines))
+  return path
+
+
+def contact_sheet(path: str | pathlib.Path, per_class: int = 8, seed: int = 0,
+                  zoom: int = 2) -> pathlib.Path:
+  """Writes a PNG with one row of `per_class` generated faces per emotion (FER id order).
+
+  Args:
+    path: the PNG file to write.
+    per_class: faces per row.
+    seed: random seed.
+    zoom: integer upscaling of each face.
+
+  Returns:
+    The path written.
+  """
+  path = pathlib.Path(path)
+  rng = np.random.default_rng(seed)
+  face_labels = np.repeat(np.arange(len(labels.FER7)), per_class)
+  images = render(face_labels, rng)
+  size = IMAGE_SIZE * zoom
+  label_w = 70
+  sheet = np.full((len(labels.FER7) * size, label_w + per_class * size), 255, dtype=np.uint8)
+  for k, name in enumerate(labels.FER7):
+    cv2.putText(sheet, name, (4, k * size + size // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0, 1,
+                cv2.LINE_AA)
+    for j in range(per_class):
+      face = cv2.resize(images[k * per_class + j], (size, size), interpolation=cv2.INTER_NEAREST)
+      sheet[k * size:(k + 1) * size, label_w + j * size:label_w + (j + 1) * size] = face
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if not cv2.imwrite(str(path), sheet):
+    raise OSError(f"Could not write contact sheet {path}.")
+  return path
+
+
+def _define_flags() -> None:
+  """Defines the CLI flags; only when run as a script, since train_main imports this module."""
+  flags.DEFINE_string("out", None, "Folder to write fer2013.csv into.", required=True)
+  flags.DEFINE_integer("num_rows", 10000, "Number of faces.", lower_bound=1)
+  flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives the same file.")
+  flags.DEFINE_enum("distribution", "balanced", list(DISTRIBUTIONS),
+                    "Class shares: equal, or FER-2013's.")
+  flags.DEFINE_string("sheet", None, "Also write a contact sheet PNG here.")
+
+
+def main(argv: list[str]) -> None:
+  """Writes <out>/fer2013.csv (and the contact sheet when --sheet is given)."""
+  del argv
+  f = flags.FLAGS
+  path = write_csv(pathlib.Path(f.out) / "fer2013.csv", f.num_rows, f.seed, f.distribution)
+  print(f"Wrote {f.num_rows} rows to {path}")
+  if f.sheet:
+    print(f"Wrote contact sheet {contact_sheet(f.sheet, seed=f.seed)}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
