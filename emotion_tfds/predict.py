@@ -1,0 +1,297 @@
+"""Photo -> faces -> emotions: finds every face, crops it like the training data and classifies it.
+
+The path of one face is `faces.detect_faces` -> `faces.crop_face` (uint8 48x48 gray, the RAVDESS
+extraction's crop) -> `preprocess.to_model_input` (the training conversion) -> model, for all three
+kinds of model file `load_classifier` accepts:
+  - a SavedModel directory written by `export.export_saved_model` (the conversion is in its graph),
+  - a Keras `.keras` / `.h5` file (the conversion is applied here),
+  - a `.tflite` file written by `export.export_tflite` (the conversion is in its graph).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_tfds import export
+from emotion_tfds import faces
+from emotion_tfds import preprocess
+
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+STATUS_OK = "ok"
+STATUS_NO_FACE = "no_face"
+STATUS_ERROR = "error"
+_GLOB_CHARS = frozenset("*?[")
+
+
+class Classifier:
+  """A trained model behind one interface: uint8 face crops [N, 48, 48, 1] -> probabilities."""
+
+  def __init__(self, predict_fn, label_names: Sequence[str], source: str):
+    self._predict_fn = predict_fn
+    self.label_names = tuple(label_names)
+    self.source = source
+
+  def predict(self, crops: np.ndarray) -> np.ndarray:
+    """uint8 [N, 48, 48, 1] -> float32 probabilities [N, C]."""
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8 or crops.shape[1:] != preprocess.IMAGE_SHAPE:
+      raise ValueError(f"Expected uint8 crops [N, 48, 48, 1], got {crops.dtype} {crops.shape}.")
+    probabilities = np.asarray(self._predict_fn(crops), dtype=np.float32)
+    if probabilities.shape != (len(crops), len(self.label_names)):
+      raise ValueError(
+          f"{self.source} returned probabilities of shape {probabilities.shape} for {len(crops)} "
+          f"faces and {len(self.label_names)} labels {self.label_names}.")
+    return probabilities
+
+
+def load_classifier(model_path: str | os.PathLike,
+                    label_names: Sequence[str] | None = None) -> Classifier:
+  """Loads a SavedModel directory, a `.keras`/`.h5` file or a `.tflite` file.
+
+  Args:
+    model_path: the model to load.
+    label_names: class names in output order. Default: the SavedModel's own `labels.txt`, else
+      the label scheme with as many classes as the model has outputs.
+
+  Raises:
+    FileNotFoundError: when `model_path` does not exist.
+    ValueError: for an unknown kind of model file.
+  """
+  path = pathlib.Path(model_path)
+  if not path.exists():
+    raise FileNotFoundError(f"Model {path} does not exist.")
+  if path.is_dir():
+    loaded = tf.saved_model.load(os.fspath(path))
+    serve = loaded.signatures[export.SERVING_KEY]
+    names = label_names or export.saved_model_label_names(path)
+    return Classifier(
+        lambda crops: serve(**{export.IMAGES_KEY: tf.constant(crops)})[export.PROBABILITIES_KEY],
+        names, os.fspath(path))
+  if path.suffix == ".tflite":
+    tflite = export.TFLiteClassifier(path)
+    return Classifier(tflite.predict, label_names or _names_for(tflite.predict, path),
+                      os.fspath(path))
+  if path.suffix in (".keras", ".h5"):
+    model = keras.models.load_model(path, compile=False)
+    names = label_names or export.default_label_names(int(model.output_shape[-1]))
+    return Classifier(keras_predict_fn(model), names, os.fspath(path))
+  raise ValueError(
+      f"Unknown model file {path}: expected a SavedModel directory, .keras, .h5 or .tflite.")
+
+
+def keras_predict_fn(model: keras.Model):
+  """uint8 crops -> `preprocess.to_model_input` -> `model`: the Keras side of prediction."""
+  return lambda crops: model(preprocess.to_model_input(crops), training=False)
+
+
+def _names_for(predict_fn, path: pathlib.Path) -> tuple[str, ...]:
+  """The default label scheme for a model, by the size of its output on one blank crop."""
+  num_classes = np.asarray(predict_fn(np.zeros((1, *preprocess.IMAGE_SHAPE), np.uint8))).shape[-1]
+  return export.default_label_names(int(num_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class FacePrediction:
+  """One face: box (x, y, w, h) in photo pixels, top emotion and all probabilities."""
+  box: tuple[int, int, int, int]
+  emotion: str
+  probability: float
+  probabilities: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoResult:
+  """The outcome for one input file."""
+  file: str
+  status: str  # STATUS_OK, STATUS_NO_FACE or STATUS_ERROR.
+  faces: tuple[FacePrediction, ...] = ()
+  error: str | None = None
+
+  def to_json(self) -> dict:
+    out = {"file": self.file, "status": self.status,
+           "faces": [dataclasses.asdict(f) for f in self.faces]}
+    if self.error is not None:
+      out["error"] = self.error
+    return out
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+  """Files, folders (their image files, sorted) and globs -> file paths, in the order given.
+
+  Paths that neither exist nor match anything are kept, so that they are reported as errors.
+  """
+  paths = []
+  for item in inputs:
+    if os.path.isdir(item):
+      paths.extend(sorted(
+          os.path.join(item, name) for name in os.listdir(item)
+          if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, name))))
+    elif not os.path.exists(item) and _GLOB_CHARS & set(item):
+      matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+      paths.extend(matches or [item])
+    else:
+      paths.append(item)
+  return paths
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+  """Reads a photo as uint8 BGR [H, W, 3] (gray and alpha photos converted, EXIF rotation applied).
+
+  Raises:
+    ValueError: naming the file, when it is missing or cannot be decoded as an image.
+  """
+  try:
+    data = np.fromfile(os.fspath(path), dtype=np.uint8)
+  except OSError as e:
+    raise ValueError(f"{path}: cannot read file ({e.strerror or e}).") from None
+  image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+  if image is None:
+    raise ValueError(f"{path}: not a readable image ({data.size} bytes could not be decoded).")
+  return image
+
+
+def face_crops(image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+  """All faces of a BGR or gray photo: their boxes and uint8 crops [N, 48, 48, 1] (as in training)."""
+  boxes = faces.detect_faces(image)
+  crops = np.stack([faces.crop_face(image, box) for box in boxes]) if boxes else np.zeros(
+      (0, preprocess.IMAGE_SIZE, preprocess.IMAGE_SIZE), np.uint8)
+  return boxes, crops[..., np.newaxis]
+
+
+def classify_image(classifier: Classifier, image: np.ndarray, file: str) -> PhotoResult:
+  """Finds and classifies every face of a decoded photo."""
+  boxes, crops = face_crops(image)
+  if not boxes:
+    return PhotoResult(file=file, status=STATUS_NO_FACE)
+  probabilities = classifier.predict(crops)
+  predictions = []
+  for box, probs in zip(boxes, probabilities):
+    top = int(np.argmax(probs))
+    predictions.append(FacePrediction(
+        box=tuple(box), emotion=classifier.label_names[top], probability=float(probs[top]),
+        probabilities={name: float(p) for name, p in zip(classifier.label_names, probs)}))
+  return PhotoResult(file=file, status=STATUS_OK, faces=tuple(predictions))
+
+
+def predict_file(classifier: Classifier, path: str) -> tuple[PhotoResult, np.ndarray | None]:
+  """Reads and classifies one file; an unreadable file gives an error result, not an exception.
+
+  Returns:
+    The result and the decoded BGR image (None when it could not be read).
+  """
+  try:
+    image = read_image(path)
+  except ValueError as e:
+    return PhotoResult(file=path, status=STATUS_ERROR, error=str(e)), None
+  return classify_image(classifier, image, path), image
+
+
+def format_result(result: PhotoResult) -> list[str]:
+  """Human-readable lines for one file: one per face, or its status."""
+  if result.status == STATUS_ERROR:
+    return [f"ERROR {result.error}"]
+  if result.status == STATUS_NO_FACE:
+    return [f"{result.file}: no face"]
+  lines = []
+  for i, face in enumerate(result.faces, start=1):
+    vector = " ".join(f"{name}={p:.3f}" for name, p in face.probabilities.items())
+    lines.append(f"{result.file}: face {i}/{len(result.faces)} box={list(face.box)} "
+                 f"{face.emotion} {face.probability:.3f} [{vector}]")
+  return lines
+
+
+def write_json(results: Sequence[PhotoResult], path: str | os.PathLike) -> None:
+  """Writes a JSON list of {file, status, faces: [{box, emotion, probability, probabilities}], error?}."""
+  pathlib.Path(path).write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
+
+
+def write_csv(results: Sequence[PhotoResult], path: str | os.PathLike,
+              label_names: Sequence[str]) -> None:
+  """Writes one row per face (and one per file without faces), one column per emotion."""
+  header = ["file", "status", "face", "x", "y", "w", "h", "emotion", "probability",
+            *label_names, "error"]
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for r in results:
+      if not r.faces:
+        writer.writerow([r.file, r.status] + [""] * (len(header) - 3) + [r.error or ""])
+      for i, face in enumerate(r.faces, start=1):
+        writer.writerow([r.file, r.status, i, *face.box, face.emotion, f"{face.probability:.6f}",
+                         *(f"{face.probabilities[n]:.6f}" for n in label_names), ""])
+
+
+def write_results(results: Sequence[PhotoResult], path: str | os.PathLike,
+                  label_names: Sequence[str]) -> None:
+  """Writes `results` as JSON or CSV, chosen by the file extension.
+
+  Raises:
+    ValueError: for an extension other than .json or .csv.
+  """
+  suffix = pathlib.Path(path).suffix.lower()
+  if suffix == ".json":
+    write_json(results, path)
+  elif suffix == ".csv":
+    write_csv(results, path, label_names)
+  else:
+    raise ValueError(f"Output {path}: expected a .json or .csv file name.")
+
+
+def annotate(image: np.ndarray, result: PhotoResult) -> np.ndarray:
+  """A copy of the BGR photo with each face's box and "emotion 0.87" label drawn."""
+  out = image.copy()
+  for face in result.faces:
+    x, y, w, h = face.box
+    thickness = max(1, round(w / 60))
+    text_thickness = max(1, round(w / 120))
+    scale = max(0.35, w / 250)
+    text = f"{face.emotion} {face.probability:.2f}"
+    (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, text_thickness)
+    cv2.rectangle(out, (x, y), (x + w, y + h), (0, 255, 0), thickness)
+    top = y - th - baseline - 2 if y - th - baseline - 2 >= 0 else y + h
+    cv2.rectangle(out, (x, top), (x + tw + 2, top + th + baseline + 2), (0, 255, 0), cv2.FILLED)
+    cv2.putText(out, text, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                text_thickness, cv2.LINE_AA)
+  return out
+
+
+def write_annotated(image: np.ndarray, result: PhotoResult, out_dir: str | os.PathLike,
+                    taken: set[str]) -> pathlib.Path:
+  """Writes the annotated photo to out_dir under the input's file name.
+
+  Args:
+    image: the decoded BGR photo.
+    result: its predictions.
+    out_dir: destination folder (created if needed).
+    taken: file names already written in this run; a repeated name gets a `_N` suffix.
+
+  Raises:
+    ValueError: when OpenCV cannot encode the file.
+  """
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  name = pathlib.Path(result.file).name
+  stem, suffix = os.path.splitext(name)
+  if suffix.lower() not in IMAGE_EXTENSIONS:
+    suffix = ".png"
+  name, n = stem + suffix, 1
+  while name in taken:
+    name, n = f"{stem}_{n}{suffix}", n + 1
+  taken.add(name)
+  ok, encoded = cv2.imencode(suffix, annotate(image, result))
+  if not ok:
+    raise ValueError(f"Could not encode the annotated copy of {result.file} as {suffix}.")
+  path = out_dir / name
+  encoded.tofile(os.fspath(path))
+  return path
