@@ -54,7 +54,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
   if image.ndim == 3 and image.shape[-1] == 4:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
-  raise ValueError(f"Expected a gray [H, W(, 1)] or BGR(A) [H, W, 3|4] image, got shape {image.shape}.")
+  raise ValueError(
+      f"Expected a gray [H, W(, 1)] or BGR(A) [H, W, 3|4] image, got shape {image.shape}.")
 
 
 def detect_faces(

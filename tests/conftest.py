@@ -42,6 +42,20 @@ def real_ravdess_frames() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def real_face_frames() -> dict:
+  """Real BGR photographs with one frontal face each, never skipped: the 24 RAVDESS frames
+  (name -> uint8 [224, 398, 3]) when the shared data is present, else scikit-image's astronaut
+  ({"astronaut": uint8 [512, 512, 3]})."""
+  import cv2
+  root = os.environ.get(SHARED_DATA_ENV)
+  paths = sorted((pathlib.Path(root) / "ravdess_frames").glob("Actor_*.png")) if root else []
+  if paths:
+    return {p.stem: cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths}
+  from skimage import data
+  return {"astronaut": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)}
+
+
+@pytest.fixture(scope="session")
 def generated_csv(tmp_path_factory) -> pathlib.Path:
   """A generated-faces fer2013.csv with all three Usage values."""
   from emotion_tfds import facegen

@@ -1,9 +1,6 @@
-"""Tests for emotion_tfds.faces on real photographs (RAVDESS frames, else scikit-image's astronaut)."""
+"""Tests for emotion_tfds.faces on real photos (RAVDESS frames, else scikit-image's astronaut)."""
 
 from __future__ import annotations
-
-import os
-import pathlib
 
 import cv2
 import numpy as np
@@ -12,20 +9,6 @@ from absl.testing import absltest
 
 from emotion_tfds import faces
 from emotion_tfds import preprocess
-
-SHARED_DATA_ENV = "EMOTION_TFDS_SHARED_DATA"
-
-
-def real_frames() -> dict[str, np.ndarray]:
-  """Real BGR photographs with one face each: the 24 RAVDESS frames if shared, else the astronaut."""
-  root = os.environ.get(SHARED_DATA_ENV)
-  folder = pathlib.Path(root) / "ravdess_frames" if root else None
-  if folder is not None and folder.is_dir():
-    paths = sorted(folder.glob("Actor_*.png"))
-    if paths:
-      return {p.stem: cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths}
-  from skimage import data  # pylint: disable=g-import-not-at-top
-  return {"astronaut": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)}
 
 
 def _inside(inner, outer, slack: int = 0) -> bool:
@@ -37,10 +20,9 @@ def _inside(inner, outer, slack: int = 0) -> bool:
 
 class DetectFacesTest(absltest.TestCase):
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.frames = real_frames()
+  @pytest.fixture(autouse=True)
+  def _frames(self, real_face_frames):
+    self.frames = real_face_frames
 
   def test_one_face_per_real_frame(self):
     counts = {name: len(faces.detect_faces(frame)) for name, frame in self.frames.items()}
@@ -76,10 +58,9 @@ class DetectFacesTest(absltest.TestCase):
 
 class CropFaceTest(absltest.TestCase):
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.frames = real_frames()
+  @pytest.fixture(autouse=True)
+  def _frames(self, real_face_frames):
+    self.frames = real_face_frames
 
   def test_size_matches_model_input(self):
     self.assertEqual(faces.CROP_SIZE, preprocess.IMAGE_SIZE)

@@ -1,0 +1,638 @@
+"""RAVDESS video frames -> 48x48 grayscale face crops + manifest, and the "fill the gap" selection.
+
+Extraction: every RAVDESS video (`Actor_NN/MM-VV-EE-II-SS-RR-AA.mp4`) of one video modality gives
+K evenly spaced frames; the largest frontal face of each frame (OpenCV Haar cascade, see
+`emotion_tfds.faces`) is cropped with a margin, turned into 48x48 gray and written as a PNG. A
+`manifest.csv` lists the crops and `summary.json` counts what was read and skipped. The same
+function, `extract_video`, runs in a plain loop (`extract_folder`) or as an Apache Beam pipeline
+(`run_beam`, one element per video) on any Beam runner. Files are read and written through Beam's
+`FileSystems`, so local paths and, with the matching Beam extra, gs:// or hdfs:// paths work.
+
+Run:
+  python -m emotion_tfds.ravdess --ravdess_dir=RAVDESS --out=CROPS --frames_per_video=5
+  python -m emotion_tfds.ravdess --ravdess_dir=... --out=... --executor=beam \
+      [Beam pipeline options, e.g. --runner=FlinkRunner --flink_master=HOST:8081]
+
+Selection (used by the fer2013 builder's *_ravdess configs): `select_fill_gap` adds crops to each
+emotion of FER-2013's train split up toward the largest emotion's count, capped per emotion.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from emotion_tfds import faces
+from emotion_tfds import labels
+
+VIDEO_SUFFIXES = (".mp4", ".avi")
+# Modality field of a RAVDESS file name: 01 full audio-video, 02 video-only (the same video
+# without sound), 03 audio-only.
+VIDEO_MODALITIES = (1, 2)
+DEFAULT_MODALITY = 2
+MANIFEST_NAME = "manifest.csv"
+SUMMARY_NAME = "summary.json"
+MANIFEST_FIELDS = (
+    "crop_file", "emotion", "emotion_code", "intensity", "vocal_channel", "statement",
+    "repetition", "actor", "source_video", "frame_index", "face_x", "face_y", "face_w", "face_h")
+# RAVDESS: 24 actors; emotion 01-08; intensity 01 normal / 02 strong; statement, repetition 01-02.
+_NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+_FIELD_RANGES = {
+    "modality": (1, 3), "vocal_channel": (1, 2), "emotion": (1, 8), "intensity": (1, 2),
+    "statement": (1, 2), "repetition": (1, 2), "actor": (1, 24)}
+# Containers report frame counts; a non-positive or absurd count means "count by decoding".
+_MAX_PLAUSIBLE_FRAMES = 10_000_000
+# Default cap of `select_fill_gap`: RAVDESS may at most double an emotion's FER train count.
+DEFAULT_CAP_RATIO = 1.0
+
+# Names of the counters in `Stats.counts`, in summary order, with their meaning.
+COUNTERS = {
+    "files": "video files found",
+    "skipped_bad_name": "skipped: file name not RAVDESS-shaped",
+    "skipped_other_modality": "skipped: not the chosen video modality",
+    "skipped_calm": "skipped: calm (dropped; --calm_as_neutral keeps it as neutral)",
+    "skipped_unreadable": "skipped: unreadable or truncated video",
+    "videos_read": "videos read",
+    "frames_sampled": "frames sampled",
+    "faces_found": "faces found (= crops written)",
+    "frames_without_face": "frames without a face",
+    "videos_without_face": "videos without any face",
+}
+
+
+class VideoError(Exception):
+  """A video that cannot be opened or decoded up to a sampled frame."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RavdessName:
+  """The seven fields of a RAVDESS file name, as integers."""
+  modality: int
+  vocal_channel: int
+  emotion: int
+  intensity: int
+  statement: int
+  repetition: int
+  actor: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+  """One face crop: a manifest row. `crop_file` is relative to the crops folder, '/'-separated."""
+  crop_file: str
+  emotion: str  # FER-2013 emotion name (labels.FER7), e.g. "fear" for RAVDESS "fearful".
+  emotion_code: int  # RAVDESS emotion code 1..8 (2 = calm, kept as "neutral" on request).
+  intensity: int  # 1 normal, 2 strong.
+  vocal_channel: int  # 1 speech, 2 song.
+  statement: int
+  repetition: int
+  actor: int
+  source_video: str  # Relative to the RAVDESS folder.
+  frame_index: int  # 0-based frame number in the source video.
+  face_x: int
+  face_y: int
+  face_w: int
+  face_h: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractOptions:
+  """What `extract_video` keeps and how it crops."""
+  frames_per_video: int = 5
+  calm_as_neutral: bool = False
+  modality: int = DEFAULT_MODALITY
+  margin: float = 0.2
+  # Frames are shrunk to at most this side for detection only (speed); crops use full resolution.
+  detect_max_side: int = 640
+
+  def __post_init__(self):
+    if self.frames_per_video < 1:
+      raise ValueError(f"frames_per_video must be >= 1, got {self.frames_per_video}.")
+    if self.modality not in VIDEO_MODALITIES:
+      raise ValueError(f"modality must be one of {VIDEO_MODALITIES}, got {self.modality}.")
+
+
+@dataclasses.dataclass
+class Stats:
+  """Counters (keys of COUNTERS) and (file, reason) problems; mergeable across videos/workers."""
+  counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  problems: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+  def merge(self, other: Stats) -> Stats:
+    """Adds `other` into this object and returns it."""
+    self.counts.update(other.counts)
+    self.problems.extend(other.problems)
+    return self
+
+  def to_json(self) -> dict:
+    return {"counts": {k: self.counts[k] for k in COUNTERS},
+            "problems": [list(p) for p in sorted(self.problems)]}
+
+  @classmethod
+  def from_json(cls, data: Mapping) -> Stats:
+    return cls(collections.Counter(data["counts"]), [tuple(p) for p in data["problems"]])
+
+  def format(self) -> str:
+    """Human-readable summary: one line per counter, then each problem file and its reason."""
+    width = max(len(v) for v in COUNTERS.values())
+    lines = [f"{desc:<{width}}  {self.counts[key]}" for key, desc in COUNTERS.items()]
+    lines += [f"  {path}: {reason}" for path, reason in sorted(self.problems)]
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class VideoResult:
+  """What one video gave: its crops (already written) and its counters."""
+  crops: list[Crop]
+  stats: Stats
+
+
+def merge_stats(all_stats: Iterable[Stats]) -> Stats:
+  """Sum of several Stats (a Beam CombineGlobally function)."""
+  total = Stats()
+  for stats in all_stats:
+    total.merge(stats)
+  return total
+
+
+def parse_name(file_name: str) -> RavdessName:
+  """Parses 'MM-VV-EE-II-SS-RR-AA.mp4' (any folder, any video suffix).
+
+  Raises:
+    ValueError: naming the file and the field when the name is not RAVDESS-shaped.
+  """
+  stem = _basename(file_name).rsplit(".", 1)[0]
+  match = _NAME_RE.match(stem)
+  if not match:
+    raise ValueError(f"{file_name}: name is not RAVDESS-shaped (MM-VV-EE-II-SS-RR-AA)")
+  values = dict(zip(_FIELD_RANGES, (int(v) for v in match.groups())))
+  for field, (low, high) in _FIELD_RANGES.items():
+    if not low <= values[field] <= high:
+      raise ValueError(f"{file_name}: {field} {values[field]:02d} is outside {low:02d}..{high:02d}")
+  return RavdessName(**values)
+
+
+def sample_indices(num_frames: int, k: int) -> list[int]:
+  """K indices spread evenly over `num_frames` (centres of K equal parts); all if fewer frames."""
+  k = min(k, num_frames)
+  return [int((i + 0.5) * num_frames / k) for i in range(k)]
+
+
+def list_videos(ravdess_dir: str) -> list[str]:
+  """Paths of all .mp4/.avi files under `ravdess_dir` (recursively), sorted.
+
+  Raises:
+    FileNotFoundError: if the folder does not exist.
+    ValueError: if two videos share a file name (their crops would collide).
+  """
+  FileSystems = _filesystems()  # pylint: disable=invalid-name
+  if not FileSystems.exists(ravdess_dir):
+    raise FileNotFoundError(f"RAVDESS folder {ravdess_dir} does not exist.")
+  matched = FileSystems.match([FileSystems.join(ravdess_dir, "**")])[0].metadata_list
+  paths = sorted(m.path for m in matched if m.path.lower().endswith(VIDEO_SUFFIXES))
+  seen = {}
+  for path in paths:
+    stem = _basename(path).rsplit(".", 1)[0]
+    if stem in seen:
+      raise ValueError(f"Two videos named {stem}: {seen[stem]} and {path}.")
+    seen[stem] = path
+  return paths
+
+
+def extract_video(path: str, ravdess_dir: str, out_dir: str,
+                  options: ExtractOptions = ExtractOptions()) -> VideoResult:
+  """Samples frames of one video, crops the largest face of each and writes the crops as PNGs.
+
+  Never raises for bad input: a bad name, another modality, calm (unless kept), an unreadable or
+  truncated video and frames without a face are counted in the result's stats (bad names and
+  unreadable videos also as (file, reason) problems) and give no crops.
+
+  Args:
+    path: the video file.
+    ravdess_dir: the RAVDESS root; `source_video` is `path` relative to it.
+    out_dir: crops go to out_dir/Actor_NN/<video stem>_fNNNN.png (written atomically).
+    options: sampling and cropping options.
+
+  Returns:
+    VideoResult with the crops written and the counters of this video.
+  """
+  stats = Stats(collections.Counter(files=1))
+  source = _relative(path, ravdess_dir)
+  try:
+    name = parse_name(_basename(source))
+  except ValueError as e:
+    stats.counts["skipped_bad_name"] += 1
+    stats.problems.append((source, str(e)))
+    return VideoResult([], stats)
+  if name.modality != options.modality:
+    stats.counts["skipped_other_modality"] += 1
+    return VideoResult([], stats)
+  emotion = _emotion_name(name.emotion, options.calm_as_neutral)
+  if emotion is None:
+    stats.counts["skipped_calm"] += 1
+    return VideoResult([], stats)
+  try:
+    frames = _read_sampled_frames(path, options.frames_per_video)
+  except VideoError as e:
+    stats.counts["skipped_unreadable"] += 1
+    stats.problems.append((source, str(e)))
+    return VideoResult([], stats)
+  stats.counts["videos_read"] += 1
+  stem = _basename(source).rsplit(".", 1)[0]
+  crops = []
+  for index, frame in frames:
+    stats.counts["frames_sampled"] += 1
+    box = _largest_face(frame, options.detect_max_side)
+    if box is None:
+      stats.counts["frames_without_face"] += 1
+      continue
+    crop_file = f"Actor_{name.actor:02d}/{stem}_f{index:04d}.png"
+    _write_png(out_dir, crop_file, faces.crop_face(frame, box, margin=options.margin))
+    stats.counts["faces_found"] += 1
+    crops.append(Crop(
+        crop_file=crop_file, emotion=emotion, emotion_code=name.emotion,
+        intensity=name.intensity, vocal_channel=name.vocal_channel, statement=name.statement,
+        repetition=name.repetition, actor=name.actor, source_video=source, frame_index=index,
+        face_x=box[0], face_y=box[1], face_w=box[2], face_h=box[3]))
+  if not crops:
+    stats.counts["videos_without_face"] += 1
+  return VideoResult(crops, stats)
+
+
+def extract_folder(ravdess_dir: str, out_dir: str,
+                   options: ExtractOptions = ExtractOptions()) -> Stats:
+  """Runs `extract_video` over every video in a plain loop; writes manifest.csv and summary.json."""
+  results = [extract_video(p, ravdess_dir, out_dir, options) for p in list_videos(ravdess_dir)]
+  write_manifest(out_dir, [c for r in results for c in r.crops])
+  stats = merge_stats(r.stats for r in results)
+  write_summary(out_dir, stats)
+  return stats
+
+
+def run_beam(ravdess_dir: str, out_dir: str, options: ExtractOptions = ExtractOptions(),
+             pipeline_args: Sequence[str] = ()) -> Stats:
+  """The same extraction as an Apache Beam pipeline, one element per video.
+
+  Args:
+    ravdess_dir: RAVDESS root, readable by the driver (listing) and the workers (videos).
+    out_dir: crops folder, writable by the workers.
+    options: sampling and cropping options.
+    pipeline_args: Beam pipeline options, e.g. ["--runner=FlinkRunner", ...]; the default runner
+      is Beam's DirectRunner.
+
+  Returns:
+    The merged Stats, as written to out_dir/summary.json by the pipeline.
+  """
+  # pylint: disable=g-import-not-at-top
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  # pylint: enable=g-import-not-at-top
+  videos = list_videos(ravdess_dir)
+  with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
+    results = (
+        pipeline
+        | "ListVideos" >> beam.Create(videos)
+        # Spreads videos over workers (Create alone may keep them in one bundle).
+        | "Spread" >> beam.Reshuffle()
+        | "Extract" >> beam.Map(extract_video, ravdess_dir, out_dir, options))
+    _ = (results
+         | "Crops" >> beam.FlatMap(lambda result: result.crops)
+         | "AllCrops" >> beam.combiners.ToList()
+         | "WriteManifest" >> beam.Map(lambda crops: write_manifest(out_dir, crops)))
+    _ = (results
+         | "Stats" >> beam.Map(lambda result: result.stats)
+         | "MergeStats" >> beam.CombineGlobally(merge_stats)
+         | "WriteSummary" >> beam.Map(lambda stats: write_summary(out_dir, stats)))
+  return read_summary(out_dir)
+
+
+def write_manifest(out_dir: str, crops: Iterable[Crop]) -> str:
+  """Writes out_dir/manifest.csv (rows sorted by crop_file) atomically; returns its path."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+  writer.writeheader()
+  for crop in sorted(crops, key=lambda c: c.crop_file):
+    writer.writerow(dataclasses.asdict(crop))
+  return _write_atomic(out_dir, MANIFEST_NAME, buffer.getvalue().encode("utf-8"))
+
+
+def read_manifest(crops_dir: str) -> list[Crop]:
+  """Reads crops_dir/manifest.csv.
+
+  Raises:
+    FileNotFoundError: if the manifest is missing.
+    ValueError: naming the file and row for a bad header or value.
+  """
+  FileSystems = _filesystems()  # pylint: disable=invalid-name
+  path = FileSystems.join(crops_dir, MANIFEST_NAME)
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(f"RAVDESS crops manifest {path} does not exist.")
+  with FileSystems.open(path, compression_type="uncompressed") as f:
+    text = f.read().decode("utf-8")
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+    raise ValueError(f"{path}: header {reader.fieldnames} != expected {list(MANIFEST_FIELDS)}")
+  crops = []
+  for row_number, row in enumerate(reader, start=1):
+    try:
+      crop = Crop(**{f.name: int(row[f.name]) if f.type == "int" else row[f.name]
+                     for f in dataclasses.fields(Crop)})
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{path}: row {row_number}: {e}") from None
+    if crop.emotion not in labels.FER7:
+      raise ValueError(f"{path}: row {row_number}: unknown emotion {crop.emotion!r}")
+    crops.append(crop)
+  return crops
+
+
+def write_summary(out_dir: str, stats: Stats) -> str:
+  """Writes out_dir/summary.json atomically; returns its path."""
+  data = json.dumps(stats.to_json(), indent=2).encode("utf-8")
+  return _write_atomic(out_dir, SUMMARY_NAME, data)
+
+
+def read_summary(out_dir: str) -> Stats:
+  """Reads out_dir/summary.json."""
+  FileSystems = _filesystems()  # pylint: disable=invalid-name
+  with FileSystems.open(FileSystems.join(out_dir, SUMMARY_NAME),
+                        compression_type="uncompressed") as f:
+    return Stats.from_json(json.load(f))
+
+
+def crops_by_split(crops: Iterable[Crop],
+                   split_actors: Mapping[str, Collection[int]]) -> dict[str, list[Crop]]:
+  """Groups crops into splits by actor, so that no actor is in two splits.
+
+  Args:
+    crops: crops from `read_manifest`.
+    split_actors: split name -> actors whose crops it gets; actors listed nowhere are left out.
+
+  Returns:
+    split name -> its crops (every split of `split_actors`, possibly empty).
+
+  Raises:
+    ValueError: if an actor is given to more than one split.
+  """
+  owner = {}
+  for split, actors in split_actors.items():
+    for actor in actors:
+      if actor in owner:
+        raise ValueError(f"Actor {actor} is assigned to splits {owner[actor]!r} and {split!r}.")
+      owner[actor] = split
+  out = {split: [] for split in split_actors}
+  for crop in crops:
+    if crop.actor in owner:
+      out[owner[crop.actor]].append(crop)
+  return out
+
+
+def fill_gap_counts(fer_counts: Mapping[str, int], available: Mapping[str, int],
+                    cap_ratio: float = DEFAULT_CAP_RATIO) -> dict[str, int]:
+  """How many RAVDESS crops each emotion gets (the rule documented in BUILD.md).
+
+  target = the largest FER count; emotion e gets
+  min(target - fer[e], floor(cap_ratio * fer[e]), available[e]).
+
+  Args:
+    fer_counts: emotion name -> FER-2013 train examples, for every emotion of the scheme.
+    available: emotion name -> RAVDESS crops available (missing = 0).
+    cap_ratio: RAVDESS crops per FER example an emotion may get at most (1.0: at most double).
+
+  Returns:
+    emotion name -> number of crops to add, for every emotion of `fer_counts`.
+  """
+  if cap_ratio < 0:
+    raise ValueError(f"cap_ratio must be >= 0, got {cap_ratio}.")
+  target = max(fer_counts.values(), default=0)
+  return {e: max(0, min(target - n, int(np.floor(cap_ratio * n)), available.get(e, 0)))
+          for e, n in fer_counts.items()}
+
+
+def select_fill_gap(fer_counts: Mapping[str, int], crops: Iterable[Crop], scheme: str,
+                    cap_ratio: float = DEFAULT_CAP_RATIO, seed: int = 0) -> list[Crop]:
+  """Chooses RAVDESS crops that bring every emotion of `scheme` up toward the largest one.
+
+  The choice is deterministic (a hash of `seed` and the file names, not the manifest order) and
+  spread out: every video gives its first frame before any video gives a second one.
+
+  Args:
+    fer_counts: emotion name -> FER-2013 train count, for each emotion of `scheme`.
+    crops: candidate crops (emotions outside the scheme, e.g. fear for seed6, are never chosen).
+    scheme: label scheme name.
+    cap_ratio: see `fill_gap_counts`.
+    seed: changes which crops are chosen, not how many.
+
+  Returns:
+    The chosen crops, sorted by crop_file.
+  """
+  names = labels.get_scheme(scheme)
+  missing = set(names) - set(fer_counts)
+  if missing:
+    raise ValueError(f"fer_counts lacks emotions {sorted(missing)} of scheme {scheme!r}.")
+  by_emotion = collections.defaultdict(list)
+  for crop in crops:
+    if crop.emotion in names:
+      by_emotion[crop.emotion].append(crop)
+  quota = fill_gap_counts({e: fer_counts[e] for e in names},
+                          {e: len(c) for e, c in by_emotion.items()}, cap_ratio)
+  chosen = []
+  for emotion, candidates in by_emotion.items():
+    chosen += _spread_order(candidates, seed)[:quota[emotion]]
+  return sorted(chosen, key=lambda c: c.crop_file)
+
+
+def _spread_order(candidates: Iterable[Crop], seed: int) -> list[Crop]:
+  """Orders crops by (rank of the frame within its video, video hash): round-robin over videos."""
+  by_video = collections.defaultdict(list)
+  for crop in candidates:
+    by_video[crop.source_video].append(crop)
+  keyed = []
+  for video, video_crops in by_video.items():
+    video_hash = _hash(seed, video)
+    for rank, crop in enumerate(sorted(video_crops, key=lambda c: _hash(seed, c.crop_file))):
+      keyed.append(((rank, video_hash, crop.crop_file), crop))
+  return [crop for _, crop in sorted(keyed, key=lambda kc: kc[0])]
+
+
+def _hash(seed: int, text: str) -> str:
+  return hashlib.sha256(f"{seed}:{text}".encode("utf-8")).hexdigest()
+
+
+def _emotion_name(code: int, calm_as_neutral: bool) -> str | None:
+  """RAVDESS emotion code -> FER-2013 emotion name, or None when the code is dropped (calm)."""
+  fer_id = labels.ravdess_to("fer7", calm_as_neutral).get(code)
+  return None if fer_id is None else labels.FER7[fer_id]
+
+
+def _read_sampled_frames(path: str, k: int) -> list[tuple[int, np.ndarray]]:
+  """Decodes a video front to back and keeps K evenly spaced BGR frames.
+
+  Raises:
+    VideoError: if the file cannot be opened, has no frames, or ends before a sampled frame.
+  """
+  with _local_copy(path) as local_path:
+    num_frames = _frame_count(local_path)
+    wanted = set(sample_indices(num_frames, k))
+    capture = cv2.VideoCapture(local_path)
+    try:
+      frames, index = [], 0
+      while wanted:
+        if not capture.grab():
+          raise VideoError(f"truncated: decoding stopped at frame {index} of {num_frames}")
+        if index in wanted:
+          ok, frame = capture.retrieve()
+          if not ok or frame is None:
+            raise VideoError(f"frame {index} of {num_frames} could not be decoded")
+          frames.append((index, frame))
+          wanted.discard(index)
+        index += 1
+    finally:
+      capture.release()
+  return frames
+
+
+def _frame_count(local_path: str) -> int:
+  """The container's frame count, or the number of decodable frames when it gives none."""
+  capture = cv2.VideoCapture(local_path)
+  try:
+    if not capture.isOpened():
+      raise VideoError("cannot be opened as a video (corrupt, truncated or not a video)")
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    if not 0 < count < _MAX_PLAUSIBLE_FRAMES:
+      count = 0
+      while capture.grab():
+        count += 1
+  finally:
+    capture.release()
+  if count == 0:
+    raise VideoError("no decodable frames")
+  return count
+
+
+class _local_copy:  # pylint: disable=invalid-name
+  """Context manager: a local path for `path`, copying remote files (gs://...) to a temp file."""
+
+  def __init__(self, path: str):
+    self._path = path
+    self._temp = None
+
+  def __enter__(self) -> str:
+    FileSystems = _filesystems()  # pylint: disable=invalid-name
+    if FileSystems.get_scheme(self._path) in (None, "file"):
+      return self._path
+    suffix = os.path.splitext(self._path)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as out, \
+        FileSystems.open(self._path, compression_type="uncompressed") as src:
+      shutil.copyfileobj(src, out)
+      self._temp = out.name
+    return self._temp
+
+  def __exit__(self, *exc) -> None:
+    if self._temp is not None:
+      os.remove(self._temp)
+
+
+def _largest_face(frame: np.ndarray, max_side: int) -> tuple[int, int, int, int] | None:
+  """Largest face box in full-frame pixels, detected on a copy shrunk to at most `max_side`."""
+  scale = min(1.0, max_side / max(frame.shape[:2]))
+  small = frame if scale == 1.0 else cv2.resize(
+      frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+  boxes = faces.detect_faces(small)
+  if not boxes:
+    return None
+  return tuple(int(round(v / scale)) for v in boxes[0])
+
+
+def _write_png(out_dir: str, relative: str, image: np.ndarray) -> str:
+  ok, encoded = cv2.imencode(".png", image)
+  if not ok:
+    raise RuntimeError(f"PNG encoding failed for {relative}.")
+  return _write_atomic(out_dir, relative, encoded.tobytes())
+
+
+def _write_atomic(out_dir: str, relative: str, data: bytes) -> str:
+  """Writes data to out_dir/relative via a temporary name and a rename; returns the path."""
+  FileSystems = _filesystems()  # pylint: disable=invalid-name
+  path = FileSystems.join(out_dir, *relative.split("/"))
+  temp = f"{path}.tmp-{uuid.uuid4().hex}"
+  with FileSystems.create(temp, compression_type="uncompressed") as f:
+    f.write(data)
+  FileSystems.rename([temp], [path])
+  return path
+
+
+def _filesystems():
+  """Beam's FileSystems (local, gs://, hdfs://, ...), imported on first use: importing Beam takes
+  seconds, and the fer2013 builder imports this module only to read manifests."""
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  return FileSystems
+
+
+def _basename(path: str) -> str:
+  return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _relative(path: str, root: str) -> str:
+  """`path` relative to `root`, '/'-separated."""
+  root = root.rstrip("/") + "/"
+  relative = path[len(root):] if path.startswith(root) else path
+  return relative.replace(os.sep, "/")
+
+
+# Command line -----------------------------------------------------------------------------------
+
+_RAVDESS_DIR = flags.DEFINE_string(
+    "ravdess_dir", None, "RAVDESS folder holding Actor_NN/*.mp4 (searched recursively).")
+_OUT = flags.DEFINE_string(
+    "out", None, "Crops folder: Actor_NN/*.png, manifest.csv and summary.json are written here.")
+_FRAMES_PER_VIDEO = flags.DEFINE_integer(
+    "frames_per_video", ExtractOptions.frames_per_video,
+    "Frames sampled evenly from each video.", lower_bound=1)
+_CALM_AS_NEUTRAL = flags.DEFINE_bool(
+    "calm_as_neutral", False, "Keep RAVDESS calm as neutral (default: drop calm videos).")
+_MODALITY = flags.DEFINE_enum(
+    "modality", f"{DEFAULT_MODALITY:02d}", [f"{m:02d}" for m in VIDEO_MODALITIES],
+    "RAVDESS video modality to keep: 01 audio-video or 02 video-only (the same video).")
+_MARGIN = flags.DEFINE_float(
+    "margin", ExtractOptions.margin, "Context around the face box, as a fraction of its side.",
+    lower_bound=0.0)
+_EXECUTOR = flags.DEFINE_enum(
+    "executor", "direct", ["direct", "beam"],
+    "direct: a plain loop in this process; beam: an Apache Beam pipeline, configured by any "
+    "further Beam options (e.g. --runner=FlinkRunner); Beam's default runner is DirectRunner.")
+
+
+def main(argv: Sequence[str]) -> None:
+  options = ExtractOptions(
+      frames_per_video=_FRAMES_PER_VIDEO.value, calm_as_neutral=_CALM_AS_NEUTRAL.value,
+      modality=int(_MODALITY.value), margin=_MARGIN.value)
+  if _EXECUTOR.value == "beam":
+    stats = run_beam(_RAVDESS_DIR.value, _OUT.value, options, pipeline_args=argv[1:])
+  else:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unknown arguments {argv[1:]} (Beam options need --executor=beam).")
+    stats = extract_folder(_RAVDESS_DIR.value, _OUT.value, options)
+  logging.info("RAVDESS crops in %s", _OUT.value)
+  print(stats.format())
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["ravdess_dir", "out"])
+  # Flags this module does not know are Beam pipeline options; they reach `main` in argv.
+  app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
