@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -361,6 +362,27 @@ def read_manifest(crops_dir: str) -> list[Crop]:
   return crops
 
 
+def read_crop(crops_dir: str, crop: Crop) -> bytes:
+  """The PNG bytes of `crop`, checked to decode to a uint8 48x48 grayscale image.
+
+  Raises:
+    FileNotFoundError: if the PNG is missing.
+    ValueError: naming the file if it does not decode to a 48x48 grayscale image.
+  """
+  FileSystems = _filesystems()  # pylint: disable=invalid-name
+  path = FileSystems.join(crops_dir, *crop.crop_file.split("/"))
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(f"RAVDESS crop {path} (listed in the manifest) does not exist.")
+  with FileSystems.open(path, compression_type="uncompressed") as f:
+    data = f.read()
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  size = faces.CROP_SIZE
+  if image is None or image.dtype != np.uint8 or image.shape != (size, size):
+    shape = None if image is None else (image.shape, image.dtype)
+    raise ValueError(f"{path}: expected a {size}x{size} grayscale uint8 PNG, got {shape}.")
+  return data
+
+
 def write_summary(out_dir: str, stats: Stats) -> str:
   """Writes out_dir/summary.json atomically; returns its path."""
   data = json.dumps(stats.to_json(), indent=2).encode("utf-8")
@@ -596,43 +618,55 @@ def _relative(path: str, root: str) -> str:
 
 
 # Command line -----------------------------------------------------------------------------------
+# The flags are defined only when this module runs as the command: their short names (--out,
+# --margin, ...) would otherwise clash with the flags of any main that imports this module.
 
-_RAVDESS_DIR = flags.DEFINE_string(
-    "ravdess_dir", None, "RAVDESS folder holding Actor_NN/*.mp4 (searched recursively).")
-_OUT = flags.DEFINE_string(
-    "out", None, "Crops folder: Actor_NN/*.png, manifest.csv and summary.json are written here.")
-_FRAMES_PER_VIDEO = flags.DEFINE_integer(
-    "frames_per_video", ExtractOptions.frames_per_video,
-    "Frames sampled evenly from each video.", lower_bound=1)
-_CALM_AS_NEUTRAL = flags.DEFINE_bool(
-    "calm_as_neutral", False, "Keep RAVDESS calm as neutral (default: drop calm videos).")
-_MODALITY = flags.DEFINE_enum(
-    "modality", f"{DEFAULT_MODALITY:02d}", [f"{m:02d}" for m in VIDEO_MODALITIES],
-    "RAVDESS video modality to keep: 01 audio-video or 02 video-only (the same video).")
-_MARGIN = flags.DEFINE_float(
-    "margin", ExtractOptions.margin, "Context around the face box, as a fraction of its side.",
-    lower_bound=0.0)
-_EXECUTOR = flags.DEFINE_enum(
-    "executor", "direct", ["direct", "beam"],
-    "direct: a plain loop in this process; beam: an Apache Beam pipeline, configured by any "
-    "further Beam options (e.g. --runner=FlinkRunner); Beam's default runner is DirectRunner.")
+
+def _define_flags() -> None:
+  flags.DEFINE_string(
+      "ravdess_dir", None, "RAVDESS folder holding Actor_NN/*.mp4 (searched recursively).")
+  flags.DEFINE_string(
+      "out", None, "Crops folder: Actor_NN/*.png, manifest.csv and summary.json are written here.")
+  flags.DEFINE_integer("frames_per_video", ExtractOptions.frames_per_video,
+                       "Frames sampled evenly from each video.", lower_bound=1)
+  flags.DEFINE_bool(
+      "calm_as_neutral", False, "Keep RAVDESS calm as neutral (default: drop calm videos).")
+  flags.DEFINE_enum(
+      "modality", f"{DEFAULT_MODALITY:02d}", [f"{m:02d}" for m in VIDEO_MODALITIES],
+      "RAVDESS video modality to keep: 01 audio-video or 02 video-only (the same video).")
+  flags.DEFINE_float("margin", ExtractOptions.margin,
+                     "Context around the face box, as a fraction of its side.", lower_bound=0.0)
+  flags.DEFINE_enum(
+      "executor", "direct", ["direct", "beam"],
+      "direct: a plain loop in this process; beam: an Apache Beam pipeline, configured by any "
+      "further Beam options (e.g. --runner=FlinkRunner); Beam's default runner is DirectRunner.")
+  flags.mark_flags_as_required(["ravdess_dir", "out"])
 
 
 def main(argv: Sequence[str]) -> None:
+  """Extracts the crops; `argv[1:]` are Beam pipeline options (with --executor=beam)."""
+  args = flags.FLAGS
   options = ExtractOptions(
-      frames_per_video=_FRAMES_PER_VIDEO.value, calm_as_neutral=_CALM_AS_NEUTRAL.value,
-      modality=int(_MODALITY.value), margin=_MARGIN.value)
-  if _EXECUTOR.value == "beam":
-    stats = run_beam(_RAVDESS_DIR.value, _OUT.value, options, pipeline_args=argv[1:])
+      frames_per_video=args.frames_per_video, calm_as_neutral=args.calm_as_neutral,
+      modality=int(args.modality), margin=args.margin)
+  if args.executor == "beam":
+    stats = run_beam(args.ravdess_dir, args.out, options, pipeline_args=argv[1:])
   else:
     if len(argv) > 1:
       raise app.UsageError(f"Unknown arguments {argv[1:]} (Beam options need --executor=beam).")
-    stats = extract_folder(_RAVDESS_DIR.value, _OUT.value, options)
-  logging.info("RAVDESS crops in %s", _OUT.value)
+    stats = extract_folder(args.ravdess_dir, args.out, options)
+  logging.info("RAVDESS crops in %s", args.out)
   print(stats.format())
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses this module's flags; the ones it does not know (Beam options) are returned."""
+  try:
+    return flags.FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpfull to see help on flags.")
+
+
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["ravdess_dir", "out"])
-  # Flags this module does not know are Beam pipeline options; they reach `main` in argv.
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+  _define_flags()
+  app.run(main, flags_parser=_parse_flags)

@@ -156,6 +156,20 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
       self.assertTrue(x >= 2 and y >= 2 and x + w <= 158 and y + h <= 158, (crop, found))
     self.assertEqual(sorted(p.name for p in self.direct_dir.rglob("*.tmp-*")), [])
 
+  def test_read_crop(self):
+    crops = ravdess.read_manifest(str(self.direct_dir))
+    data = ravdess.read_crop(str(self.direct_dir), crops[0])
+    np.testing.assert_array_equal(
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED),
+        cv2.imread(str(self.direct_dir / crops[0].crop_file), cv2.IMREAD_UNCHANGED))
+    bad_dir = pathlib.Path(self._tempdir())
+    (bad_dir / "Actor_01").mkdir()
+    with self.assertRaisesRegex(FileNotFoundError, "f0001.png"):
+      ravdess.read_crop(str(bad_dir), crops[0])
+    cv2.imwrite(str(bad_dir / crops[0].crop_file), np.zeros((48, 48, 3), np.uint8))
+    with self.assertRaisesRegex(ValueError, "f0001.png: expected a 48x48 grayscale"):
+      ravdess.read_crop(str(bad_dir), crops[0])
+
   def test_beam_matches_direct(self):
     self.assertEqual(ravdess.read_manifest(str(self.beam_dir)),
                      ravdess.read_manifest(str(self.direct_dir)))
