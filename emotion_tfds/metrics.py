@@ -39,6 +39,8 @@ DEFINITIONS = (
     "avg confidence = mean probability the model gave to the TRUE emotion; "
     "total row: accuracy over all covered images, f1 = macro-F1 over the emotions present.")
 OUTPUT_SUFFIXES = (".md", ".json", ".csv")
+CONFUSION_TAG = "eval/confusion_matrix"
+REPORT_TAG = "eval/report"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,3 +436,11 @@ def confusion_png(report: EmotionReport, path: str | pathlib.Path, title: str | 
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(confusion_image(report, title))
   return path
+
+
+def write_summaries(report: EmotionReport, step: int) -> None:
+  """Writes the confusion-matrix image (CONFUSION_TAG) and the markdown table (REPORT_TAG) to the
+  default `tf.summary` writer."""
+  png = confusion_image(report)
+  tf.summary.image(CONFUSION_TAG, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step)
+  tf.summary.text(REPORT_TAG, report.to_markdown(), step=step)

@@ -1,0 +1,235 @@
+"""Keras callbacks for training: per-emotion TensorBoard summaries, throughput, one line per epoch.
+
+`get_callbacks` is the factory the training loop calls once per stage (one TensorBoard run folder per
+stage, e.g. `<model_dir>/tb/<stage>`). What lands in TensorBoard, per epoch (step = Keras's epoch):
+
+  scalars  train/<log key> for each Keras log (loss, accuracy, learning_rate, images_per_second,
+           epoch_seconds), eval/<key> for Keras's validation logs (val_loss -> eval/loss);
+           with an `eval_dataset`, the per-emotion report of the model on it:
+           per_emotion/{accuracy,precision,f1,mean_confidence}/<emotion> and
+           eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence}.
+  image    eval/confusion_matrix: the row-normalised confusion matrix, emotion names on the axes.
+  text     eval/report: the markdown table of `metrics.EmotionReport`.
+  hparams  the stage's hyper-parameters (hparams plugin), once per run.
+
+Per-emotion values that are undefined (precision of an emotion the model never predicted) are written
+as 0, like scikit-learn's `zero_division=0`; emotions without images in the eval split and emotions
+the model cannot predict (not covered) get no per-emotion scalars. Under multi-worker training every
+worker runs the evaluation (its collective ops need all of them) but only the chief writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import keras
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+from emotion_tfds import metrics
+from emotion_tfds import preprocess
+
+PER_EMOTION_METRICS = ("accuracy", "precision", "f1", "mean_confidence")
+EVAL_TOTALS = ("accuracy", "macro_f1", "balanced_accuracy", "mean_confidence")
+
+
+def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
+                  eval_dataset: tf.data.Dataset | None = None,
+                  hparams: Mapping[str, object] | None = None, initial_epoch: int = 0,
+                  pred_names: Sequence[str] | None = None, global_batch_size: int | None = None,
+                  epoch_line: bool = True, is_chief: bool | None = None
+                  ) -> list[keras.callbacks.Callback]:
+  """The training callbacks, in the order they must run.
+
+  Args:
+    logdir: TensorBoard run folder (one per stage); None writes no summaries.
+    label_names: the eval dataset's emotions (its label scheme).
+    eval_dataset: (uint8 images [B, 48, 48, 1], int labels [B]) batches evaluated at each epoch end
+      (`pipeline.make_dataset(..., training=False)`); None skips the per-emotion report.
+    hparams: the stage's hyper-parameters (values: bool, int, float or str; others are written as
+      their str), written once per run through the hparams plugin.
+    initial_epoch: the epoch this run starts at (Keras's `initial_epoch` of the first `fit`); a
+      resumed run (> 0) does not write its hparams again.
+    pred_names: the model's emotions when they differ from `label_names` (default: the same).
+    global_batch_size: images per training step (all replicas); needed for images/s.
+    epoch_line: print one summary line per epoch.
+    is_chief: whether this worker writes and prints; default: derived from the model's strategy.
+
+  Returns:
+    [EpochTimer, EmotionTensorBoard (if logdir), EpochLine (if epoch_line)].
+  """
+  callbacks: list[keras.callbacks.Callback] = [EpochTimer(global_batch_size)]
+  if logdir is not None:
+    callbacks.append(EmotionTensorBoard(
+        logdir, label_names, eval_dataset=eval_dataset, pred_names=pred_names, hparams=hparams,
+        write_hparams=initial_epoch == 0, is_chief=is_chief))
+  if epoch_line:
+    callbacks.append(EpochLine(is_chief=is_chief))
+  return callbacks
+
+
+def is_chief_worker(strategy: tf.distribute.Strategy) -> bool:
+  """True unless `strategy` runs on a cluster in which this task is not the chief."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type or resolver.task_type == "chief":
+    return True
+  return (resolver.task_type == "worker" and resolver.task_id == 0
+          and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def current_learning_rate(model: keras.Model) -> float | None:
+  """The optimizer's learning rate now (schedules evaluated at the current step), or None."""
+  optimizer = getattr(model, "optimizer", None)
+  if optimizer is None or not hasattr(optimizer, "learning_rate"):
+    return None
+  return float(tf.convert_to_tensor(optimizer.learning_rate))
+
+
+class EpochTimer(keras.callbacks.Callback):
+  """Adds `epoch_seconds`, `images_per_second` and `learning_rate` to the epoch's logs.
+
+  The time runs from the epoch's start to the end of its training steps (Keras's validation inside
+  `fit` is not counted). Images are steps x `global_batch_size`; without a known step count or batch
+  size, `images_per_second` is left out. It needs no per-batch hook, so Keras keeps dispatching
+  batches asynchronously.
+  """
+
+  def __init__(self, global_batch_size: int | None):
+    super().__init__()
+    self._global_batch_size = global_batch_size
+    self._start = 0.0
+    self._train_end: float | None = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+    self._train_end = None
+
+  def on_test_begin(self, logs=None):
+    if self._train_end is None:  # Validation inside fit: the training steps are over.
+      self._train_end = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is None:
+      return
+    seconds = (self._train_end or time.perf_counter()) - self._start
+    logs["epoch_seconds"] = seconds
+    steps = self.params.get("steps") if self.params else None
+    if steps and self._global_batch_size and seconds > 0:
+      logs["images_per_second"] = steps * self._global_batch_size / seconds
+    learning_rate = current_learning_rate(self.model)
+    if learning_rate is not None:
+      logs["learning_rate"] = learning_rate
+
+
+class EmotionTensorBoard(keras.callbacks.Callback):
+  """Writes the epoch's logs, the per-emotion report on `eval_dataset` and hparams to TensorBoard.
+
+  Adds `eval_accuracy` and `eval_macro_f1` to the epoch's logs (for `EpochLine`, checkpoints or early
+  stopping placed after it).
+  """
+
+  def __init__(self, logdir: str, label_names: Sequence[str], *,
+               eval_dataset: tf.data.Dataset | None = None,
+               pred_names: Sequence[str] | None = None,
+               hparams: Mapping[str, object] | None = None, write_hparams: bool = True,
+               is_chief: bool | None = None):
+    super().__init__()
+    if eval_dataset is not None and eval_dataset.element_spec[0].dtype != tf.uint8:
+      raise ValueError(f"eval_dataset must yield uint8 images (the stored form), got "
+                       f"{eval_dataset.element_spec[0]}.")
+    self._logdir = str(logdir)
+    self._label_names = tuple(label_names)
+    self._pred_names = None if pred_names is None else tuple(pred_names)
+    self._eval_dataset = eval_dataset
+    self._hparams = dict(hparams) if hparams else None
+    self._write_hparams = write_hparams
+    self._is_chief = is_chief
+    self._writer: tf.summary.SummaryWriter | None = None
+    self._chief = True
+    self._evaluator: metrics.StreamingEvaluator | None = None
+    self.last_report: metrics.EmotionReport | None = None
+
+  def on_train_begin(self, logs=None):
+    if self._writer is not None:  # Called again by each later `fit` with the same callbacks.
+      return
+    strategy = self.model.distribute_strategy
+    self._chief = self._is_chief if self._is_chief is not None else is_chief_worker(strategy)
+    self._writer = (tf.summary.create_file_writer(self._logdir) if self._chief
+                    else tf.summary.create_noop_writer())
+    if self._hparams and self._write_hparams:
+      with self._writer.as_default():
+        hp.hparams({k: _hparam_value(v) for k, v in self._hparams.items()})
+    if self._eval_dataset is not None:
+      self._evaluator = metrics.StreamingEvaluator(
+          lambda images: self.model(preprocess.to_model_input(images), training=False),
+          self._label_names, self._pred_names, strategy=strategy)
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs if logs is not None else {}
+    scalars = {(f"eval/{k[4:]}" if k.startswith("val_") else f"train/{k}"): float(v)
+               for k, v in logs.items()}
+    report = None
+    if self._evaluator is not None:
+      report = self._evaluator.evaluate(self._eval_dataset)
+      self.last_report = report
+      scalars.update(report_scalars(report))
+      logs["eval_accuracy"] = report.totals.accuracy or 0.0
+      logs["eval_macro_f1"] = report.totals.macro_f1 or 0.0
+    with self._writer.as_default(step=epoch):
+      for tag, value in scalars.items():
+        tf.summary.scalar(tag, value)
+      if report is not None and self._chief:
+        metrics.write_summaries(report, step=epoch)
+    self._writer.flush()
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.flush()
+
+
+class EpochLine(keras.callbacks.Callback):
+  """Prints one line per epoch with every log value, throughput and learning rate (chief only)."""
+
+  def __init__(self, is_chief: bool | None = None):
+    super().__init__()
+    self._is_chief = is_chief
+
+  def on_epoch_end(self, epoch, logs=None):
+    chief = (self._is_chief if self._is_chief is not None
+             else is_chief_worker(self.model.distribute_strategy))
+    if not chief:
+      return
+    logs = dict(logs or {})
+    rate = logs.pop("images_per_second", None)
+    seconds = logs.pop("epoch_seconds", None)
+    learning_rate = logs.pop("learning_rate", None)
+    parts = [f"epoch {epoch + 1}:"] + [f"{k} {float(v):.4f}" for k, v in sorted(logs.items())]
+    if learning_rate is not None:
+      parts.append(f"| lr {learning_rate:.3g}")
+    if rate is not None:
+      parts.append(f"| {rate:,.0f} images/s")
+    if seconds is not None:
+      parts.append(f"({seconds:.1f} s of training)")
+    print(" ".join(parts), flush=True)
+
+
+def report_scalars(report: metrics.EmotionReport) -> dict[str, float]:
+  """Scalar tags of a report: per_emotion/<metric>/<emotion> and eval/<total>."""
+  out = {}
+  for row in report.rows:
+    if not row.covered or row.count == 0:
+      continue
+    for name in PER_EMOTION_METRICS:
+      value = getattr(row, name)
+      out[f"per_emotion/{name}/{row.name}"] = 0.0 if value is None else value
+  totals = report.totals
+  for name in EVAL_TOTALS:
+    value = getattr(totals, name)
+    if value is not None:
+      out[f"eval/{name}"] = value
+  return out
+
+
+def _hparam_value(value: object) -> bool | int | float | str:
+  return value if isinstance(value, (bool, int, float, str)) else str(value)

@@ -1,0 +1,148 @@
+"""Tests for the training callbacks: the TensorBoard event files of a real short training run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import pathlib
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_tfds import callbacks
+from emotion_tfds import facegen
+from emotion_tfds import labels
+from emotion_tfds import metrics
+from emotion_tfds import preprocess
+
+BATCH = 32
+
+
+def small_cnn(num_classes: int) -> keras.Model:
+  """A few-thousand-parameter CNN on float32 [0, 1] input: trains in seconds on a shared CPU."""
+  inputs = keras.Input(preprocess.IMAGE_SHAPE)
+  x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+  x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+  return keras.Model(inputs, outputs)
+
+
+def _datasets(num_rows: int = 448) -> tuple[tf.data.Dataset, tf.data.Dataset, np.ndarray, np.ndarray]:
+  """Generated faces: float training batches, and uint8 eval batches with their arrays."""
+  images, fer_ids, _ = facegen.generate(num_rows, seed=0)
+  images = images[..., np.newaxis]
+  train_images, train_labels = images[:320], fer_ids[:320]
+  eval_images, eval_labels = images[320:], fer_ids[320:]
+  train = tf.data.Dataset.from_tensor_slices((train_images, train_labels)).batch(
+      BATCH, drop_remainder=True).map(lambda x, y: (preprocess.to_model_input(x), y))
+  evaluation = tf.data.Dataset.from_tensor_slices((eval_images, eval_labels)).batch(50)
+  return train, evaluation, eval_images, eval_labels
+
+
+def read_events(logdir: str | pathlib.Path) -> dict[str, dict[int, tf.Tensor]]:
+  """tag -> step -> tensor (plus "plugin:<tag>" -> plugin name) from every event file under logdir."""
+  out: dict = {}
+  for path in sorted(pathlib.Path(logdir).rglob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        out.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor)
+        out[f"plugin:{value.tag}"] = value.metadata.plugin_data.plugin_name
+  return out
+
+
+class GetCallbacksTest(absltest.TestCase):
+
+  def _tmpdir(self) -> str:
+    path = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, path)
+    return path
+
+  def test_training_run_writes_every_summary(self):
+    keras.utils.set_random_seed(0)
+    train, evaluation, eval_images, eval_labels = _datasets()
+    model = small_cnn(len(labels.FER7))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    logdir = self._tmpdir()
+    hparams = {"stage": "head", "learning_rate": 3e-3, "global_batch": BATCH, "trainable": ("head",)}
+    cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7, eval_dataset=evaluation,
+                                  hparams=hparams, global_batch_size=BATCH)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+      history = model.fit(train, epochs=2, validation_data=evaluation.map(
+          lambda x, y: (preprocess.to_model_input(x), y)), callbacks=cbs, verbose=0)
+
+    events = read_events(logdir)
+    for step in (0, 1):
+      for metric in callbacks.PER_EMOTION_METRICS:
+        for emotion in labels.FER7:
+          tag = f"per_emotion/{metric}/{emotion}"
+          self.assertIn(step, events.get(tag, {}), tag)
+          self.assertTrue(math.isfinite(float(events[tag][step])), tag)
+      for tag in ("eval/accuracy", "eval/macro_f1", "eval/balanced_accuracy", "eval/loss",
+                  "train/loss", "train/accuracy", "train/learning_rate",
+                  "train/images_per_second", "train/epoch_seconds"):
+        self.assertTrue(math.isfinite(float(events[tag][step])), tag)
+      self.assertEqual(events[f"plugin:{metrics.CONFUSION_TAG}"], "images")
+      width, height, png = events[metrics.CONFUSION_TAG][step][:3]
+      picture = tf.io.decode_png(png).numpy()
+      self.assertEqual(picture.shape[:2], (int(height), int(width)))
+      self.assertGreater(picture.std(), 10)
+      report_text = events[metrics.REPORT_TAG][step].item().decode()
+      self.assertEqual(events[f"plugin:{metrics.REPORT_TAG}"], "text")
+      for emotion in labels.FER7:
+        self.assertIn(f"| {emotion} |", report_text)
+    self.assertAlmostEqual(float(events["train/learning_rate"][1]), 3e-3, places=6)
+    self.assertGreater(float(events["train/images_per_second"][0]), 0)
+    self.assertEqual(events["plugin:_hparams_/session_start_info"], "hparams")
+    self.assertLen(events["_hparams_/session_start_info"], 1)
+
+    # The last epoch's scalars are the final model's report on the eval split, computed here anew.
+    expected = metrics.EmotionReport(labels.FER7)
+    expected.update(eval_labels, model.predict(preprocess.to_model_input(eval_images), verbose=0))
+    for row in expected.rows:
+      for metric in callbacks.PER_EMOTION_METRICS:
+        self.assertAlmostEqual(float(events[f"per_emotion/{metric}/{row.name}"][1]),
+                               getattr(row, metric) or 0.0, places=5, msg=f"{metric} {row.name}")
+    self.assertAlmostEqual(float(events["eval/macro_f1"][1]), expected.totals.macro_f1, places=5)
+    self.assertAlmostEqual(history.history["eval_macro_f1"][1], expected.totals.macro_f1, places=5)
+    # Keras's own validation on the same images agrees with the report's accuracy.
+    self.assertAlmostEqual(history.history["val_accuracy"][1], expected.totals.accuracy, places=5)
+
+    lines = [line for line in stdout.getvalue().splitlines() if line.startswith("epoch ")]
+    self.assertLen(lines, 2)
+    self.assertRegex(lines[1], r"^epoch 2: .*eval_macro_f1 \d\.\d{4}.*\| lr 0\.003 \| [\d,]+ images/s")
+
+  def test_resumed_run_skips_hparams_and_non_chief_writes_nothing(self):
+    train, evaluation, _, _ = _datasets(num_rows=384)
+    model = small_cnn(len(labels.FER7))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    resumed, worker = self._tmpdir(), self._tmpdir()
+    model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(
+        logdir=resumed, label_names=labels.FER7, eval_dataset=evaluation,
+        hparams={"stage": "all"}, initial_epoch=1, epoch_line=False))
+    events = read_events(resumed)
+    self.assertNotIn("_hparams_/session_start_info", events)
+    self.assertEqual(set(events["eval/accuracy"]), {1})  # Steps are Keras's absolute epochs.
+    self.assertNotIn("train/images_per_second", events)  # No global_batch_size given.
+
+    model.fit(train, epochs=1, verbose=0, callbacks=callbacks.get_callbacks(
+        logdir=worker, label_names=labels.FER7, eval_dataset=evaluation,
+        hparams={"stage": "all"}, is_chief=False, epoch_line=False))
+    self.assertEqual(read_events(worker), {})
+
+  def test_float_eval_dataset_is_refused(self):
+    floats = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64))).batch(2)
+    with self.assertRaisesRegex(ValueError, "uint8 images"):
+      callbacks.get_callbacks(logdir=self._tmpdir(), label_names=labels.FER7, eval_dataset=floats)
+
+
+if __name__ == "__main__":
+  absltest.main()
