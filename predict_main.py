@@ -7,8 +7,9 @@ and the run goes on. Exit code 0 when every file could be read, 1 otherwise.
 
 Run:
   python predict_main.py --model_path=/tmp/emotion_run/saved_model \
-      photo.jpg photos/ 'more/*.png' [--output=predictions.json|.csv] [--annotate_dir=/tmp/annotated]
-`--model_path` is a SavedModel directory (export_main.py), a .keras/.h5 file or a .tflite file.
+      photo.jpg photos/ 'more/*.png' [--output=predictions.json|.csv] [--annotate_dir=/tmp/annotated] \
+      [--montage=/tmp/montage.png]
+`--model_path` is a SavedModel directory (export_main.py), a .keras file or a .tflite file.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from absl import flags
 from emotion_tfds import predict
 
 _MODEL_PATH = flags.DEFINE_string(
-    "model_path", None, "SavedModel directory, .keras/.h5 file or .tflite file of a trained model.")
+    "model_path", None, "SavedModel directory, .keras file or .tflite file of a trained model.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Also write the predictions to this .json or .csv file.")
 _ANNOTATE_DIR = flags.DEFINE_string(
     "annotate_dir", None, "Write copies of the photos with face boxes and labels drawn here.")
+_MONTAGE = flags.DEFINE_string(
+    "montage", None, "Also write one PNG/JPEG grid (2 columns) of all the annotated photos here.")
 _LABEL_NAMES = flags.DEFINE_list(
     "label_names", None,
     "Class names in model output order. Default: the SavedModel's labels.txt, else the label "
@@ -37,7 +40,8 @@ flags.register_validator(
 
 
 def run(model_path: str, inputs: list[str], output: str | None = None,
-        annotate_dir: str | None = None, label_names: list[str] | None = None) -> int:
+        annotate_dir: str | None = None, label_names: list[str] | None = None,
+        montage: str | None = None) -> int:
   """Predicts on all `inputs` (files, folders, globs), prints and writes the results.
 
   Returns:
@@ -48,7 +52,7 @@ def run(model_path: str, inputs: list[str], output: str | None = None,
   if not paths:
     print("No input photos given.", file=sys.stderr)
     return 1
-  results, taken = [], set()
+  results, taken, annotated = [], set(), []
   for path in paths:
     result, image = predict.predict_file(classifier, path)
     results.append(result)
@@ -56,20 +60,26 @@ def run(model_path: str, inputs: list[str], output: str | None = None,
       print(line, flush=True)
     if annotate_dir and image is not None:
       predict.write_annotated(image, result, annotate_dir, taken)
+    if montage and image is not None:
+      annotated.append(predict.annotate(image, result))
   if output:
     predict.write_results(results, output, classifier.label_names)
+  if montage and annotated:
+    predict.write_montage(annotated, montage)
   counts = {s: sum(r.status == s for r in results)
             for s in (predict.STATUS_OK, predict.STATUS_NO_FACE, predict.STATUS_ERROR)}
   print(f"{len(results)} files: {counts[predict.STATUS_OK]} with faces "
         f"({sum(len(r.faces) for r in results)} faces), {counts[predict.STATUS_NO_FACE]} without "
         f"a face, {counts[predict.STATUS_ERROR]} unreadable.")
-  if output:
-    print(f"Wrote {output}")
+  for written in (output, annotate_dir, montage):
+    if written:
+      print(f"Wrote {written}")
   return 1 if counts[predict.STATUS_ERROR] else 0
 
 
 def main(argv: list[str]) -> int:
-  return run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value, _LABEL_NAMES.value)
+  return run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value, _LABEL_NAMES.value,
+             _MONTAGE.value)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ TFLite models (converted from the `serving_default` signature, same uint8 input 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import tempfile
@@ -30,6 +31,9 @@ import tensorflow as tf
 from emotion_tfds import labels
 from emotion_tfds import preprocess
 
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILES = {"float": "model_float.tflite", "dynamic": "model_dynamic.tflite",
+                "int8": "model_int8.tflite"}
 SERVING_KEY = "serving_default"
 PHOTOS_KEY = "serve_photos"
 LABEL_NAMES_KEY = "label_names"
@@ -52,6 +56,25 @@ def default_label_names(num_classes: int) -> tuple[str, ...]:
   raise ValueError(
       f"No label scheme has {num_classes} classes ({ {k: len(v) for k, v in labels.SCHEMES.items()} }); "
       "pass label_names explicitly.")
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+  """`model` itself when it computes in float32, else a float32 copy with the same weights.
+
+  A model trained under a mixed-precision policy computes in float16/bfloat16; its exports (and the
+  TFLite parity check) use float32 throughout, which every serving runtime and TFLite support.
+  """
+  if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+    return model
+
+  def clone_layer(layer):
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    return layer.__class__.from_config(config)
+
+  clone = keras.models.clone_model(model, clone_function=clone_layer)
+  clone.set_weights(model.get_weights())
+  return clone
 
 
 class _ServingModule(tf.Module):
@@ -111,7 +134,8 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
 
   Args:
     model: a built Keras model taking float32 [B, 48, 48, 1] in [0, 1] (the output of
-      `preprocess.to_model_input`) and returning class probabilities [B, C].
+      `preprocess.to_model_input`) and returning class probabilities [B, C]. A mixed-precision
+      model is exported as its `float32_model`.
     path: the SavedModel directory to write.
     label_names: class names in output order; by default the scheme with C classes.
 
@@ -122,7 +146,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
   names = tuple(label_names) if label_names is not None else default_label_names(num_classes)
   if len(names) != num_classes:
     raise ValueError(f"{len(names)} label names {names} for a model with {num_classes} outputs.")
-  module = _ServingModule(model, names)
+  module = _ServingModule(float32_model(model), names)
   signatures = {
       SERVING_KEY: module.serve,
       PHOTOS_KEY: module.serve_photos,
@@ -200,3 +224,97 @@ class TFLiteClassifier:
       raise ValueError(
           f"Expected uint8 images [B, 48, 48, 1], got {images.dtype} {images.shape}.")
     return np.asarray(self._runner(**{IMAGES_KEY: images})[PROBABILITIES_KEY], dtype=np.float32)
+
+
+def export_all(model: keras.Model, out_dir: str | os.PathLike,
+               representative_images: Iterable[np.ndarray],
+               label_names: Sequence[str] | None = None) -> dict[str, pathlib.Path]:
+  """Writes out_dir/saved_model and the float, dynamic-range and int8 TFLite models.
+
+  Args:
+    model: the trained Keras model (float32 [0, 1] input).
+    out_dir: destination folder.
+    representative_images: uint8 batches [b, 48, 48, 1] of training images for int8 calibration.
+    label_names: class names in output order (default: by the number of classes).
+
+  Returns:
+    {"saved_model": dir, "float": file, "dynamic": file, "int8": file}.
+  """
+  out_dir = pathlib.Path(out_dir)
+  paths = {"saved_model": out_dir / SAVED_MODEL_DIR}
+  export_saved_model(model, paths["saved_model"], label_names)
+  representative_images = list(representative_images)
+  for quantization, name in TFLITE_FILES.items():
+    paths[quantization] = out_dir / name
+    export_tflite(paths["saved_model"], paths[quantization], quantization,
+                  representative_images if quantization == "int8" else None)
+  return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+  """Each exported model against the Keras model on the same labelled images.
+
+  Attributes:
+    num_examples: images compared.
+    accuracy: top-1 accuracy per model ("keras", "saved_model", "float", "dynamic", "int8").
+    max_abs_diff: per exported model, the largest |p_export - p_keras| over all images and classes.
+    agreement: per exported model, the share of images whose top-1 class equals the Keras one.
+    sizes: file size in bytes of each TFLite model.
+  """
+  num_examples: int
+  accuracy: dict[str, float]
+  max_abs_diff: dict[str, float]
+  agreement: dict[str, float]
+  sizes: dict[str, int]
+
+  def to_markdown(self) -> str:
+    """A markdown table, one row per model."""
+    rows = ["| model | accuracy | max abs prob diff vs Keras | top-1 agreement with Keras | size |",
+            "|---|---:|---:|---:|---:|"]
+    for name, acc in self.accuracy.items():
+      diff = f"{self.max_abs_diff[name]:.2e}" if name in self.max_abs_diff else "-"
+      agree = f"{self.agreement[name]:.2%}" if name in self.agreement else "-"
+      size = f"{self.sizes[name] / 1024:.0f} KiB" if name in self.sizes else "-"
+      rows.append(f"| {name} | {acc:.2%} | {diff} | {agree} | {size} |")
+    return "\n".join(rows) + f"\n\n({self.num_examples} images)"
+
+
+def parity_report(model: keras.Model, paths: dict[str, pathlib.Path],
+                  batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> ParityReport:
+  """Runs the Keras model and every export of `export_all` on the same labelled batches.
+
+  Args:
+    model: the Keras model that was exported.
+    paths: the result of `export_all`.
+    batches: (uint8 images [b, 48, 48, 1], int labels [b]) pairs, e.g. the validation split.
+
+  Returns:
+    The comparison; the Keras model is fed `preprocess.to_model_input(images)`, the exports the
+    uint8 images themselves.
+  """
+  serve = tf.saved_model.load(os.fspath(paths["saved_model"])).signatures[SERVING_KEY]
+  tflite = {q: TFLiteClassifier(paths[q]) for q in QUANTIZATIONS}
+  probabilities = {name: [] for name in ("keras", "saved_model", *QUANTIZATIONS)}
+  all_labels = []
+  for images, batch_labels in batches:
+    images = np.asarray(images)
+    all_labels.append(np.asarray(batch_labels))
+    probabilities["keras"].append(
+        np.asarray(model(preprocess.to_model_input(images), training=False), np.float32))
+    probabilities["saved_model"].append(
+        serve(**{IMAGES_KEY: tf.constant(images)})[PROBABILITIES_KEY].numpy())
+    for q, classifier in tflite.items():
+      probabilities[q].append(classifier.predict(images))
+  if not all_labels:
+    raise ValueError("parity_report got no batches.")
+  true = np.concatenate(all_labels)
+  probs = {name: np.concatenate(p) for name, p in probabilities.items()}
+  top1 = {name: p.argmax(axis=-1) for name, p in probs.items()}
+  exported = [name for name in probs if name != "keras"]
+  return ParityReport(
+      num_examples=int(true.size),
+      accuracy={name: float(np.mean(t == true)) for name, t in top1.items()},
+      max_abs_diff={n: float(np.max(np.abs(probs[n] - probs["keras"]))) for n in exported},
+      agreement={n: float(np.mean(top1[n] == top1["keras"])) for n in exported},
+      sizes={q: paths[q].stat().st_size for q in QUANTIZATIONS})

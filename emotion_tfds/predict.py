@@ -4,7 +4,7 @@ The path of one face is `faces.detect_faces` -> `faces.crop_face` (uint8 48x48 g
 extraction's crop) -> `preprocess.to_model_input` (the training conversion) -> model, for all three
 kinds of model file `load_classifier` accepts:
   - a SavedModel directory written by `export.export_saved_model` (the conversion is in its graph),
-  - a Keras `.keras` / `.h5` file (the conversion is applied here),
+  - a Keras `.keras` file (the conversion is applied here),
   - a `.tflite` file written by `export.export_tflite` (the conversion is in its graph).
 """
 
@@ -57,7 +57,7 @@ class Classifier:
 
 def load_classifier(model_path: str | os.PathLike,
                     label_names: Sequence[str] | None = None) -> Classifier:
-  """Loads a SavedModel directory, a `.keras`/`.h5` file or a `.tflite` file.
+  """Loads a SavedModel directory, a `.keras` file or a `.tflite` file.
 
   Args:
     model_path: the model to load.
@@ -82,12 +82,12 @@ def load_classifier(model_path: str | os.PathLike,
     tflite = export.TFLiteClassifier(path)
     return Classifier(tflite.predict, label_names or _names_for(tflite.predict, path),
                       os.fspath(path))
-  if path.suffix in (".keras", ".h5"):
+  if path.suffix == ".keras":
     model = keras.models.load_model(path, compile=False)
     names = label_names or export.default_label_names(int(model.output_shape[-1]))
     return Classifier(keras_predict_fn(model), names, os.fspath(path))
   raise ValueError(
-      f"Unknown model file {path}: expected a SavedModel directory, .keras, .h5 or .tflite.")
+      f"Unknown model file {path}: expected a SavedModel directory, .keras or .tflite.")
 
 
 def keras_predict_fn(model: keras.Model):
@@ -295,3 +295,31 @@ def write_annotated(image: np.ndarray, result: PhotoResult, out_dir: str | os.Pa
   path = out_dir / name
   encoded.tofile(os.fspath(path))
   return path
+
+
+def make_montage(images: Sequence[np.ndarray], columns: int = 2, tile_width: int = 320) -> np.ndarray:
+  """Tiles BGR images (scaled to `tile_width`, padded black to equal height) into a grid.
+
+  Raises:
+    ValueError: when `images` is empty.
+  """
+  if not images:
+    raise ValueError("make_montage needs at least one image.")
+  tiles = [cv2.resize(image, (tile_width, max(1, round(image.shape[0] * tile_width / image.shape[1]))),
+                      interpolation=cv2.INTER_AREA) for image in images]
+  height = max(tile.shape[0] for tile in tiles)
+  tiles = [cv2.copyMakeBorder(tile, 0, height - tile.shape[0], 0, 0, cv2.BORDER_CONSTANT)
+           for tile in tiles]
+  tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+  rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
+  return np.concatenate(rows, axis=0)
+
+
+def write_montage(images: Sequence[np.ndarray], path: str | os.PathLike) -> None:
+  """Writes `make_montage(images)` to `path` (format by extension, e.g. .png).
+
+  Raises:
+    ValueError: when OpenCV cannot write the file.
+  """
+  if not cv2.imwrite(os.fspath(path), make_montage(images)):
+    raise ValueError(f"Could not write the montage {path}.")
