@@ -1,0 +1,76 @@
+"""Small helpers around the TFDS builders: find, build and describe a dataset such as "fer2013/seed6".
+
+`ensure_generated` gives every command a dataset without downloads: it writes generated faces
+(`emotion_tfds.facegen`) to `<data_dir>/manual/generated/fer2013.csv` and builds from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import tensorflow_datasets as tfds
+
+import builders.fer2013  # noqa: F401  (registers "fer2013" with TFDS)
+from emotion_tfds import facegen
+
+# Rows of the generated-faces csv that `ensure_generated` writes unless told otherwise.
+GENERATED_ROWS = 10_000
+_GENERATED_PARAMS = "generated.json"
+
+
+def get_builder(dataset: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
+  """Returns the builder of `dataset` ("fer2013", "fer2013/seed6", ...) under `data_dir`."""
+  return tfds.builder(dataset, data_dir=os.fspath(data_dir))
+
+
+def build(dataset: str, data_dir: str | os.PathLike,
+          manual_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
+  """Builds `dataset` into `data_dir` from the csv in `manual_dir` (no-op if already built).
+
+  Raises:
+    builders.fer2013.CsvError: for a bad csv (nothing usable is left in `data_dir`).
+    FileNotFoundError: when `manual_dir` holds no fer2013.csv(.gz).
+  """
+  builder = get_builder(dataset, data_dir)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+  return builder
+
+
+def ensure_generated(dataset: str, data_dir: str | os.PathLike, num_rows: int = GENERATED_ROWS,
+                     seed: int = 0) -> tfds.core.DatasetBuilder:
+  """Returns `dataset` built from generated faces, writing the csv and building it when needed.
+
+  The csv goes to `<data_dir>/manual/generated/fer2013.csv`, next to a `generated.json` with its
+  `num_rows` and `seed`; a data_dir is tied to one (num_rows, seed).
+
+  Raises:
+    ValueError: when `data_dir` already holds generated faces of another num_rows or seed.
+  """
+  manual_dir = pathlib.Path(data_dir) / "manual" / "generated"
+  params = {"num_rows": num_rows, "seed": seed}
+  params_path = manual_dir / _GENERATED_PARAMS
+  csv_path = manual_dir / "fer2013.csv"
+  if params_path.exists():
+    existing = json.loads(params_path.read_text())
+    if existing != params:
+      raise ValueError(
+          f"{data_dir} holds generated faces with {existing} ({params_path}), not {params}; "
+          "use another data_dir or delete that one.")
+  if not (params_path.exists() and csv_path.exists()):
+    manual_dir.mkdir(parents=True, exist_ok=True)
+    facegen.write_csv(csv_path, num_rows=num_rows, seed=seed)
+    params_path.write_text(json.dumps(params))
+  return build(dataset, data_dir, manual_dir)
+
+
+def num_classes(builder: tfds.core.DatasetBuilder) -> int:
+  """Number of label classes of `builder`'s dataset."""
+  return builder.info.features["label"].num_classes
+
+
+def label_names(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
+  """Label names of `builder`'s dataset, in label id order."""
+  return tuple(builder.info.features["label"].names)
