@@ -1,0 +1,165 @@
+"""Tests for emotion_tfds.pipeline over a generated fer2013 dataset built with the real builder."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emotion_tfds import augment
+from emotion_tfds import datasets
+from emotion_tfds import pipeline
+
+_DATASET = "fer2013/fer7"
+_BATCH = 32  # Divides the generated train split (1,120), so training drops nothing.
+
+
+def _keys(images: np.ndarray) -> list[str]:
+  return [hashlib.sha1(image.tobytes()).hexdigest() for image in images]
+
+
+def _read(ds: tf.data.Dataset) -> tuple[list[str], np.ndarray]:
+  """(image hashes, labels) of one pass over a batched (images, labels) dataset."""
+  keys, labels = [], []
+  for images, batch_labels in ds:
+    keys += _keys(images.numpy())
+    labels.append(batch_labels.numpy())
+  return keys, np.concatenate(labels)
+
+
+class MakeDatasetTest(tf.test.TestCase):
+
+  @pytest.fixture(autouse=True)
+  def _inject(self, generated_data_dir):
+    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
+    self.train_keys = _train_keys(str(generated_data_dir))
+
+  def test_train_epochs_yield_every_example_once_in_new_orders(self):
+    ds, num_examples = pipeline.make_dataset(self.builder, "train", _BATCH, training=True)
+    self.assertEqual(num_examples, len(self.train_keys))
+    self.assertEqual(ds.element_spec, (
+        tf.TensorSpec([_BATCH, 48, 48, 1], tf.uint8), tf.TensorSpec([_BATCH], tf.int64)))
+    first, _ = _read(ds)
+    second, _ = _read(ds)
+    self.assertCountEqual(first, self.train_keys)
+    self.assertCountEqual(second, self.train_keys)
+    self.assertNotEqual(first, second)
+
+  def test_training_drops_the_remainder_evaluation_keeps_it_in_order(self):
+    train, _ = pipeline.make_dataset(self.builder, "train", 48, training=True)
+    self.assertEqual({images.shape[0] for images, _ in train}, {48})
+    validation, num_examples = pipeline.make_dataset(self.builder, "validation", 48,
+                                                     training=False)
+    self.assertIsNone(validation.element_spec[0].shape[0])
+    first, labels = _read(validation)
+    self.assertLen(first, num_examples)
+    self.assertEqual(first, _read(validation)[0])
+    expected = [label for _, label in _tfds_examples(self.builder, "validation")]
+    self.assertCountEqual(labels, expected)
+
+  def test_same_seed_gives_the_same_batches_other_seed_others(self):
+    def epochs(seed, count=2):
+      ds, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True, seed=seed,
+                                    deterministic=True)
+      return [_read(ds)[0] for _ in range(count)]
+    run = epochs(seed=3)
+    self.assertEqual(run, epochs(seed=3))
+    self.assertNotEqual(run[0], epochs(seed=4, count=1)[0])
+
+  def test_input_pipelines_read_disjoint_parts_that_cover_the_split(self):
+    for num_pipelines in (2, 5):  # 5 > the 4 files per split: even example slices instead.
+      parts = []
+      for pipeline_id in range(num_pipelines):
+        context = tf.distribute.InputContext(num_pipelines, pipeline_id, num_pipelines)
+        ds, _ = pipeline.make_dataset(self.builder, "train", 8, training=False,
+                                      input_context=context)
+        parts.append(_read(ds)[0])
+      with self.subTest(num_pipelines=num_pipelines):
+        everything = [key for part in parts for key in part]
+        self.assertLen(set(everything), len(everything))
+        # Even slices drop at most num_pipelines - 1 examples to keep the parts equal.
+        self.assertGreater(len(everything), len(self.train_keys) - num_pipelines)
+        self.assertContainsSubset(everything, self.train_keys)
+
+  def test_works_with_distribute_datasets_from_function(self):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    def dataset_fn(context):
+      batch = context.get_per_replica_batch_size(_BATCH)
+      return pipeline.make_dataset(self.builder, "train", batch, training=True,
+                                   input_context=context)[0]
+    dist = strategy.distribute_datasets_from_function(dataset_fn)
+    counts = [strategy.experimental_local_results(labels)[0].shape[0] for _, labels in dist]
+    self.assertEqual(sum(counts), len(self.train_keys))
+
+  def test_host_augmentation_yields_float_batches_reproducibly(self):
+    params = augment.AugmentParams()
+    def epochs(seed):
+      ds, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True, seed=seed,
+                                    deterministic=True, augment_on_host=params)
+      return [[(images.numpy(), labels.numpy()) for images, labels in ds.take(2)]
+              for _ in range(2)]
+    run = epochs(seed=5)
+    images = run[0][0][0]
+    self.assertEqual(images.dtype, np.float32)
+    self.assertEqual(images.shape, (_BATCH, 48, 48, 1))
+    self.assertAllInRange(images, 0.0, 1.0)
+    self.assertNotAllClose(run[0][0][0], run[1][0][0])  # new draws every epoch
+    again = epochs(seed=5)
+    for (a, labels_a), (b, labels_b) in zip(run[0] + run[1], again[0] + again[1]):
+      self.assertAllEqual(a, b)
+      self.assertAllEqual(labels_a, labels_b)
+    # The same examples and order as without augmentation.
+    plain, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True, seed=5,
+                                     deterministic=True)
+    self.assertAllEqual(next(iter(plain))[1], run[0][0][1])
+
+  def test_data_service_yields_the_same_labels_as_the_direct_path(self):
+    dispatcher = tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=0, job_gc_check_interval_ms=100))
+    port = dispatcher.target.rsplit(":", 1)[1]
+    worker = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=f"127.0.0.1:{port}", worker_address="127.0.0.1:%port%", port=0,
+            heartbeat_interval_ms=50))
+    address = f"grpc://127.0.0.1:{port}"
+    try:
+      # Training with host augmentation: the workers run the whole pipeline, XLA included.
+      kwargs = dict(training=True, seed=1, augment_on_host=augment.AugmentParams())
+      direct, _ = pipeline.make_dataset(self.builder, "train", _BATCH, **kwargs)
+      served, _ = pipeline.make_dataset(self.builder, "train", _BATCH,
+                                        data_service_address=address, **kwargs)
+      served_labels = _read_labels(served)
+      self.assertLen(served_labels, len(self.train_keys))
+      self.assertCountEqual(served_labels, _read_labels(direct))
+    finally:
+      worker.stop()
+      dispatcher.stop()
+
+  def test_bad_arguments_raise(self):
+    with self.assertRaisesRegex(ValueError, "cannot read split 'dev'.*'train'"):
+      pipeline.make_dataset(self.builder, "dev", _BATCH, training=False)
+    with self.assertRaisesRegex(ValueError, "batch_size"):
+      pipeline.make_dataset(self.builder, "train", 0, training=True)
+
+
+def _tfds_examples(builder, split: str) -> list[tuple[np.ndarray, int]]:
+  """All (image, label) pairs of a split, read straight from TFDS."""
+  ds = builder.as_dataset(split=split, as_supervised=True)
+  return [(image.numpy(), int(label)) for image, label in ds]
+
+
+@functools.lru_cache
+def _train_keys(data_dir: str) -> list[str]:
+  builder = datasets.get_builder(_DATASET, data_dir)
+  return _keys(np.stack([image for image, _ in _tfds_examples(builder, "train")]))
+
+
+def _read_labels(ds: tf.data.Dataset) -> list[int]:
+  return [int(label) for _, labels in ds for label in labels.numpy()]
+
+
+if __name__ == "__main__":
+  tf.test.main()
