@@ -40,8 +40,8 @@ _PARAMS = ("brow_tilt", "brow_height", "eye_open", "mouth_curve", "mouth_open", 
            "mouth_tilt", "wrinkle", "teeth")
 _EXPRESSIONS = np.array([
     # tilt  height  eye   curve  open  width  mtilt  wrinkle  teeth
-    [7.0,   8.0,   3.0,  -2.5,   3.5,  12.0,   0.0,   0.0,    1.0],   # angry
-    [4.0,   8.5,   2.3,  -3.5,   2.5,  11.0,   4.0,   1.0,    0.0],   # disgust
+    [8.0,   7.5,   3.0,  -2.5,   3.5,  12.0,   0.0,   0.0,    1.0],   # angry
+    [4.0,   8.5,   2.3,  -3.5,   2.5,  11.0,   5.0,   1.0,    0.0],   # disgust
     [-5.0, 15.0,   6.5,  -3.0,   6.0,  15.0,   0.0,   0.0,    0.0],   # fear
     [0.0,  12.0,   2.0,   8.0,   4.0,  16.0,   0.0,   0.0,    0.6],   # happy
     [-6.5, 11.5,   3.2,  -6.5,   0.0,  11.0,   0.0,   0.0,    0.0],   # sad
@@ -50,8 +50,8 @@ _EXPRESSIONS = np.array([
 ], dtype=np.float32)
 _NEUTRAL = _EXPRESSIONS[labels.FER7.index("neutral")]
 # Per-face Gaussian jitter of each parameter (same units), on top of the intensity.
-_JITTER = np.array([1.5, 1.5, 0.8, 1.5, 1.2, 1.5, 1.0, 0.15, 0.2], dtype=np.float32)
-_INTENSITY_RANGE = (0.45, 1.0)
+_JITTER = np.array([1.2, 1.2, 0.6, 1.2, 1.0, 1.5, 0.8, 0.15, 0.2], dtype=np.float32)
+_INTENSITY_RANGE = (0.6, 1.0)
 _MOUTH_T = np.linspace(-1.0, 1.0, 21)  # Positions along the mouth, corner to corner.
 
 
@@ -113,7 +113,7 @@ def _draw_face(canvas: np.ndarray, p: dict[str, float], style: list[float]) -> N
   face_w, face_h = 30 + 6 * style[2], 38 + 6 * style[3]
   if style[4] < 0.5:  # Hair: a dark cap showing above the forehead.
     hair = int(ink + 40 * style[5])
-    cv2.ellipse(canvas, _pt(cx, cy - 3 - 5 * style[6]), _pt(face_w + 2, face_h), 0, 0, 360, hair,
+    cv2.ellipse(canvas, _pt(cx, cy - 4 - 8 * style[6]), _pt(face_w + 2, face_h), 0, 0, 360, hair,
                 -1, aa, sh)
   cv2.ellipse(canvas, _pt(cx, cy), _pt(face_w, face_h), 0, 0, 360, skin, -1, aa, sh)
   for side in (-1, 1):  # Ears.
@@ -142,7 +142,7 @@ def _draw_face(canvas: np.ndarray, p: dict[str, float], style: list[float]) -> N
   if p["wrinkle"] > 0.5:
     for k in range(3):
       y = cy - 3 + 3 * k
-      cv2.line(canvas, _pt(cx - 5, y + 1), _pt(cx + 5, y - 1), ink, 1, aa, sh)
+      cv2.line(canvas, _pt(cx - 6, y + 1), _pt(cx + 6, y - 1), ink, 2, aa, sh)
 
   # Mouth: a curve through the corners, opened into a lens; tilt lifts one corner (disgust).
   mouth_y = cy + 17
@@ -201,10 +201,10 @@ def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   yy, xx = np.mgrid[-1:1:IMAGE_SIZE * 1j, -1:1:IMAGE_SIZE * 1j].astype(np.float32)
   gradient = rng.normal(0.0, 25.0, (n, 2)).astype(np.float32)
   images += gradient[:, :1, None] * xx + gradient[:, 1:, None] * yy
-  contrast = rng.uniform(0.5, 1.2, (n, 1, 1)).astype(np.float32)
+  contrast = rng.uniform(0.6, 1.2, (n, 1, 1)).astype(np.float32)
   brightness = rng.normal(0.0, 20.0, (n, 1, 1)).astype(np.float32)
   images = (images - 128.0) * contrast + 128.0 + brightness
-  noise_sd = rng.uniform(0.0, 14.0, (n, 1, 1)).astype(np.float32)
+  noise_sd = rng.uniform(0.0, 10.0, (n, 1, 1)).astype(np.float32)
   images += rng.standard_normal(images.shape, dtype=np.float32) * noise_sd
   return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
