@@ -1,0 +1,648 @@
+"""Runs a stage schedule under a tf.distribute strategy, with per-epoch checkpoints and exact resume.
+
+One `run(config)` call trains every stage of `config.schedule` (see `emotion_tfds.stages`), then
+evaluates on the test split, prints the per-emotion table and saves `<model_dir>/model.keras` and
+`<model_dir>/saved_model` (uint8 serving signature). The same call on the same `model_dir` after a
+kill resumes at the stage and epoch where the last checkpoint was written.
+
+Design:
+  * Keras `fit` drives the training (progress bars, callbacks); a thin `keras.Model` wrapper around the
+    network converts uint8 batches on the device (`preprocess.to_model_input`) and, in training calls,
+    applies `augment.augment_batch` with a stateless seed made from (run seed, stage index, optimizer
+    step, replica id). So the augmentation stream is a function of the optimizer's step counter,
+    which the checkpoint holds: resume reproduces it exactly.
+  * `fit` runs one epoch per call on a dataset made for that epoch (`distribute_datasets_from_function`,
+    shuffle seed from (seed, stage, epoch)), so the data order after a resume is the order an
+    uninterrupted run would have seen. The per-replica dataset repeats and each epoch runs
+    `train_examples // global_batch` steps, so workers with uneven shards still step together.
+  * Checkpoint (`tf.train.CheckpointManager`, `<model_dir>/ckpt`, written after every epoch): the
+    network, the stage's optimizer (slots and step counter), the Keras dropout seed-generator states,
+    stage index, epochs done in that stage, global step and a fingerprint of the schedule. TF writes
+    the data and index files first and replaces the small `checkpoint` state file atomically last, so
+    a kill during a write leaves the previous checkpoint in use.
+  * Every stage gets a fresh optimizer. On resume inside a stage the network is rebuilt as it was
+    in that stage (head swaps replayed), the stage's trainability set and its optimizer built, then
+    everything is restored and checked to match, so optimizer slots come back; a checkpoint written
+    at the end of a stage restores only the network and the next stage starts its optimizer.
+  * Multi-worker: every worker runs the same calls; only the chief writes into `model_dir`, the
+    others write their checkpoints and exports into temporary folders (the standard MWMS pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_tfds import augment
+from emotion_tfds import callbacks as callbacks_lib
+from emotion_tfds import datasets
+from emotion_tfds import export
+from emotion_tfds import metrics
+from emotion_tfds import models
+from emotion_tfds import pipeline
+from emotion_tfds import preprocess
+from emotion_tfds import stages as stages_lib
+
+STRATEGIES: tuple[str, ...] = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+AUGMENT_ON: tuple[str, ...] = ("device", "host", "none")
+CKPT_DIR = "ckpt"
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+TENSORBOARD_DIR = "tb"
+REPORT_PREFIX = "eval_"  # <model_dir>/eval_<split>.json and .md: the final evaluation.
+EVAL_BATCH = 256
+_SEED_STATE = "seed_generator_state"  # Name of Keras' SeedGenerator state variables (dropout RNG).
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a training run depends on.
+
+  Attributes:
+    model_dir: checkpoints, TensorBoard logs and the saved models go here.
+    data_dir: TFDS data_dir holding the built datasets.
+    schedule: the stages to run, pretraining stages first (`stages.build_schedule`).
+    dataset: the target dataset ("fer2013/seed6"); stages with `dataset=None` train on it.
+    model: architecture name in `models.MODELS`.
+    pretrained: `.keras`/`.h5` file to start from instead of fresh weights.
+    strategy: one of STRATEGIES.
+    tpu: TPU name or address for strategy "tpu".
+    mixed_precision: float16 compute (bfloat16 on TPU and CPU), float32 variables.
+    augment_on: "device" (inside the train step), "host" (tf.data map) or "none".
+    seed: run seed: weights init, data order, augmentation, dropout.
+    deterministic: deterministic TF ops and input pipeline (bitwise-repeatable runs).
+    scale_lr: scale each stage's lr by global_batch / reference_batch.
+    reference_batch: see `scale_lr`.
+    generate_rows: when a dataset is not built in `data_dir`, generate this many faces and build
+      it; 0 requires a built dataset.
+    eval_split: split of the final evaluation (falls back to "validation" when absent).
+    validate: evaluate on the validation split after every epoch.
+    max_steps_per_epoch: cap on steps per epoch (smoke runs and debugging).
+    jit_compile: XLA-compile the train step.
+    verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+  """
+  model_dir: str
+  data_dir: str
+  schedule: tuple[stages_lib.Stage, ...]
+  dataset: str = "fer2013/seed6"
+  model: str = "base_cnn"
+  pretrained: str | None = None
+  strategy: str = "default"
+  tpu: str = ""
+  mixed_precision: bool = False
+  augment_on: str = "device"
+  seed: int = 0
+  deterministic: bool = False
+  scale_lr: bool = False
+  reference_batch: int = 32
+  generate_rows: int = 0
+  eval_split: str = "test"
+  validate: bool = True
+  max_steps_per_epoch: int | None = None
+  jit_compile: bool = False
+  verbose: int = 1
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"Unknown strategy {self.strategy!r}; expected one of {STRATEGIES}.")
+    if self.augment_on not in AUGMENT_ON:
+      raise ValueError(f"Unknown augment_on {self.augment_on!r}; expected one of {AUGMENT_ON}.")
+    if self.model not in models.MODELS:
+      raise ValueError(f"Unknown model {self.model!r}; expected one of {sorted(models.MODELS)}.")
+    if not self.schedule:
+      raise ValueError("The schedule has no stages.")
+
+  def stage_dataset(self, stage: stages_lib.Stage) -> str:
+    return stage.dataset or self.dataset
+
+  def fingerprint(self) -> str:
+    """What a checkpoint must have been written by to be resumed (model, seed, schedule)."""
+    specs = ",".join(f"{s.spec()}@{self.stage_dataset(s)}" for s in self.schedule)
+    return (f"model={self.model};pretrained={self.pretrained or ''};seed={self.seed};"
+            f"scale_lr={self.scale_lr}/{self.reference_batch};augment_on={self.augment_on};"
+            f"stages={specs}")
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What `run` returns.
+
+  Attributes:
+    model: the trained network (float32 [0, 1] input, softmax output).
+    report: per-emotion evaluation on `eval_split`.
+    history: one dict per epoch trained by this call: stage, epoch, the Keras logs, images_per_s.
+    resumed_from: (stage index, epochs done) of the checkpoint this call started from, or None.
+  """
+  model: keras.Model
+  report: metrics.EmotionReport
+  history: list[dict]
+  resumed_from: tuple[int, int] | None
+
+
+# -------------------------------------------------------------------------------------------------
+# Strategy and workers.
+
+
+def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
+  """Creates the tf.distribute strategy `name` (see STRATEGIES).
+
+  "multi_worker" reads the cluster from TF_CONFIG; "tpu" connects to `tpu` ("" = local TPU VM).
+  """
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
+    return tf.distribute.OneDeviceStrategy(device)
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes into model_dir: always, except on non-chief MWMS workers."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  resolver = strategy.cluster_resolver
+  if not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+# -------------------------------------------------------------------------------------------------
+# Data.
+
+
+def get_builder(dataset: str, data_dir: str, generate_rows: int, seed: int = 0):
+  """The built dataset `dataset` in `data_dir`, generated (faces) and built first when asked to.
+
+  Raises:
+    FileNotFoundError: the dataset is not built and `generate_rows` is 0.
+  """
+  builder = datasets.get_builder(dataset, data_dir)
+  if builder.is_prepared():
+    return builder
+  if generate_rows <= 0:
+    raise FileNotFoundError(
+        f"Dataset {dataset} is not built in {data_dir}. Build it first (see BUILD.md, e.g. "
+        f"`tfds build builders/fer2013 --config={dataset.split('/')[-1]} --data_dir={data_dir} "
+        f"--manual_dir=<folder with fer2013.csv>`), or pass --generate_rows=N to train on N "
+        "generated faces.")
+  print(f"{dataset} is not built in {data_dir}: generating {generate_rows} faces and building it.",
+        flush=True)
+  return datasets.ensure_generated(dataset, data_dir, num_rows=generate_rows, seed=seed)
+
+
+def _split_size(builder, split: str) -> int:
+  return builder.info.splits[split].num_examples
+
+
+def derive_seed(*parts: int) -> int:
+  """A non-negative int31 seed that depends only on `parts` (non-negative ints)."""
+  return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)
+
+
+def epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
+  """The shuffle seed of one epoch: a function of (run seed, stage, epoch) only."""
+  return derive_seed(seed, 1, stage_index, epoch)
+
+
+def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, deterministic: bool,
+                      host_augment: augment.AugmentParams | None
+                      ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+  """The per-input-pipeline training dataset for `distribute_datasets_from_function`."""
+
+  def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    batch = input_context.get_per_replica_batch_size(stage.global_batch)
+    # No cache: this dataset lives for one epoch (the next epoch gets its own shuffle seed).
+    ds, _ = pipeline.make_dataset(
+        builder, "train", batch, training=True, input_context=input_context, seed=seed,
+        deterministic=deterministic, cache=False, augment_on_host=host_augment)
+    # One pass is one epoch; repeating lets every worker run exactly steps_per_epoch steps even
+    # when shards differ in size.
+    return ds.repeat()
+
+  return dataset_fn
+
+
+def _eval_dataset(builder, split: str, batch: int) -> tf.data.Dataset:
+  ds, _ = pipeline.make_dataset(builder, split, batch, training=False)
+  return ds
+
+
+# -------------------------------------------------------------------------------------------------
+# Model.
+
+
+class TrainingModel(keras.Model):
+  """`net` behind the uint8 -> float conversion, with on-device augmentation in training calls.
+
+  Inputs are uint8 batches [B, 48, 48, 1] (or float32 [0, 1] batches already augmented on the
+  host, passed through). Only `net` holds weights; it is what gets saved and exported.
+  """
+
+  def __init__(self, net: keras.Model, augment_params: augment.AugmentParams | None,
+               stage_seed: int, **kwargs):
+    super().__init__(name=f"training_{net.name}", **kwargs)
+    self.net = net
+    self._augment_params = augment_params
+    self._stage_seed = stage_seed
+
+  def _step_seed(self) -> tf.Tensor:
+    """Stateless seed [2]: (stage seed, optimizer step * replicas + replica id)."""
+    context = tf.distribute.get_replica_context()
+    replica = tf.cast(context.replica_id_in_sync_group if context else 0, tf.int64)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    step = tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica
+    return tf.stack([tf.constant(self._stage_seed, tf.int64), step])
+
+  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    if images.dtype == tf.uint8:
+      if training and self._augment_params is not None:
+        images = augment.augment_batch(images, self._step_seed(), self._augment_params)
+      else:
+        images = preprocess.to_model_input(images)
+    return self.net(images, training=training)
+
+
+def _label_names(builder) -> tuple[str, ...]:
+  return tuple(datasets.label_names(builder))
+
+
+def _scheme_of(dataset: str) -> str | None:
+  config = dataset.split("/")[-1]
+  return config if config in ("fer7", "seed6") else None
+
+
+def build_network(config: TrainConfig, builders: dict, upto_stage: int) -> keras.Model:
+  """The network as it is during stage `upto_stage`: built (or loaded), heads swapped as scheduled.
+
+  A pretrained model gets a head for the first stage's classes (`models.load_pretrained`); later,
+  the head is replaced wherever a stage's dataset has other label names than the previous stage's
+  (e.g. 7-class pretraining on fer7, then seed6). Call under strategy.scope().
+  """
+  first = config.stage_dataset(config.schedule[0])
+  num_classes = len(_label_names(builders[first]))
+  if config.pretrained:
+    net = models.load_pretrained(config.pretrained, num_classes, scheme=_scheme_of(first),
+                                 build_fn=models.MODELS[config.model])
+  else:
+    net = models.MODELS[config.model](num_classes=num_classes)
+  for index in range(1, upto_stage + 1):
+    net = next_stage_network(config, builders, net, index)
+  return net
+
+
+def next_stage_network(config: TrainConfig, builders: dict, net: keras.Model,
+                       index: int) -> keras.Model:
+  """The network of stage `index` from stage `index - 1`'s: a new head if the label names change.
+
+  The new head's initial weights depend only on (seed, index), so a resumed run gets the head an
+  uninterrupted run got.
+  """
+  before = _label_names(builders[config.stage_dataset(config.schedule[index - 1])])
+  after = _label_names(builders[config.stage_dataset(config.schedule[index])])
+  if after == before:
+    return net
+  keras.utils.set_random_seed(derive_seed(config.seed, 2, index))
+  return models.replace_head(net, len(after))
+
+
+def set_trainable(net: keras.Model, trainable: str) -> None:
+  """"head": only the head layers train (base frozen); "all": every layer trains."""
+  for layer in models.base_layers(net):
+    layer.trainable = trainable == "all"
+  for layer in models.head_layers(net):
+    layer.trainable = True
+
+
+def _rng_states(net: keras.Model) -> list:
+  """The Keras seed-generator states (dropout RNG): not tracked by tf.train.Checkpoint otherwise."""
+  return [v for v in net.non_trainable_variables if v.name == _SEED_STATE]
+
+
+# -------------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+  """Where a checkpoint stands: `epoch` epochs of stage `stage` are done."""
+  path: str
+  stage: int
+  epoch: int
+  global_step: int
+  fingerprint: str
+
+
+def read_progress(ckpt_dir: str) -> Progress | None:
+  """The latest checkpoint's progress in `ckpt_dir`, or None when there is none."""
+  path = tf.train.latest_checkpoint(ckpt_dir)
+  if path is None:
+    return None
+  reader = tf.train.load_checkpoint(path)
+
+  def value(name):
+    return reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+  return Progress(path=path, stage=int(value("stage")), epoch=int(value("epoch")),
+                  global_step=int(value("global_step")),
+                  fingerprint=value("fingerprint").decode("utf8"))
+
+
+class _Counters:
+  """The checkpointed progress variables."""
+
+  def __init__(self, fingerprint: str):
+    self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
+    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    self.fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False,
+                                   name="fingerprint")
+
+  def objects(self) -> dict:
+    return {"stage": self.stage, "epoch": self.epoch, "global_step": self.global_step,
+            "fingerprint": self.fingerprint}
+
+
+# -------------------------------------------------------------------------------------------------
+# Callbacks.
+
+
+class _Progbar(keras.callbacks.ProgbarLogger):
+  """Keras progress bar without its "Epoch i/n" header (fit runs one epoch per call here)."""
+
+  def set_params(self, params):
+    super().set_params(params)
+    self.epochs = 1
+
+
+class EpochSummary(keras.callbacks.Callback):
+  """Prints one line per epoch (stage, epoch, metrics, images/s) and records it in `history`.
+
+  Reads the throughput that `callbacks.EpochTimer` (placed before it) adds to the logs.
+  """
+
+  def __init__(self, stage: str, label: str, epochs: int, history: list, chief: bool):
+    super().__init__()
+    self._stage = stage
+    self._label = label
+    self._epochs = epochs
+    self._history = history
+    self._chief = chief
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = {k: float(v) for k, v in (logs or {}).items()}
+    self._history.append({"stage": self._stage, "epoch": epoch + 1, **logs})
+    if not self._chief:
+      return
+    shown = {k: v for k, v in logs.items()
+             if k not in ("images_per_second", "epoch_seconds", "learning_rate")}
+    values = " ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
+    rate = logs.get("images_per_second")
+    speed = f" | {rate:,.0f} images/s" if rate is not None else ""
+    seconds = logs.get("epoch_seconds")
+    timing = f" ({seconds:.1f} s of training)" if seconds is not None else ""
+    print(f"[{self._label}] epoch {epoch + 1}/{self._epochs}: {values}{speed}{timing}", flush=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# The run.
+
+
+def _setup(config: TrainConfig) -> None:
+  keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
+def _mixed_precision_policy(strategy: tf.distribute.Strategy) -> str:
+  if isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
+    return "mixed_bfloat16"
+  return "mixed_float16"
+
+
+def _check_stage(stage: stages_lib.Stage, strategy: tf.distribute.Strategy, train_size: int) -> None:
+  replicas = strategy.num_replicas_in_sync
+  if stage.global_batch % replicas:
+    raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch} is not divisible by "
+                     f"the {replicas} replicas.")
+  if stage.global_batch > train_size:
+    raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch} is larger than the "
+                     f"training split ({train_size} examples).")
+
+
+@dataclasses.dataclass
+class _Context:
+  """What every stage of one `run` call shares."""
+  config: TrainConfig
+  strategy: tf.distribute.Strategy
+  builders: dict
+  counters: _Counters
+  write_dir: pathlib.Path
+  chief: bool
+  history: list
+  extra_callbacks: Sequence[keras.callbacks.Callback]
+
+
+def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
+        extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
+  """Trains `config.schedule` (resuming from `config.model_dir`), evaluates, saves and exports.
+
+  Args:
+    config: the run.
+    strategy: an existing strategy (default: `make_strategy(config.strategy, config.tpu)`).
+    extra_callbacks: more Keras callbacks for every `fit` call.
+
+  Returns:
+    The trained network, the evaluation report and the per-epoch history of this call.
+
+  Raises:
+    ValueError: a checkpoint in model_dir written by another schedule, a batch size that does not
+      fit, or an unknown name.
+    FileNotFoundError: a dataset that is not built (and `generate_rows` is 0).
+  """
+  _setup(config)
+  strategy = strategy or make_strategy(config.strategy, config.tpu)
+  keras.mixed_precision.set_global_policy(
+      _mixed_precision_policy(strategy) if config.mixed_precision else "float32")
+  chief = is_chief(strategy)
+  model_dir = pathlib.Path(config.model_dir)
+  write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
+  write_dir.mkdir(parents=True, exist_ok=True)
+
+  needed = [config.dataset] + [config.stage_dataset(s) for s in config.schedule]
+  builders = {name: get_builder(name, config.data_dir, config.generate_rows, config.seed)
+              for name in dict.fromkeys(needed)}
+  for stage in config.schedule:
+    _check_stage(stage, strategy, _split_size(builders[config.stage_dataset(stage)], "train"))
+
+  # Every worker resumes from the chief's checkpoints (model_dir is shared), writes into its own.
+  progress = read_progress(str(model_dir / CKPT_DIR))
+  if progress is not None and progress.fingerprint != config.fingerprint():
+    raise ValueError(
+        f"{model_dir / CKPT_DIR} holds a checkpoint of another run:\n  checkpoint: "
+        f"{progress.fingerprint}\n  this run:   {config.fingerprint()}\nUse another --model_dir "
+        "or the same flags as that run.")
+  context = _Context(config=config, strategy=strategy, builders=builders,
+                     counters=_Counters(config.fingerprint()), write_dir=write_dir, chief=chief,
+                     history=[], extra_callbacks=tuple(extra_callbacks))
+
+  stage, epoch, restore_from = 0, 0, None
+  if progress:
+    print(f"Resuming from {progress.path}: stage {progress.stage + 1}/{len(config.schedule)} "
+          f"({config.schedule[progress.stage].name}), {progress.epoch} epoch(s) of it done.",
+          flush=True)
+    stage, epoch, restore_from = progress.stage, progress.epoch, progress
+    context.counters.global_step.assign(progress.global_step)
+  with strategy.scope():
+    net = build_network(config, builders, stage)
+  if progress and epoch >= config.schedule[stage].epochs:
+    # The checkpoint closes a stage: restore the network only; the next stage starts afresh.
+    status = tf.train.Checkpoint(model=net, rng=_rng_states(net)).restore(progress.path)
+    status.expect_partial().assert_existing_objects_matched()
+    stage, epoch, restore_from = stage + 1, 0, None
+    if stage < len(config.schedule):
+      with strategy.scope():
+        net = next_stage_network(config, builders, net, stage)
+
+  for index in range(stage, len(config.schedule)):
+    if index > stage:
+      with strategy.scope():
+        net = next_stage_network(config, builders, net, index)
+    _run_stage(context, net, index, epoch if index == stage else 0,
+               restore_from if index == stage else None)
+
+  target = builders[config.dataset]
+  split = report_split(target, config.eval_split)
+  report = evaluate(net, target, split, strategy)
+  if chief:
+    print(f"\nEvaluation of the final model on {config.dataset} {split}:\n{report.format_table()}",
+          flush=True)
+  for suffix in (".json", ".md"):
+    report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
+  _save(net, write_dir, _label_names(target), chief)
+  if not chief:
+    shutil.rmtree(write_dir, ignore_errors=True)
+  return RunResult(model=net, report=report, history=context.history,
+                   resumed_from=(progress.stage, progress.epoch) if progress else None)
+
+
+def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int,
+               restore_from: Progress | None) -> None:
+  """Trains stage `index` of the schedule from `first_epoch`, restoring `restore_from` first."""
+  config, strategy = context.config, context.strategy
+  stage = config.schedule[index]
+  builder = context.builders[config.stage_dataset(stage)]
+  names = _label_names(builder)
+  lr = stages_lib.scaled_lr(stage, config.scale_lr, config.reference_batch)
+  augment_params = None if config.augment_on == "none" else augment.AugmentParams()
+  with strategy.scope():
+    set_trainable(net, stage.trainable)
+    trainer = TrainingModel(net, augment_params if config.augment_on == "device" else None,
+                            stage_seed=derive_seed(config.seed, 0, index))
+    trainer.compile(optimizer=stages_lib.make_optimizer(stage.optimizer, lr),
+                    loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                    jit_compile=config.jit_compile)
+    trainer.optimizer.build(trainer.trainable_variables)
+  counters = context.counters
+  checkpoint = tf.train.Checkpoint(model=net, optimizer=trainer.optimizer, rng=_rng_states(net),
+                                   **counters.objects())
+  if restore_from is not None:
+    # Everything must match: the stage's optimizer slots and step counter come back.
+    checkpoint.restore(restore_from.path).assert_consumed()
+  counters.stage.assign(index)
+  counters.epoch.assign(first_epoch)
+  manager = tf.train.CheckpointManager(checkpoint, str(context.write_dir / CKPT_DIR),
+                                       max_to_keep=2)
+
+  steps = _split_size(builder, "train") // stage.global_batch
+  if config.max_steps_per_epoch:
+    steps = min(steps, config.max_steps_per_epoch)
+  label = f"{stage.name} {index + 1}/{len(config.schedule)}"
+  if context.chief:
+    print(f"\nStage {label}: {stage.trainable} layers train, {stage.epochs} epoch(s) of {steps} "
+          f"steps x {stage.global_batch} images of {config.stage_dataset(stage)}, "
+          f"{stage.optimizer} lr {lr:g}, {strategy.num_replicas_in_sync} replica(s).", flush=True)
+  validation = None
+  if config.validate and "validation" in builder.info.splits:
+    validation = _eval_dataset(builder, "validation", EVAL_BATCH)
+  callbacks = [
+      *callbacks_lib.get_callbacks(
+          logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name), label_names=names,
+          eval_dataset=validation, hparams=_hparams(config, stage, lr), initial_epoch=first_epoch,
+          global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
+      _Progbar(),
+      EpochSummary(stage.name, label, stage.epochs, context.history, context.chief),
+      *context.extra_callbacks,
+  ]
+  host_augment = augment_params if config.augment_on == "host" else None
+  for epoch in range(first_epoch, stage.epochs):
+    train = strategy.distribute_datasets_from_function(_train_dataset_fn(
+        builder, stage, epoch_seed(config.seed, index, epoch), config.deterministic, host_augment))
+    trainer.fit(train, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+                callbacks=callbacks, verbose=config.verbose if context.chief else 0)
+    counters.epoch.assign(epoch + 1)
+    counters.global_step.assign_add(steps)
+    manager.save(checkpoint_number=int(counters.global_step.numpy()))
+
+
+def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float) -> dict:
+  return {"model": config.model, "dataset": config.stage_dataset(stage), "stage": stage.name,
+          "trainable": stage.trainable, "epochs": stage.epochs, "lr": lr,
+          "global_batch": stage.global_batch, "optimizer": stage.optimizer,
+          "augment_on": config.augment_on, "mixed_precision": config.mixed_precision,
+          "seed": config.seed}
+
+
+def report_split(builder, split: str) -> str:
+  """`split` if the dataset has it, else "validation" (real FER-2013 has no PrivateTest rows)."""
+  if split in builder.info.splits:
+    return split
+  logging.warning("%s has no %r split; evaluating on 'validation'.", builder.info.full_name, split)
+  return "validation"
+
+
+def evaluate(net: keras.Model, builder, split: str,
+             strategy: tf.distribute.Strategy) -> metrics.EmotionReport:
+  """Per-emotion report of `net` on `split` of `builder` (streamed, summed over replicas)."""
+  names = _label_names(builder)
+
+  def predict(images):
+    return net(preprocess.to_model_input(images), training=False)
+
+  evaluator = metrics.StreamingEvaluator(predict, names, strategy=strategy)
+  return evaluator.evaluate(_eval_dataset(builder, report_split(builder, split), EVAL_BATCH))
+
+
+def _save(net: keras.Model, write_dir: pathlib.Path, names: Sequence[str], chief: bool) -> None:
+  """Writes `model.keras` and the uint8-input SavedModel into write_dir."""
+  path = write_dir / MODEL_FILE
+  net.save(path)
+  export.export_saved_model(net, write_dir / SAVED_MODEL_DIR, label_names=names)
+  if chief:
+    print(f"Saved {path} and {write_dir / SAVED_MODEL_DIR}", flush=True)
+
+
+def default_data_dir() -> str:
+  """`./data/tfds` (ignored by git), or $TFDS_DATA_DIR when set."""
+  return os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))

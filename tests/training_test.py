@@ -1,0 +1,238 @@
+"""Tests for emotion_tfds.training: stage semantics, head swap, exports, checkpoints and resume.
+
+Real training runs of a few steps on the generated faces of `generated_data_dir` (conftest).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emotion_tfds import models
+from emotion_tfds import stages
+from emotion_tfds import training
+
+_STEPS = 2  # Steps per epoch of every run here.
+
+
+@pytest.fixture(scope="class")
+def data_dir(request, generated_data_dir):
+  request.cls.data_dir = str(generated_data_dir)
+
+
+def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> training.TrainConfig:
+  schedule = stages.build_schedule(
+      stages.parse_stages(spec),
+      stages.parse_stages(pretrain, prefix="pretrain", dataset="fer2013/fer7") if pretrain else [])
+  defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0)
+  defaults.update(kwargs)
+  return training.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
+                              schedule=tuple(schedule), **defaults)
+
+
+def _tempdir(test: absltest.TestCase) -> str:
+  path = tempfile.mkdtemp(prefix="training_test_")
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+def _layer_weights(net: keras.Model) -> dict[str, list[np.ndarray]]:
+  return {layer.name: [w.numpy().copy() for w in layer.weights]
+          for layer in net.layers if layer.weights}
+
+
+def _changed(before: list[np.ndarray], after: list[np.ndarray]) -> bool:
+  return any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+class _Snapshots(keras.callbacks.Callback):
+  """Network weights at the start and end of every `fit` call (one call per epoch)."""
+
+  def __init__(self):
+    super().__init__()
+    self.fits: list[dict] = []
+
+  def on_train_begin(self, logs=None):
+    self.fits.append({"begin": _layer_weights(self.model.net)})
+
+  def on_train_end(self, logs=None):
+    self.fits[-1]["end"] = _layer_weights(self.model.net)
+
+
+@pytest.mark.usefixtures("data_dir")
+class StagesTest(absltest.TestCase):
+  """One run: fer7 pretraining (all), head swap to seed6, a head stage, an all stage."""
+
+  def _run(self):
+    self.model_dir = pathlib.Path(_tempdir(self))
+    snapshots = _Snapshots()
+    config = _config(self.model_dir, self.data_dir, "head:1:1e-2:16,all:1:1e-3:16",
+                     pretrain="all:1:1e-3:16")
+    result = training.run(config, extra_callbacks=[snapshots])
+    return config, result, snapshots.fits
+
+  def test_stage_semantics_head_swap_and_outputs(self):
+    config, result, fits = self._run()
+    self.assertLen(fits, 3)
+    pretrain, head, everything = fits
+    base = {layer.name for layer in models.base_layers(result.model) if layer.weights}
+    self.assertIn("block1_conv1", base)
+
+    # Pretraining on fer7 (7 classes) changes every weighted layer.
+    self.assertEqual(pretrain["end"]["predictions"][0].shape[-1], 7)
+    for name, weights in pretrain["begin"].items():
+      self.assertTrue(_changed(weights, pretrain["end"][name]), name)
+
+    # The head swap to seed6 keeps the base weights and gives a 6-class head.
+    self.assertEqual(head["begin"]["predictions"][0].shape[-1], 6)
+    for name in base:
+      for a, b in zip(pretrain["end"][name], head["begin"][name], strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+    # A head stage leaves the frozen base exactly as it was and trains the head.
+    for name in base:
+      self.assertFalse(_changed(head["begin"][name], head["end"][name]), name)
+    self.assertTrue(_changed(head["begin"]["predictions"], head["end"]["predictions"]))
+
+    # An all stage changes every weighted layer.
+    for name, weights in everything["begin"].items():
+      self.assertTrue(_changed(weights, everything["end"][name]), name)
+
+    # Evaluation, report files, model.keras and a uint8 SavedModel.
+    self.assertEqual(result.report.totals.count, 120)  # seed6 test split of the generated data.
+    self.assertTrue((self.model_dir / "eval_test.json").exists())
+    loaded = keras.models.load_model(self.model_dir / training.MODEL_FILE)
+    images = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0),
+                               result.model.predict(images, verbose=0), atol=1e-6)
+    serving = tf.saved_model.load(str(self.model_dir / training.SAVED_MODEL_DIR))
+    signature = serving.signatures["serving_default"]
+    spec = signature.structured_input_signature[1]["images"]
+    self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
+    out = signature(images=tf.zeros([2, 48, 48, 1], tf.uint8))
+    self.assertEqual(out["probabilities"].shape, (2, 6))
+
+    # Started again, the finished run trains nothing and reproduces the evaluation.
+    again = training.run(config)
+    self.assertEqual(again.history, [])
+    self.assertEqual(again.resumed_from, (2, 1))
+    self.assertEqual(again.report.to_dict(), result.report.to_dict())
+
+
+class _StopAt(keras.callbacks.Callback):
+  """Raises at the end of epoch `epoch` (0-based) of the `fit_index`-th fit call: a crash before
+  that epoch's checkpoint; records the optimizer state of the epoch before (the saved one)."""
+
+  class Stop(Exception):
+    pass
+
+  def __init__(self, fit_index: int):
+    super().__init__()
+    self._fit_index = fit_index
+    self._fits = 0
+    self.saved_state = None
+
+  def on_train_begin(self, logs=None):
+    self._fits += 1
+
+  def on_train_end(self, logs=None):
+    if self._fits == self._fit_index:  # The last fit that completes, so the last checkpoint.
+      self.saved_state = _optimizer_state(self.model)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self._fits == self._fit_index + 1:
+      raise self.Stop()
+
+
+def _optimizer_state(trainer: keras.Model) -> dict:
+  optimizer = trainer.optimizer
+  return {"iterations": int(optimizer.iterations.numpy()),
+          # Paths without the optimizer's own name ("adam_3/..."), which counts optimizers made.
+          "variables": {v.path.split("/", 1)[1]: v.numpy().copy() for v in optimizer.variables},
+          "weights": _layer_weights(trainer.net)}
+
+
+class _FirstState(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.state = None
+
+  def on_train_begin(self, logs=None):
+    if self.state is None:
+      self.state = _optimizer_state(self.model)
+
+
+@pytest.mark.usefixtures("data_dir")
+class ResumeTest(absltest.TestCase):
+
+  def test_crash_mid_stage_resumes_with_optimizer_state(self):
+    model_dir = pathlib.Path(_tempdir(self))
+    config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16")
+    # Fits: 1 = head epoch 1, 2 = all epoch 1, 3 = all epoch 2 (crashes before its checkpoint).
+    stop = _StopAt(fit_index=2)
+    with self.assertRaises(_StopAt.Stop):
+      training.run(config, extra_callbacks=[stop])
+    progress = training.read_progress(str(model_dir / training.CKPT_DIR))
+    self.assertEqual((progress.stage, progress.epoch, progress.global_step), (1, 1, 2 * _STEPS))
+
+    # Leftovers of a checkpoint write killed half-way (newer number, never made current).
+    ckpt_dir = model_dir / training.CKPT_DIR
+    (ckpt_dir / "ckpt-99_temp").mkdir()
+    (ckpt_dir / "ckpt-99_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 7)
+    data = next(ckpt_dir.glob(pathlib.Path(progress.path).name + ".data-*"))
+    (ckpt_dir / "ckpt-99.data-00000-of-00001").write_bytes(data.read_bytes()[:100])
+    self.assertEqual(training.read_progress(str(ckpt_dir)), progress)
+
+    first = _FirstState()
+    result = training.run(config, extra_callbacks=[first])
+    self.assertEqual(result.resumed_from, (1, 1))
+    self.assertEqual([(h["stage"], h["epoch"]) for h in result.history],
+                     [("stage2_all", 2), ("stage2_all", 3)])
+    # The stage's optimizer came back: its step counter and Adam moments, and the weights.
+    self.assertEqual(first.state["iterations"], _STEPS)
+    self.assertEqual(first.state["variables"].keys(), stop.saved_state["variables"].keys())
+    for path, value in stop.saved_state["variables"].items():
+      np.testing.assert_array_equal(first.state["variables"][path], value, err_msg=path)
+    for name, weights in stop.saved_state["weights"].items():
+      for a, b in zip(first.state["weights"][name], weights, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    final = training.read_progress(str(ckpt_dir))
+    self.assertEqual((final.stage, final.epoch, final.global_step), (1, 3, 4 * _STEPS))
+
+    # Another schedule must not continue this run's checkpoint.
+    other = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:4:1e-3:16")
+    with self.assertRaisesRegex(ValueError, "holds a checkpoint of another run"):
+      training.run(other)
+
+
+class ErrorsTest(absltest.TestCase):
+
+  def test_dataset_not_built(self):
+    data_dir = _tempdir(self)
+    with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
+      training.get_builder("fer2013/seed6", data_dir, generate_rows=0)
+
+  @pytest.mark.usefixtures("data_dir")
+  def test_batch_larger_than_split(self):
+    config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:4096")
+    with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
+      training.run(config)
+
+  def test_bad_config(self):
+    schedule = tuple(stages.parse_stages("all:1:1e-3:8"))
+    with self.assertRaisesRegex(ValueError, "Unknown strategy"):
+      training.TrainConfig(model_dir="m", data_dir="d", schedule=schedule, strategy="gpu")
+    with self.assertRaisesRegex(ValueError, "Unknown augment_on"):
+      training.TrainConfig(model_dir="m", data_dir="d", schedule=schedule, augment_on="tpu")
+
+
+if __name__ == "__main__":
+  absltest.main()

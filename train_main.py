@@ -1,0 +1,115 @@
+"""Trains an emotion classifier in stages on any tf.distribute strategy; resumes after a kill.
+
+With no flags: generates the faces dataset under ./data/tfds if it is not built there, trains a
+short version of the seed's schedule (7-class pretraining on fer7, then head / all / all on seed6),
+evaluates on the test split, prints the per-emotion table and saves runs/default/model.keras and
+runs/default/saved_model. Run from the repository root:
+
+  python train_main.py
+  python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
+  python train_main.py --stages=head:10:1e-3:32,all:10:1e-4:128 --strategy=mirrored
+
+Starting the same command again continues from the last checkpoint in --model_dir.
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+
+from emotion_tfds import stages
+from emotion_tfds import training
+
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
+    "$TFDS_DATA_DIR).")
+_DATASET = flags.DEFINE_string("dataset", "fer2013/seed6", "Target dataset name/config.")
+_MODEL = flags.DEFINE_enum("model", "base_cnn", ["base_cnn", "vgg"], "Architecture.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "A .keras or Keras-2 .h5 model to start from; skips --pretrain_stages.")
+_STAGES = flags.DEFINE_string(
+    "stages", "head:1:1e-3:64,all:2:5e-4:128,all:1:2.5e-4:256",
+    "Stages on --dataset: comma-separated [name:]trainable:epochs:lr:global_batch[:optimizer], "
+    "trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, sgd, momentum or "
+    "rmsprop.")
+_PRETRAIN_STAGES = flags.DEFINE_string(
+    "pretrain_stages", "pretrain:all:3:1e-3:64",
+    "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
+    "when the label scheme changes. Skipped when --pretrained is given.")
+_PRETRAIN_DATASET = flags.DEFINE_string(
+    "pretrain_dataset", "fer2013/fer7", "Dataset of --pretrain_stages.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES),
+                              "tf.distribute strategy; multi_worker reads TF_CONFIG.")
+_TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
+_MIXED_PRECISION = flags.DEFINE_bool(
+    "mixed_precision", False, "float16 compute on GPU (bfloat16 on TPU/CPU), float32 variables.")
+_AUGMENT_ON = flags.DEFINE_enum(
+    "augment_on", "device", list(training.AUGMENT_ON),
+    "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
+    "the host, or nowhere.")
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
+_SEED = flags.DEFINE_integer("seed", 0, "Run seed (init, data order, augmentation, dropout).")
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic", False, "Deterministic ops and input order (repeatable runs, slower).")
+_SCALE_LR = flags.DEFINE_bool(
+    "scale_lr", False, "Multiply each stage's lr by global_batch / --reference_batch.")
+_REFERENCE_BATCH = flags.DEFINE_integer(
+    "reference_batch", 32, "Batch size the stage learning rates are given for (--scale_lr).",
+    lower_bound=1)
+_GENERATE_ROWS = flags.DEFINE_integer(
+    "generate_rows", 7000, "When a dataset is not built in --data_dir: generate this many faces "
+    "and build it from them (0: require a built dataset, e.g. real FER-2013).", lower_bound=0)
+_EVAL_SPLIT = flags.DEFINE_string(
+    "eval_split", "test", "Split of the final evaluation ('validation' when it is absent).")
+_VALIDATE = flags.DEFINE_bool("validate", True, "Evaluate on the validation split every epoch.")
+_MAX_STEPS_PER_EPOCH = flags.DEFINE_integer(
+    "max_steps_per_epoch", None, "Cap on steps per epoch (smoke runs, debugging).", lower_bound=1)
+_JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+_PROGRESS = flags.DEFINE_enum(
+    "progress", "bar", ["bar", "line", "none"],
+    "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
+
+
+def make_config() -> training.TrainConfig:
+  """The TrainConfig of the parsed flags."""
+  try:
+    main_stages = stages.parse_stages(_STAGES.value)
+    pretrain = []
+    if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
+      pretrain = stages.parse_stages(_PRETRAIN_STAGES.value, prefix="pretrain",
+                                     dataset=_PRETRAIN_DATASET.value)
+    schedule = stages.build_schedule(main_stages, pretrain)
+  except ValueError as e:
+    raise app.UsageError(f"--stages/--pretrain_stages: {e}") from None
+  return training.TrainConfig(
+      model_dir=_MODEL_DIR.value,
+      data_dir=_DATA_DIR.value or training.default_data_dir(),
+      schedule=tuple(schedule),
+      dataset=_DATASET.value,
+      model=_MODEL.value,
+      pretrained=_PRETRAINED.value,
+      strategy=_STRATEGY.value,
+      tpu=_TPU.value,
+      mixed_precision=_MIXED_PRECISION.value,
+      augment_on=_AUGMENT_ON.value,
+      seed=_SEED.value,
+      deterministic=_DETERMINISTIC.value,
+      scale_lr=_SCALE_LR.value,
+      reference_batch=_REFERENCE_BATCH.value,
+      generate_rows=_GENERATE_ROWS.value,
+      eval_split=_EVAL_SPLIT.value,
+      validate=_VALIDATE.value,
+      max_steps_per_epoch=_MAX_STEPS_PER_EPOCH.value,
+      jit_compile=_JIT_COMPILE.value,
+      verbose={"bar": 1, "line": 2, "none": 0}[_PROGRESS.value],
+  )
+
+
+def main(argv):
+  del argv
+  training.run(make_config())
+
+
+if __name__ == "__main__":
+  app.run(main)
