@@ -226,20 +226,30 @@ def epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
   return derive_seed(seed, 1, stage_index, epoch)
 
 
-def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, deterministic: bool,
+def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: int,
+                      first_epoch: int, steps: int, deterministic: bool,
                       host_augment: augment.AugmentParams | None
                       ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
-  """The per-input-pipeline training dataset for `distribute_datasets_from_function`."""
+  """The per-input-pipeline training dataset of a stage, for `distribute_datasets_from_function`.
+
+  Epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches of its own
+  pipeline shuffled with `epoch_seed(seed, stage_index, epoch)`: the batches of an epoch do not
+  depend on where the run (re)started. Each epoch's pipeline repeats before `take(steps)`, so every
+  worker has its steps even when shards differ in size.
+  """
 
   def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
     batch = input_context.get_per_replica_batch_size(stage.global_batch)
-    # No cache: this dataset lives for one epoch (the next epoch gets its own shuffle seed).
-    ds, _ = pipeline.make_dataset(
-        builder, "train", batch, training=True, input_context=input_context, seed=seed,
-        deterministic=deterministic, cache=False, augment_on_host=host_augment)
-    # One pass is one epoch; repeating lets every worker run exactly steps_per_epoch steps even
-    # when shards differ in size.
-    return ds.repeat()
+    ds = None
+    for epoch in range(first_epoch, stage.epochs):
+      # No cache: each epoch's pipeline is read once (plus a repeat on uneven shards).
+      epoch_ds, _ = pipeline.make_dataset(
+          builder, "train", batch, training=True, input_context=input_context,
+          seed=epoch_seed(seed, stage_index, epoch), deterministic=deterministic, cache=False,
+          augment_on_host=host_augment)
+      epoch_ds = epoch_ds.repeat().take(steps)
+      ds = epoch_ds if ds is None else ds.concatenate(epoch_ds)
+    return ds
 
   return dataset_fn
 
@@ -388,12 +398,19 @@ class _Counters:
 # Callbacks.
 
 
-class _Progbar(keras.callbacks.ProgbarLogger):
-  """Keras progress bar without its "Epoch i/n" header (fit runs one epoch per call here)."""
+class _SaveCheckpoint(keras.callbacks.Callback):
+  """Saves the checkpoint at the end of every epoch (after the callbacks placed before it)."""
 
-  def set_params(self, params):
-    super().set_params(params)
-    self.epochs = 1
+  def __init__(self, manager: tf.train.CheckpointManager, counters: "_Counters", steps: int):
+    super().__init__()
+    self._manager = manager
+    self._counters = counters
+    self._steps = steps
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._counters.epoch.assign(epoch + 1)
+    self._counters.global_step.assign_add(self._steps)
+    self._manager.save(checkpoint_number=int(self._counters.global_step.numpy()))
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -586,24 +603,22 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   validation = None
   if config.validate and "validation" in builder.info.splits:
     validation = _eval_dataset(builder, "validation", EVAL_BATCH)
+  host_augment = augment_params if config.augment_on == "host" else None
+  train = strategy.distribute_datasets_from_function(_train_dataset_fn(
+      builder, stage, config.seed, index, first_epoch, steps, config.deterministic, host_augment))
   callbacks = [
       *callbacks_lib.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name), label_names=names,
           eval_dataset=validation, hparams=_hparams(config, stage, lr), initial_epoch=first_epoch,
           global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
-      _Progbar(),
+      keras.callbacks.ProgbarLogger(),  # Before the summary line (Keras would append it last).
       EpochSummary(stage.name, label, stage.epochs, context.history, context.chief),
       *context.extra_callbacks,
+      _SaveCheckpoint(manager, counters, steps),
   ]
-  host_augment = augment_params if config.augment_on == "host" else None
-  for epoch in range(first_epoch, stage.epochs):
-    train = strategy.distribute_datasets_from_function(_train_dataset_fn(
-        builder, stage, epoch_seed(config.seed, index, epoch), config.deterministic, host_augment))
-    trainer.fit(train, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
-                callbacks=callbacks, verbose=config.verbose if context.chief else 0)
-    counters.epoch.assign(epoch + 1)
-    counters.global_step.assign_add(steps)
-    manager.save(checkpoint_number=int(counters.global_step.numpy()))
+  # One fit per stage: with steps_per_epoch, Keras reads the epochs off one iterator.
+  trainer.fit(train, epochs=stage.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=config.verbose if context.chief else 0)
 
 
 def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float) -> dict:

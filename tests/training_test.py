@@ -127,27 +127,28 @@ class StagesTest(absltest.TestCase):
 
 
 class _StopAt(keras.callbacks.Callback):
-  """Raises at the end of epoch `epoch` (0-based) of the `fit_index`-th fit call: a crash before
-  that epoch's checkpoint; records the optimizer state of the epoch before (the saved one)."""
+  """Raises at the end of epoch `epoch` (0-based) of the `fit_index`-th fit (stage): a crash just
+  before that epoch's checkpoint. Records the optimizer state of the epoch before (the saved one)."""
 
   class Stop(Exception):
     pass
 
-  def __init__(self, fit_index: int):
+  def __init__(self, fit_index: int, epoch: int):
     super().__init__()
     self._fit_index = fit_index
+    self._epoch = epoch
     self._fits = 0
     self.saved_state = None
 
   def on_train_begin(self, logs=None):
     self._fits += 1
 
-  def on_train_end(self, logs=None):
-    if self._fits == self._fit_index:  # The last fit that completes, so the last checkpoint.
-      self.saved_state = _optimizer_state(self.model)
-
   def on_epoch_end(self, epoch, logs=None):
-    if self._fits == self._fit_index + 1:
+    if self._fits != self._fit_index:
+      return
+    if epoch == self._epoch - 1:
+      self.saved_state = _optimizer_state(self.model)
+    if epoch == self._epoch:
       raise self.Stop()
 
 
@@ -176,8 +177,8 @@ class ResumeTest(absltest.TestCase):
   def test_crash_mid_stage_resumes_with_optimizer_state(self):
     model_dir = pathlib.Path(_tempdir(self))
     config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16")
-    # Fits: 1 = head epoch 1, 2 = all epoch 1, 3 = all epoch 2 (crashes before its checkpoint).
-    stop = _StopAt(fit_index=2)
+    # Crash at the end of the all stage's second epoch, before its checkpoint.
+    stop = _StopAt(fit_index=2, epoch=1)
     with self.assertRaises(_StopAt.Stop):
       training.run(config, extra_callbacks=[stop])
     progress = training.read_progress(str(model_dir / training.CKPT_DIR))
