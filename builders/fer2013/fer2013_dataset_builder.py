@@ -79,9 +79,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "fer7"
 
-  # TFDS 4.9.10 finds a builder's file (for README.md, CITATIONS.bib, dummy_data/) through the
-  # `importlib_resources` package, which it no longer installs on Python >= 3.9
-  # (tensorflow/datasets#11212); this module's own file is the same path.
+  # TFDS 4.9.10 finds a builder's folder (README.md, CITATIONS.bib, dummy_data/) through package
+  # resources, which fails for a namespace package (a stale editable install) and, for code_path,
+  # needs the `importlib_resources` package it no longer installs (tensorflow/datasets#11212).
+  # This module's own path is the same place.
+  pkg_dir_path = epath.Path(__file__).parent
+
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
