@@ -1,0 +1,179 @@
+"""Tests for emotion_tfds.export and export_main: SavedModel signatures, TFLite parity, quantisation.
+
+A small CNN is trained once per module on the generated faces (fer2013/seed6) and exported by
+`export_main.run`, as a user would; the tests check what it wrote.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from emotion_tfds import datasets
+from emotion_tfds import export
+from emotion_tfds import models
+from emotion_tfds import preprocess
+
+DATASET = "fer2013/seed6"
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_main(name: str):
+  """Imports a main at the repo root (not on sys.path under plain `pytest`)."""
+  spec = importlib.util.spec_from_file_location(name, _REPO / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+export_main = _load_main("export_main")
+
+
+def small_cnn(num_classes: int) -> keras.Model:
+  """A CNN small enough to train in seconds on 2 CPU cores (the base CNN takes ~30 s an epoch)."""
+  inputs = keras.Input(preprocess.IMAGE_SHAPE, name="image")
+  x = inputs
+  for filters in (16, 32, 32):
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+  x = keras.layers.Flatten()(x)
+  x = keras.layers.Dropout(0.25)(x)
+  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+  return keras.Model(inputs, outputs)
+
+
+def split_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """All (uint8 images, labels) of a split as numpy arrays."""
+  return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+
+
+def train_small_model(builder, epochs: int) -> keras.Model:
+  """Plain `model.fit` on `preprocess.to_model_input` images of the train split."""
+  keras.utils.set_random_seed(0)
+  images, labels = split_arrays(builder, "train")
+  model = small_cnn(datasets.num_classes(builder))
+  model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+  model.fit(preprocess.to_model_input(images), labels, batch_size=32, epochs=epochs, verbose=0)
+  return model
+
+
+@pytest.fixture(scope="module")
+def exported(generated_data_dir, tmp_path_factory):
+  """(builder, keras model, out_dir, parity report) after export_main.run on a trained model."""
+  builder = datasets.get_builder(DATASET, generated_data_dir)
+  model = train_small_model(builder, epochs=6)
+  root = tmp_path_factory.mktemp("export")
+  model.save(root / "model.keras")
+  out_dir = root / "out"
+  report = export_main.run(str(root / "model.keras"), str(out_dir), str(generated_data_dir),
+                           DATASET, num_representative=200, batch_size=64)
+  return builder, model, out_dir, report
+
+
+@pytest.fixture(autouse=True)
+def _inject(request, exported):
+  """Hands the module fixture to the TestCase methods."""
+  request.instance.builder, request.instance.model, request.instance.out_dir, \
+      request.instance.report = exported
+
+
+class ExportMainTest(tf.test.TestCase):
+
+  def test_writes_all_exports_and_reports(self):
+    for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt", "model_float.tflite",
+                 "model_dynamic.tflite", "model_int8.tflite", "parity.md"):
+      self.assertTrue((self.out_dir / name).exists(), name)
+    written = json.loads((self.out_dir / "parity.json").read_text())
+    self.assertEqual(written["num_examples"], self.builder.info.splits["validation"].num_examples)
+    self.assertEqual(written["accuracy"], self.report.accuracy)
+
+  def test_model_learned(self):
+    # Otherwise the quantisation comparison below would compare near-uniform outputs.
+    self.assertGreater(self.report.accuracy["keras"], 0.5)
+
+  def test_tflite_float_matches_keras(self):
+    self.assertLess(self.report.max_abs_diff["float"], 1e-4)
+    self.assertLess(self.report.max_abs_diff["saved_model"], 1e-5)
+    self.assertEqual(self.report.agreement["float"], 1.0)
+
+  def test_quantised_accuracy_within_one_point_of_float(self):
+    for quantization in ("dynamic", "int8"):
+      self.assertAllClose(self.report.accuracy[quantization], self.report.accuracy["float"],
+                          atol=0.01, msg=quantization)
+      self.assertLess(self.report.sizes[quantization], self.report.sizes["float"] / 2)
+
+  def test_int8_model_has_integer_activations(self):
+    interpreter = tf.lite.Interpreter(model_path=str(self.out_dir / "model_int8.tflite"))
+    dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
+    self.assertIn(np.int8, dtypes)
+    # The uint8 input of the model stays uint8: no float scaling left to the app.
+    runner = interpreter.get_signature_runner(export.SERVING_KEY)
+    self.assertEqual(runner.get_input_details()[export.IMAGES_KEY]["dtype"], np.uint8)
+
+  def test_saved_model_signatures(self):
+    images, _ = split_arrays(self.builder, "validation")
+    images = images[:16]
+    loaded = tf.saved_model.load(str(self.out_dir / "saved_model"))
+    expected = self.model(preprocess.to_model_input(images), training=False).numpy()
+    served = loaded.signatures[export.SERVING_KEY](images=tf.constant(images))
+    self.assertAllClose(served[export.PROBABILITIES_KEY], expected, atol=1e-6)
+    self.assertAllEqual(served[export.LABEL_KEY], expected.argmax(-1))
+    serve_photos = loaded.signatures[export.PHOTOS_KEY]
+    # Gray 48x48 crops, and the same crops as 96x96 RGB photos, give the same probabilities.
+    self.assertAllClose(serve_photos(images=tf.constant(images))[export.PROBABILITIES_KEY],
+                        expected, atol=1e-6)
+    rgb_96 = np.repeat(np.repeat(np.repeat(images, 2, axis=1), 2, axis=2), 3, axis=3)
+    self.assertAllClose(serve_photos(images=tf.constant(rgb_96))[export.PROBABILITIES_KEY],
+                        expected, atol=1e-6)
+    names = datasets.label_names(self.builder)
+    self.assertEqual(
+        [n.decode() for n in loaded.signatures[export.LABEL_NAMES_KEY]()["label_names"].numpy()],
+        list(names))
+    self.assertEqual(export.saved_model_label_names(self.out_dir / "saved_model"), names)
+
+  def test_serve_photos_rejects_two_channels(self):
+    loaded = tf.saved_model.load(str(self.out_dir / "saved_model"))
+    with self.assertRaises(tf.errors.InvalidArgumentError):
+      loaded.signatures[export.PHOTOS_KEY](images=tf.zeros([1, 48, 48, 2], tf.uint8))
+
+
+class ExportArgumentsTest(tf.test.TestCase):
+  """Bad arguments and mixed precision; uses the module's trained model only for its shape."""
+
+  def test_label_names_must_match_outputs(self):
+    with self.assertRaisesRegex(ValueError, "5 label names"):
+      export.export_saved_model(self.model, self.get_temp_dir(), label_names=("a",) * 5)
+
+  def test_unknown_quantization_and_int8_without_data(self):
+    with self.assertRaisesRegex(ValueError, "Unknown quantization"):
+      export.export_tflite(self.out_dir / "saved_model", self.get_temp_dir() + "/m.tflite", "fp16")
+    with self.assertRaisesRegex(ValueError, "representative_images"):
+      export.export_tflite(self.out_dir / "saved_model", self.get_temp_dir() + "/m.tflite", "int8")
+
+  def test_mixed_precision_base_cnn_exports_float32(self):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+      mixed = models.build_base_cnn(6)
+    finally:
+      keras.mixed_precision.set_global_policy("float32")
+    path = self.get_temp_dir() + "/saved_model"
+    export.export_saved_model(mixed, path)
+    images = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
+    probabilities = tf.saved_model.load(path).signatures[export.SERVING_KEY](
+        images=tf.constant(images))[export.PROBABILITIES_KEY]
+    float32 = export.float32_model(mixed)
+    self.assertEqual({layer.dtype_policy.name for layer in float32.layers}, {"float32"})
+    self.assertAllClose(probabilities, float32(preprocess.to_model_input(images)), atol=1e-6)
+    self.assertAllClose(probabilities, mixed(preprocess.to_model_input(images)), atol=2e-2)
+    self.assertEqual(export.saved_model_label_names(path), export.default_label_names(6))
+
+
+if __name__ == "__main__":
+  tf.test.main()
