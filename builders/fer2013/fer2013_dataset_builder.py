@@ -103,7 +103,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         homepage=_HOMEPAGE,
     )
 
-  def _download_and_prepare(self, dl_manager, download_config):
+  def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
+                            download_config: tfds.download.DownloadConfig) -> None:
     """Reads and checks the whole csv, then writes the splits.
 
     A bad csv fails here, before any example is written. Each split gets `_NUM_SHARDS` shards
