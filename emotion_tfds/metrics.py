@@ -77,7 +77,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
   return sum(present) / len(present) if present else None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # Holds numpy arrays: compare their fields, not reports.
 class EmotionReport:
   """Accumulates per-emotion counts over batches and renders the report.
 

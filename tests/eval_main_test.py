@@ -1,0 +1,244 @@
+"""Tests for evaluation: model loading, TTA views, scheme checks, and eval_main on generated faces."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emotion_tfds import evaluate
+from emotion_tfds import export
+from emotion_tfds import labels
+from emotion_tfds import metrics
+from emotion_tfds import models
+from emotion_tfds import preprocess
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3) -> keras.Model:
+  """The base CNN trained for a few steps on `dataset`'s train split of generated faces."""
+  from emotion_tfds import datasets
+  from emotion_tfds import pipeline
+  builder = datasets.get_builder(dataset, data_dir)
+  train, _ = pipeline.make_dataset(builder, "train", 32, training=True)
+  keras.utils.set_random_seed(0)
+  model = models.build_base_cnn(len(datasets.label_names(builder)))
+  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+  model.fit(train.take(steps).map(lambda x, y: (preprocess.to_model_input(x), y)), verbose=0)
+  return model
+
+
+@pytest.fixture(scope="module")
+def trained_models(generated_data_dir, tmp_path_factory) -> dict[str, pathlib.Path]:
+  """Models trained here on generated faces: fer7 .keras and SavedModel, seed6 .keras."""
+  out = tmp_path_factory.mktemp("trained")
+  fer7 = _train(generated_data_dir, "fer2013/fer7")
+  fer7.save(out / "fer7.keras")
+  export.export_saved_model(fer7, out / "fer7_saved_model", label_names=labels.FER7)
+  _train(generated_data_dir, "fer2013/seed6").save(out / "seed6.keras")
+  return {"fer7": out / "fer7.keras", "fer7_saved": out / "fer7_saved_model",
+          "seed6": out / "seed6.keras"}
+
+
+def _small_model(num_classes: int) -> keras.Model:
+  inputs = keras.Input(preprocess.IMAGE_SHAPE)
+  x = keras.layers.Conv2D(4, 3, strides=3, activation="relu")(inputs)
+  x = keras.layers.Flatten()(x)
+  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+  return keras.Model(inputs, outputs)
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (n, *preprocess.IMAGE_SHAPE), dtype=np.uint8)
+
+
+class LoadModelTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = pathlib.Path(tempfile.mkdtemp())
+    self.addCleanup(shutil.rmtree, self.tmp)
+
+  def test_keras_and_saved_model_predict_the_same(self):
+    model = _small_model(6)
+    model.save(self.tmp / "m.keras")
+    export.export_saved_model(model, self.tmp / "sm", label_names=labels.SEED6)
+    images = _images(5)
+    expected = model(preprocess.to_model_input(images)).numpy()
+    from_keras = evaluate.load_model(self.tmp / "m.keras")
+    from_saved = evaluate.load_model(self.tmp / "sm")
+    self.assertEqual((from_keras.num_classes, from_keras.label_names), (6, None))
+    self.assertEqual((from_saved.num_classes, from_saved.label_names), (6, labels.SEED6))
+    np.testing.assert_allclose(from_keras.predict_fn(tf.constant(images)), expected, atol=1e-6)
+    gc.collect()  # The SavedModel's variables must outlive the load (they are used in graphs).
+    np.testing.assert_allclose(tf.function(from_saved.predict_fn)(tf.constant(images)), expected,
+                               atol=1e-6)
+
+  def test_bad_model_paths(self):
+    with self.assertRaisesRegex(FileNotFoundError, "nope.keras does not exist"):
+      evaluate.load_model(self.tmp / "nope.keras")
+    (self.tmp / "old.h5").write_bytes(b"")
+    with self.assertRaisesRegex(ValueError, r"old\.h5.*load_pretrained"):
+      evaluate.load_model(self.tmp / "old.h5")
+
+
+class SchemeCheckTest(absltest.TestCase):
+
+  def _model(self, num_classes: int, names=None) -> evaluate.LoadedModel:
+    return evaluate.LoadedModel(lambda x: x, num_classes, names, "m.keras")
+
+  def test_class_count_mismatch_names_both(self):
+    with self.assertRaisesRegex(
+        ValueError, r"Model m\.keras has 6 classes, but dataset fer2013/fer7 has 7 emotions "
+        r"\(angry, disgust, fear.*--model_scheme"):
+      evaluate.model_emotions(self._model(6), "fer2013/fer7", labels.FER7)
+    with self.assertRaisesRegex(ValueError, "7 classes, but --model_scheme=seed6 has 6"):
+      evaluate.model_emotions(self._model(7), "fer2013/fer7", labels.FER7, "seed6")
+
+  def test_scheme_sources(self):
+    self.assertEqual(evaluate.model_emotions(self._model(7), "d", labels.FER7), labels.FER7)
+    self.assertEqual(evaluate.model_emotions(self._model(6), "d", labels.FER7, "seed6"),
+                     labels.SEED6)
+    self.assertEqual(evaluate.model_emotions(self._model(6, labels.SEED6), "d", labels.FER7),
+                     labels.SEED6)
+    with self.assertRaisesRegex(ValueError, "none of which is in dataset d"):
+      evaluate.model_emotions(self._model(2, ("calm", "bored")), "d", labels.FER7)
+
+
+class TtaTest(absltest.TestCase):
+
+  def test_views_and_average(self):
+    seen = []
+
+    def predict_fn(images):
+      seen.append(images.numpy())
+      # A "model" that looks at the left half of the picture only: mirror images differ.
+      left = tf.reduce_mean(tf.cast(images[:, :, :24, 0], tf.float32), axis=[1, 2]) / 255.0
+      return tf.stack([left, 1.0 - left], axis=1)
+
+    images = _images(3)
+    flip = evaluate.with_tta(predict_fn, "flip")(tf.constant(images)).numpy()
+    views = seen[-1]
+    self.assertEqual(views.shape, (6, *preprocess.IMAGE_SHAPE))
+    np.testing.assert_array_equal(views[3:], images[:, :, ::-1])
+    left = images[:, :, :24, 0].mean(axis=(1, 2)) / 255.0
+    right = images[:, :, 24:, 0].mean(axis=(1, 2)) / 255.0
+    np.testing.assert_allclose(flip[:, 0], (left + right) / 2, rtol=1e-5)
+
+    ten = evaluate.with_tta(predict_fn, "ten-crop")(tf.constant(images)).numpy()
+    views = seen[-1]
+    self.assertEqual((views.shape, views.dtype), ((30, *preprocess.IMAGE_SHAPE), np.uint8))
+    self.assertEqual(ten.shape, (3, 2))
+    np.testing.assert_allclose(ten.sum(axis=1), 1.0, rtol=1e-6)
+    center = tf.image.resize(images[:, 4:44, 4:44].astype(np.float32), (48, 48))
+    np.testing.assert_array_equal(views[12:15], np.round(center.numpy()).astype(np.uint8))
+    np.testing.assert_array_equal(views[15:18], views[0:3, :, ::-1])  # Mirror of the top-left.
+    top_right = tf.image.resize(images[:, 0:40, 8:48].astype(np.float32), (48, 48))
+    np.testing.assert_array_equal(views[3:6], np.round(top_right.numpy()).astype(np.uint8))
+    constant = np.full((1, *preprocess.IMAGE_SHAPE), 77, np.uint8)
+    evaluate.with_tta(predict_fn, "ten-crop")(tf.constant(constant))
+    np.testing.assert_array_equal(seen[-1], 77)
+
+  def test_unknown_mode(self):
+    with self.assertRaisesRegex(ValueError, "Unknown TTA 'rotate'"):
+      evaluate.with_tta(lambda x: x, "rotate")
+
+
+class EvalMainTest(absltest.TestCase):
+  """eval_main and evaluate.run on the generated-faces dataset with models trained here."""
+
+  @pytest.fixture(autouse=True)
+  def _inject(self, generated_data_dir, trained_models, tmp_path):
+    self.data_dir = generated_data_dir
+    self.models = trained_models
+    self.tmp = tmp_path
+
+  def _split_labels(self, config: str, split: str = "test") -> np.ndarray:
+    from emotion_tfds import datasets
+    builder = datasets.get_builder(f"fer2013/{config}", self.data_dir)
+    ds = builder.as_dataset(split=split, as_supervised=True)
+    return np.array([int(y) for _, y in ds.as_numpy_iterator()])
+
+  def test_eval_main_prints_all_emotions_and_writes_md(self):
+    output = self.tmp / "report.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "eval_main.py"), f"--model_path={self.models['fer7']}",
+         f"--data_dir={self.data_dir}", "--dataset=fer2013/fer7", f"--output={output}",
+         f"--logdir={self.tmp / 'tb'}", f"--confusion_png={self.tmp / 'cm.png'}"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    table = result.stdout
+    self.assertIn("label", table)
+    for word in ("num image", "accuracy", "avg confidence", "distribution", "TRUE emotion"):
+      self.assertIn(word, table)
+    test_labels = self._split_labels("fer7")
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.strip()}
+    for i, emotion in enumerate(labels.FER7):
+      self.assertEqual(int(rows[emotion][1]), int((test_labels == i).sum()), emotion)
+    self.assertEqual(int(rows["total"][1]), len(test_labels))
+    markdown = output.read_text()
+    self.assertEqual(sum(line.startswith("| ") for line in markdown.splitlines()), 1 + 7 + 1)
+    self.assertGreater(tf.io.decode_png((self.tmp / "cm.png").read_bytes()).shape[0], 100)
+    self.assertTrue(list((self.tmp / "tb").glob("events.out.tfevents.*")))
+
+  def test_run_writes_json_and_csv_with_tta(self):
+    json_report = evaluate.run(
+        model_path=self.models["fer7_saved"], dataset="fer2013/fer7", data_dir=self.data_dir,
+        tta="flip", output=self.tmp / "r.json")
+    data = json.loads((self.tmp / "r.json").read_text())
+    self.assertEqual([e["name"] for e in data["emotions"]], list(labels.FER7))
+    self.assertEqual(data["totals"]["count"], json_report.totals.count)
+    self.assertEqual(sum(e["count"] for e in data["emotions"]), len(self._split_labels("fer7")))
+
+    evaluate.run(model_path=self.models["fer7"], dataset="fer2013/fer7", data_dir=self.data_dir,
+                 split="validation", output=self.tmp / "r.csv")
+    rows = list(csv.DictReader((self.tmp / "r.csv").open()))
+    self.assertEqual([r["label"] for r in rows], list(labels.FER7) + ["total"])
+    self.assertEqual(int(rows[-1]["num_images"]), len(self._split_labels("fer7", "validation")))
+    for row in rows:
+      if row["accuracy"]:
+        self.assertBetween(float(row["accuracy"]), 0.0, 1.0)
+
+  def test_ten_crop_on_a_trained_model(self):
+    from emotion_tfds import datasets
+    from emotion_tfds import pipeline
+    builder = datasets.get_builder("fer2013/fer7", self.data_dir)
+    batches, _ = pipeline.make_dataset(builder, "test", 16, training=False)
+    model = evaluate.load_model(self.models["fer7"])
+    plain = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7)
+    ten = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7, "ten-crop")
+    self.assertEqual(ten.totals.count, 32)
+    np.testing.assert_array_equal(ten.confusion.sum(axis=1), plain.confusion.sum(axis=1))
+    self.assertBetween(ten.totals.mean_confidence, 0.0, 1.0)
+    self.assertNotAlmostEqual(ten.totals.mean_confidence, plain.totals.mean_confidence, places=6)
+
+  def test_seed6_model_on_fer7_data_reports_fear_as_not_covered(self):
+    with self.assertRaisesRegex(ValueError, r"6 classes, but dataset fer2013/fer7 has 7 emotions"):
+      evaluate.run(model_path=self.models["seed6"], dataset="fer2013/fer7", data_dir=self.data_dir)
+    report = evaluate.run(model_path=self.models["seed6"], dataset="fer2013/fer7",
+                          data_dir=self.data_dir, model_scheme="seed6")
+    test_labels = self._split_labels("fer7")
+    fear = report.rows[labels.FER7.index("fear")]
+    self.assertFalse(fear.covered)
+    self.assertEqual(fear.count, int((test_labels == labels.FER7.index("fear")).sum()))
+    self.assertIsNone(fear.accuracy)
+    self.assertEqual(report.totals.covered_count, len(test_labels) - fear.count)
+    self.assertEqual(report.pred_names, labels.SEED6)
+
+
+if __name__ == "__main__":
+  absltest.main()
