@@ -151,8 +151,6 @@ class EmotionTensorBoard(keras.callbacks.Callback):
     self.last_report: metrics.EmotionReport | None = None
 
   def on_train_begin(self, logs=None):
-    if self._writer is not None:  # Called again by each later `fit` with the same callbacks.
-      return
     strategy = self.model.distribute_strategy
     self._chief = self._is_chief if self._is_chief is not None else is_chief_worker(strategy)
     self._writer = (tf.summary.create_file_writer(self._logdir) if self._chief
@@ -160,7 +158,8 @@ class EmotionTensorBoard(keras.callbacks.Callback):
     if self._hparams and self._write_hparams:
       with self._writer.as_default():
         hp.hparams({k: _hparam_value(v) for k, v in self._hparams.items()})
-    if self._eval_dataset is not None:
+      self._write_hparams = False  # Once per run, also when `fit` is called again.
+    if self._eval_dataset is not None and self._evaluator is None:
       self._evaluator = metrics.StreamingEvaluator(
           lambda images: self.model(preprocess.to_model_input(images), training=False),
           self._label_names, self._pred_names, strategy=strategy)
@@ -185,7 +184,8 @@ class EmotionTensorBoard(keras.callbacks.Callback):
 
   def on_train_end(self, logs=None):
     if self._writer is not None:
-      self._writer.flush()
+      self._writer.close()
+      self._writer = None
 
 
 class EpochLine(keras.callbacks.Callback):

@@ -132,6 +132,16 @@ class GetCallbacksTest(absltest.TestCase):
     self.assertEqual(set(events["eval/accuracy"]), {1})  # Steps are Keras's absolute epochs.
     self.assertNotIn("train/images_per_second", events)  # No global_batch_size given.
 
+    # The same callbacks through two `fit` calls: hparams once, steps continue.
+    again = self._tmpdir()
+    cbs = callbacks.get_callbacks(logdir=again, label_names=labels.FER7, eval_dataset=evaluation,
+                                  hparams={"stage": "all"}, epoch_line=False)
+    model.fit(train, epochs=1, verbose=0, callbacks=cbs)
+    model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=cbs)
+    events = read_events(again)
+    self.assertLen(events["_hparams_/session_start_info"], 1)
+    self.assertEqual(set(events["eval/macro_f1"]), {0, 1})
+
     model.fit(train, epochs=1, verbose=0, callbacks=callbacks.get_callbacks(
         logdir=worker, label_names=labels.FER7, eval_dataset=evaluation,
         hparams={"stage": "all"}, is_chief=False, epoch_line=False))
