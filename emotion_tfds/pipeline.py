@@ -19,7 +19,8 @@ The steps, in order, and why:
      seed; otherwise the training step augments on the device and images stay uint8 (4x fewer bytes
      to the accelerator; `preprocess.to_model_input` makes them float there).
   6. Optional tf.data service (`data_service_address`): everything above runs on the service's
-     workers, which may be other machines.
+     workers, which may be other machines. Each epoch is a new service job, so there is no cache
+     to keep between epochs and step 2 is skipped.
   7. `prefetch(AUTOTUNE)`.
 """
 
@@ -63,8 +64,10 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
       default: parallel stages may then hand out ready elements first.
     cache: keep the decoded examples in memory after the first epoch.
     data_service_address: "grpc://host:port" of a tf.data service dispatcher: the pipeline runs on
-      its workers in "distributed_epoch" mode (every example once per epoch across all workers,
-      order not deterministic).
+      its workers in "distributed_epoch" mode (ShardingPolicy.DYNAMIC), so an epoch is still every
+      example once however many workers there are ("parallel_epochs" would give each worker's
+      full pass, i.e. N copies per epoch). The order is then not deterministic, and with host
+      augmentation every worker draws the same sequence of per-batch seeds (for other images).
     augment_on_host: if given, augment on the host CPU with these strengths and yield float32
       images in [0, 1] instead of uint8.
 
@@ -97,7 +100,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
   )
   ds = builder.as_dataset(split=split, shuffle_files=training, as_supervised=True,
                           read_config=read_config)
-  if cache:
+  if cache and not data_service_address:
     ds = ds.cache()
   if training:
     ds = ds.shuffle(min(num_examples, _MAX_SHUFFLE_BUFFER), seed=seed,

@@ -126,11 +126,12 @@ class MakeDatasetTest(tf.test.TestCase):
             heartbeat_interval_ms=50))
     address = f"grpc://127.0.0.1:{port}"
     try:
-      # Training with host augmentation: the workers run the whole pipeline, XLA included.
-      kwargs = dict(training=True, seed=1, augment_on_host=augment.AugmentParams())
-      direct, _ = pipeline.make_dataset(self.builder, "train", _BATCH, **kwargs)
-      served, _ = pipeline.make_dataset(self.builder, "train", _BATCH,
-                                        data_service_address=address, **kwargs)
+      # With host augmentation: the workers run the whole pipeline, XLA included.
+      direct, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True)
+      served, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True,
+                                        data_service_address=address,
+                                        augment_on_host=augment.AugmentParams())
+      self.assertEqual(served.element_spec[0].dtype, tf.float32)
       served_labels = _read_labels(served)
       self.assertLen(served_labels, len(self.train_keys))
       self.assertCountEqual(served_labels, _read_labels(direct))
@@ -143,6 +144,26 @@ class MakeDatasetTest(tf.test.TestCase):
       pipeline.make_dataset(self.builder, "dev", _BATCH, training=False)
     with self.assertRaisesRegex(ValueError, "batch_size"):
       pipeline.make_dataset(self.builder, "train", 0, training=True)
+
+
+class InputPipelineBenchmarkTest(tf.test.TestCase):
+  """Smoke test of benchmarks/input_pipeline.py, so that it cannot rot."""
+
+  @pytest.fixture(autouse=True)
+  def _inject(self, generated_data_dir, tmp_path):
+    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
+    self.workdir = tmp_path
+
+  def test_every_mode_runs_and_reports(self):
+    from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
+    results = input_pipeline.run(self.builder, self.workdir, batch_size=32, passes=1,
+                                 max_images=128, modes=input_pipeline.MODES)
+    self.assertCountEqual(results, input_pipeline.MODES)
+    for rate in results.values():
+      self.assertGreater(rate.images_per_s, 0)
+    report = input_pipeline.format_report(results, "header")
+    self.assertIn("| a | seed-style", report)
+    self.assertRegex(report, r"b/a = [\d.]+x .*, c/a = [\d.]+x")
 
 
 def _tfds_examples(builder, split: str) -> list[tuple[np.ndarray, int]]:

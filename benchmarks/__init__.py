@@ -1,0 +1,1 @@
+"""Speed checks (not tests): run them as modules from the repository root."""
