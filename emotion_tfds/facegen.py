@@ -98,13 +98,41 @@ def _curve(points: np.ndarray) -> np.ndarray:
   return np.round(points * _ONE).astype(np.int32)
 
 
-def _draw_face(canvas: np.ndarray, p: dict[str, float], style: list[float]) -> None:
+def _mouths(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Mouth outlines of all faces: (upper lip, lower lip, teeth edge), fixed-point int32 [N, K, 2].
+
+  The mouth is a curve through the corners (mouth_curve > 0 smiles), opened into a lens by
+  mouth_open; mouth_tilt lifts one corner (disgust).
+  """
+  p = {name: params[:, k:k + 1] for k, name in enumerate(_PARAMS)}
+  t = _MOUTH_T
+  mid = _CENTER_Y + 17 - p["mouth_curve"] * t**2 - p["mouth_tilt"] * np.maximum(t, 0)
+  half = np.maximum(p["mouth_open"], 0) / 2 * (1 - t**2) ** 0.7
+  x = np.broadcast_to(_CENTER_X + np.maximum(p["mouth_width"], 4.0) * t, mid.shape)
+  return tuple(_curve(np.stack([x, y], axis=-1)) for y in (mid - half, mid + half, mid - half / 5))
+
+
+def _pose_matrices(angle: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+  """Affine maps [N, 2, 3] of canvas -> canvas: rotate (degrees) and scale about the face centre,
+  move it to the canvas centre, then shift (canvas pixels); as cv2.getRotationMatrix2D."""
+  alpha = scale * np.cos(np.deg2rad(angle))
+  beta = scale * np.sin(np.deg2rad(angle))
+  cx, cy = _CENTER_X, _CENTER_Y
+  return np.stack([
+      np.stack([alpha, beta, (1 - alpha) * cx - beta * cy + _CANVAS / 2 - cx + shift[:, 0]], -1),
+      np.stack([-beta, alpha, beta * cx + (1 - alpha) * cy + _CANVAS / 2 - cy + shift[:, 1]], -1),
+  ], axis=1)
+
+
+def _draw_face(canvas: np.ndarray, p: dict[str, float], style: list[float],
+               mouth: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
   """Draws one face in canonical pose on `canvas` (uint8 [_CANVAS, _CANVAS], background filled).
 
   Args:
     canvas: the image to draw on, in place.
     p: expression parameters (`_PARAMS` names) of this face.
     style: per-face appearance draws in [0, 1): skin, ink, face shape, eye spacing, hair, etc.
+    mouth: this face's (upper lip, lower lip, teeth edge) from `_mouths`.
   """
   aa, sh = cv2.LINE_AA, _SHIFT
   skin = int(150 + 90 * style[0])
@@ -144,21 +172,12 @@ def _draw_face(canvas: np.ndarray, p: dict[str, float], style: list[float]) -> N
       y = cy - 3 + 3 * k
       cv2.line(canvas, _pt(cx - 6, y + 1), _pt(cx + 6, y - 1), ink, 2, aa, sh)
 
-  # Mouth: a curve through the corners, opened into a lens; tilt lifts one corner (disgust).
-  mouth_y = cy + 17
-  width = max(p["mouth_width"], 4.0)
-  t = _MOUTH_T
-  mid = mouth_y - p["mouth_curve"] * t**2 - p["mouth_tilt"] * np.maximum(t, 0)
-  half = max(p["mouth_open"], 0.0) / 2 * (1 - t**2) ** 0.7
-  x = cx + width * t
-  upper = np.stack([x, mid - half], axis=1)
-  lower = np.stack([x, mid + half], axis=1)
+  upper, lower, teeth = mouth
   if p["mouth_open"] > 1.5:
-    cv2.fillPoly(canvas, [_curve(np.concatenate([upper, lower[::-1]]))], ink, aa, sh)
+    cv2.fillPoly(canvas, [np.concatenate([upper, lower[::-1]])], ink, aa, sh)
     if p["teeth"] > 0.5:
-      teeth = np.stack([x, mid - half * 0.2], axis=1)
-      cv2.fillPoly(canvas, [_curve(np.concatenate([upper, teeth[::-1]]))], 235, aa, sh)
-  cv2.polylines(canvas, [_curve(upper), _curve(lower)], False, ink, 2, aa, sh)
+      cv2.fillPoly(canvas, [np.concatenate([upper, teeth[::-1]])], 235, aa, sh)
+  cv2.polylines(canvas, [upper, lower], False, ink, 2, aa, sh)
 
 
 def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -183,18 +202,18 @@ def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   angle = rng.normal(0.0, 8.0, n).clip(-20, 20)
   scale = rng.uniform(0.84, 1.12, n)
   shift = rng.normal(0.0, 3.6, (n, 2)).clip(-9.0, 9.0)  # Canvas pixels (2 per output pixel).
-  background = rng.uniform(20, 235, n)
+  background = rng.integers(20, 236, n).tolist()
 
+  mouths = _mouths(params)
+  matrices = _pose_matrices(angle, scale, shift)
   images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
   canvas = np.empty((_CANVAS, _CANVAS), dtype=np.uint8)
-  for i in range(n):
-    canvas.fill(int(background[i]))
-    _draw_face(canvas, dict(zip(_PARAMS, params[i].tolist())), style[i].tolist())
-    matrix = cv2.getRotationMatrix2D((_CENTER_X, _CENTER_Y), float(angle[i]), float(scale[i]))
-    matrix[:, 2] += np.array([_CANVAS / 2 - _CENTER_X, _CANVAS / 2 - _CENTER_Y]) + shift[i]
+  for i, (face_params, face_style) in enumerate(zip(params.tolist(), style.tolist())):
+    canvas.fill(background[i])
+    _draw_face(canvas, dict(zip(_PARAMS, face_params)), face_style, tuple(m[i] for m in mouths))
     # Warp at canvas resolution, then area-downsample (warpAffine has no anti-aliasing).
-    warped = cv2.warpAffine(canvas, matrix, (_CANVAS, _CANVAS), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=int(background[i]))
+    warped = cv2.warpAffine(canvas, matrices[i], (_CANVAS, _CANVAS), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=background[i])
     images[i] = cv2.resize(warped, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
 
   # Lighting: a linear gradient, global contrast and brightness; then sensor noise.
@@ -203,10 +222,14 @@ def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   images += gradient[:, :1, None] * xx + gradient[:, 1:, None] * yy
   contrast = rng.uniform(0.6, 1.2, (n, 1, 1)).astype(np.float32)
   brightness = rng.normal(0.0, 20.0, (n, 1, 1)).astype(np.float32)
-  images = (images - 128.0) * contrast + 128.0 + brightness
-  noise_sd = rng.uniform(0.0, 10.0, (n, 1, 1)).astype(np.float32)
-  images += rng.standard_normal(images.shape, dtype=np.float32) * noise_sd
-  return np.clip(np.round(images), 0, 255).astype(np.uint8)
+  images -= 128.0
+  images *= contrast
+  images += 128.0 + brightness
+  noise = rng.standard_normal(images.shape, dtype=np.float32)
+  noise *= rng.uniform(0.0, 10.0, (n, 1, 1)).astype(np.float32)
+  images += noise
+  np.clip(np.round(images, out=images), 0, 255, out=images)
+  return images.astype(np.uint8)
 
 
 def generate(num_rows: int, seed: int = 0,

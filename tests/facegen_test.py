@@ -46,6 +46,14 @@ class WriteCsvTest(absltest.TestCase):
     self.assertEqual({int(r[0]) for r in rows}, set(range(len(labels.FER7))))
     self.assertEqual(self.path.read_bytes()[:21], b"emotion,pixels,Usage\n")
 
+  def test_csv_holds_the_generated_arrays(self):
+    images, face_labels, usage = facegen.generate(700, seed=3)
+    _, rows = _read(self.path)
+    np.testing.assert_array_equal(
+        np.array([r[1].split(" ") for r in rows], dtype=np.uint8).reshape(images.shape), images)
+    np.testing.assert_array_equal([int(r[0]) for r in rows], face_labels)
+    self.assertEqual([r[2] for r in rows], [facegen.USAGES[u] for u in usage])
+
   def test_splits_are_stratified_and_balanced(self):
     _, rows = _read(self.path)
     counts = {u: np.bincount([int(r[0]) for r in rows if r[2] == u], minlength=7)
