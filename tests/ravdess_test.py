@@ -7,6 +7,7 @@ badly named files.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -341,6 +342,90 @@ class ManifestTest(_TempDirMixin, absltest.TestCase):
     path = ravdess.write_summary(out, stats)
     self.assertEqual(json.loads(pathlib.Path(path).read_text())["counts"]["files"], 3)
     self.assertEqual(ravdess.read_summary(out), stats)
+
+
+# Copies of the extracted crops per emotion for the build test: (emotion, actors); 3 crops each.
+BUILD_CROP_ACTORS = {"disgust": range(1, 9), "fear": range(9, 13), "happy": range(13, 15)}
+
+
+def write_manual_dir(root: pathlib.Path, crops_dir: pathlib.Path) -> pathlib.Path:
+  """fer2013.csv (600 generated rows, FER-2013's class shares) + ravdess_crops/ (real crops).
+
+  The extracted crops (3 per emotion) are copied as if they came from more actors: 24 disgust,
+  12 fear and 6 happy crops.
+  """
+  from emotion_tfds import facegen  # pylint: disable=g-import-not-at-top
+  facegen.write_csv(root / "fer2013.csv", num_rows=600, seed=0, distribution="fer")
+  out = root / "ravdess_crops"
+  copies = []
+  for crop in ravdess.read_manifest(str(crops_dir)):
+    for actor in BUILD_CROP_ACTORS[crop.emotion]:
+      stem = crop.source_video.rsplit("/", 1)[1].rsplit(".", 1)[0][:-2] + f"{actor:02d}"
+      copy = dataclasses.replace(
+          crop, actor=actor, source_video=f"Actor_{actor:02d}/{stem}.mp4",
+          crop_file=f"Actor_{actor:02d}/{stem}_f{crop.frame_index:04d}.png")
+      (out / copy.crop_file).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy(crops_dir / crop.crop_file, out / copy.crop_file)
+      copies.append(copy)
+  ravdess.write_manifest(str(out), copies)
+  return root
+
+
+def fer_train_counts(csv_path: pathlib.Path) -> dict[str, int]:
+  """Training rows per FER-2013 emotion name, counted straight from the csv."""
+  counts = dict.fromkeys(labels.FER7, 0)
+  for line in csv_path.read_text().splitlines()[1:]:
+    emotion, _, usage = line.split(",")
+    if usage == "Training":
+      counts[labels.FER7[int(emotion)]] += 1
+  return counts
+
+
+class FillGapBuildTest(absltest.TestCase):
+  """Builds fer2013/fer7_ravdess and fer2013/seed6_ravdess from generated rows + real crops."""
+
+  @pytest.fixture(autouse=True)
+  def _build(self, extracted, tmp_path):
+    from emotion_tfds import datasets  # pylint: disable=g-import-not-at-top
+    self.manual_dir = write_manual_dir(tmp_path / "manual", extracted[1])
+    self.data_dir = tmp_path / "tfds"
+    self.build = lambda config: datasets.build(f"fer2013/{config}", self.data_dir, self.manual_dir)
+
+  def _counts(self, builder, split):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    names = builder.info.features["label"].names
+    counts = collections.Counter()
+    for example in tfds.as_numpy(builder.as_dataset(split=split)):
+      source = example["source"].decode()
+      counts[source, names[example["label"]]] += 1
+      self.assertEqual(example["row"] == -1, source == "ravdess")
+      self.assertEqual(example["image"].shape, (48, 48, 1))
+    return counts
+
+  def test_train_is_filled_toward_the_largest_emotion(self):
+    fer = fer_train_counts(self.manual_dir / "fer2013.csv")
+    # The generated rows keep FER-2013's imbalance: happy is the largest, disgust tiny.
+    self.assertEqual(max(fer, key=fer.get), "happy")
+    self.assertLess(fer["disgust"], 24)
+    self.assertGreater(min(fer["happy"] - fer["fear"], fer["fear"]), 12)
+    for config, scheme in (("fer7_ravdess", labels.FER7), ("seed6_ravdess", labels.SEED6)):
+      builder = self.build(config)
+      train = self._counts(builder, "train")
+      # disgust: capped at its own FER count (24 crops there); fear (fer7 only): all 12 crops
+      # there; happy, the largest: nothing (its 6 crops stay out).
+      added = {"disgust": fer["disgust"]}
+      if "fear" in scheme:
+        added["fear"] = 12
+      self.assertEqual({e: n for (s, e), n in train.items() if s == "fer2013"},
+                       {e: fer[e] for e in scheme}, config)
+      self.assertEqual({e: n for (s, e), n in train.items() if s == "ravdess"}, added, config)
+      for split in ("validation", "test"):
+        self.assertEqual({s for s, _ in self._counts(builder, split)}, {"fer2013"}, config)
+
+  def test_missing_crops_folder(self):
+    (self.manual_dir / "ravdess_crops" / "manifest.csv").unlink()
+    with self.assertRaisesRegex(FileNotFoundError, "manifest.csv"):
+      self.build("fer7_ravdess")
 
 
 if __name__ == "__main__":
