@@ -6,10 +6,10 @@ probabilities); a photo without a face is reported as "no face", an unreadable f
 and the run goes on. Exit code 0 when every file could be read, 1 otherwise.
 
 Run:
-  python predict_main.py --model_path=/tmp/emotion_run/saved_model \
-      photo.jpg photos/ 'more/*.png' [--output=predictions.json|.csv] [--annotate_dir=/tmp/annotated] \
-      [--montage=/tmp/montage.png]
-`--model_path` is a SavedModel directory (export_main.py), a .keras file or a .tflite file.
+  python predict_main.py --model_path=runs/default/saved_model \
+      photo.jpg photos/ 'more/*.png' [--output=predictions.json|.csv] \
+      [--annotate_dir=/tmp/annotated] [--montage=/tmp/montage.png]
+`--model_path` is a SavedModel directory (train_main, export_main), a .keras or a .tflite file.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _OUTPUT = flags.DEFINE_string(
 _ANNOTATE_DIR = flags.DEFINE_string(
     "annotate_dir", None, "Write copies of the photos with face boxes and labels drawn here.")
 _MONTAGE = flags.DEFINE_string(
-    "montage", None, "Also write one PNG/JPEG grid (2 columns) of all the annotated photos here.")
+    "montage", None, "Also write one image (e.g. .png): a 2-column grid of the annotated photos.")
 _LABEL_NAMES = flags.DEFINE_list(
     "label_names", None,
     "Class names in model output order. Default: the SavedModel's labels.txt, else the label "
@@ -39,47 +39,12 @@ flags.register_validator(
     message="--output must end in .json or .csv")
 
 
-def run(model_path: str, inputs: list[str], output: str | None = None,
-        annotate_dir: str | None = None, label_names: list[str] | None = None,
-        montage: str | None = None) -> int:
-  """Predicts on all `inputs` (files, folders, globs), prints and writes the results.
-
-  Returns:
-    The exit code: 0 when every file was read, 1 when any failed (or nothing was given).
-  """
-  classifier = predict.load_classifier(model_path, label_names)
-  paths = predict.expand_inputs(inputs)
-  if not paths:
-    print("No input photos given.", file=sys.stderr)
-    return 1
-  results, taken, annotated = [], set(), []
-  for path in paths:
-    result, image = predict.predict_file(classifier, path)
-    results.append(result)
-    for line in predict.format_result(result):
-      print(line, flush=True)
-    if annotate_dir and image is not None:
-      predict.write_annotated(image, result, annotate_dir, taken)
-    if montage and image is not None:
-      annotated.append(predict.annotate(image, result))
-  if output:
-    predict.write_results(results, output, classifier.label_names)
-  if montage and annotated:
-    predict.write_montage(annotated, montage)
-  counts = {s: sum(r.status == s for r in results)
-            for s in (predict.STATUS_OK, predict.STATUS_NO_FACE, predict.STATUS_ERROR)}
-  print(f"{len(results)} files: {counts[predict.STATUS_OK]} with faces "
-        f"({sum(len(r.faces) for r in results)} faces), {counts[predict.STATUS_NO_FACE]} without "
-        f"a face, {counts[predict.STATUS_ERROR]} unreadable.")
-  for written in (output, annotate_dir, montage):
-    if written:
-      print(f"Wrote {written}")
-  return 1 if counts[predict.STATUS_ERROR] else 0
-
-
 def main(argv: list[str]) -> int:
-  return run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value, _LABEL_NAMES.value,
-             _MONTAGE.value)
+  try:
+    return predict.run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value,
+                       _LABEL_NAMES.value, _MONTAGE.value)
+  except (ValueError, FileNotFoundError) as error:  # Bad model or output: the message says which.
+    sys.exit(f"predict_main: {error}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Exports a trained Keras model as a SavedModel and as TFLite models, with the preprocessing inside.
+"""Exports a trained Keras model as a SavedModel and TFLite models, with the preprocessing inside.
 
 Every exported model takes **uint8** images and applies `preprocess.to_model_input` (or
 `preprocess.photo_to_model_input`) in its own graph, so a serving client or a mobile app cannot get
@@ -19,6 +19,7 @@ TFLite models (converted from the `serving_default` signature, same uint8 input 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import tempfile
@@ -28,7 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from emotion_tfds import datasets
 from emotion_tfds import labels
+from emotion_tfds import pipeline
 from emotion_tfds import preprocess
 
 SAVED_MODEL_DIR = "saved_model"
@@ -53,9 +56,9 @@ def default_label_names(num_classes: int) -> tuple[str, ...]:
   for names in labels.SCHEMES.values():
     if len(names) == num_classes:
       return names
+  sizes = {name: len(names) for name, names in labels.SCHEMES.items()}
   raise ValueError(
-      f"No label scheme has {num_classes} classes ({ {k: len(v) for k, v in labels.SCHEMES.items()} }); "
-      "pass label_names explicitly.")
+      f"No label scheme has {num_classes} classes (scheme sizes {sizes}); pass label_names.")
 
 
 def float32_model(model: keras.Model) -> keras.Model:
@@ -80,13 +83,13 @@ def float32_model(model: keras.Model) -> keras.Model:
 class _ServingModule(tf.Module):
   """The exported object: the Keras model plus the uint8-in signatures."""
 
-  def __init__(self, model: keras.Model, label_names: Sequence[str]):
+  def __init__(self, model: keras.Model, label_names: Sequence[str], labels_file: str):
     super().__init__()
     self.model = model
     # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does): without
     # them the TFLite converter cannot bind the captured variables and reads uninitialised ones.
     self.model_variables = [v.value for v in model.variables]
-    self.labels_file = tf.saved_model.Asset(_write_labels_file(label_names))
+    self.labels_file = tf.saved_model.Asset(labels_file)
     self._label_names = list(label_names)
 
   def _outputs(self, model_input: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -119,15 +122,6 @@ class _ServingModule(tf.Module):
     return {LABEL_NAMES_KEY: tf.constant(self._label_names, dtype=tf.string)}
 
 
-def _write_labels_file(label_names: Sequence[str]) -> str:
-  """Writes the class names to a temporary labels.txt (copied into the SavedModel's assets)."""
-  folder = tempfile.mkdtemp(prefix="emotion_tfds_labels_")
-  path = os.path.join(folder, LABELS_ASSET)
-  with open(path, "w") as f:
-    f.write("".join(f"{name}\n" for name in label_names))
-  return path
-
-
 def export_saved_model(model: keras.Model, path: str | os.PathLike,
                        label_names: Sequence[str] | None = None) -> None:
   """Writes `model` as a SavedModel with uint8-input signatures (see the module docstring).
@@ -146,20 +140,24 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
   names = tuple(label_names) if label_names is not None else default_label_names(num_classes)
   if len(names) != num_classes:
     raise ValueError(f"{len(names)} label names {names} for a model with {num_classes} outputs.")
-  module = _ServingModule(float32_model(model), names)
-  signatures = {
-      SERVING_KEY: module.serve,
-      PHOTOS_KEY: module.serve_photos,
-      LABEL_NAMES_KEY: module.label_names,
-  }
-  tf.saved_model.save(module, os.fspath(path), signatures=signatures)
+  with tempfile.TemporaryDirectory() as tmp:
+    labels_file = pathlib.Path(tmp) / LABELS_ASSET  # Copied into the SavedModel's assets/.
+    labels_file.write_text("".join(f"{name}\n" for name in names))
+    module = _ServingModule(float32_model(model), names, os.fspath(labels_file))
+    signatures = {
+        SERVING_KEY: module.serve,
+        PHOTOS_KEY: module.serve_photos,
+        LABEL_NAMES_KEY: module.label_names,
+    }
+    tf.saved_model.save(module, os.fspath(path), signatures=signatures)
 
 
 def saved_model_label_names(path: str | os.PathLike) -> tuple[str, ...]:
   """Reads the class names from a SavedModel written by `export_saved_model`."""
   labels_path = pathlib.Path(path) / "assets" / LABELS_ASSET
   if not labels_path.exists():
-    raise FileNotFoundError(f"{labels_path} not found: {path} was not written by export_saved_model.")
+    raise FileNotFoundError(
+        f"{labels_path} not found: {path} was not written by export_saved_model.")
   return tuple(line for line in labels_path.read_text().splitlines() if line)
 
 
@@ -318,3 +316,37 @@ def parity_report(model: keras.Model, paths: dict[str, pathlib.Path],
       max_abs_diff={n: float(np.max(np.abs(probs[n] - probs["keras"]))) for n in exported},
       agreement={n: float(np.mean(top1[n] == top1["keras"])) for n in exported},
       sizes={q: paths[q].stat().st_size for q in QUANTIZATIONS})
+
+
+def run(model_path: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
+        dataset: str, parity_split: str = "validation", num_representative: int = 500,
+        batch_size: int = 256) -> ParityReport:
+  """export_main: exports a `.keras` model with `export_all` and checks parity on a split.
+
+  The int8 model is calibrated on `num_representative` shuffled training images of `dataset`; the
+  report (also written to out_dir/parity.md and parity.json) compares every export with the
+  (float32) Keras model on `parity_split`.
+
+  Raises:
+    ValueError: when the model's number of classes differs from the dataset's.
+  """
+  model = float32_model(keras.models.load_model(model_path, compile=False))
+  builder = datasets.get_builder(dataset, data_dir)
+  names = datasets.label_names(builder)
+  if int(model.output_shape[-1]) != len(names):
+    raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but {dataset} has "
+                     f"{len(names)} classes {names}.")
+  train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0)
+  representative, count = [], 0  # Shuffled: every emotion, not just the first rows.
+  for images, _ in train.as_numpy_iterator():
+    representative.append(images[:num_representative - count])
+    count += len(representative[-1])
+    if count >= num_representative:
+      break
+  paths = export_all(model, out_dir, representative, names)
+  evaluation, _ = pipeline.make_dataset(builder, parity_split, batch_size, training=False)
+  report = parity_report(model, paths, evaluation.as_numpy_iterator())
+  out_dir = pathlib.Path(out_dir)
+  (out_dir / "parity.md").write_text(report.to_markdown() + "\n")
+  (out_dir / "parity.json").write_text(json.dumps(dataclasses.asdict(report), indent=2) + "\n")
+  return report

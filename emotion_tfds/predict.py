@@ -16,7 +16,9 @@ import glob
 import json
 import os
 import pathlib
+import sys
 from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 import cv2
 import keras
@@ -72,15 +74,17 @@ def load_classifier(model_path: str | os.PathLike,
   if not path.exists():
     raise FileNotFoundError(f"Model {path} does not exist.")
   if path.is_dir():
-    loaded = tf.saved_model.load(os.fspath(path))
-    serve = loaded.signatures[export.SERVING_KEY]
+    loaded = tf.saved_model.load(os.fspath(path))  # Captured below: it owns the variables.
+
+    def serve(crops):
+      outputs = loaded.signatures[export.SERVING_KEY](**{export.IMAGES_KEY: tf.constant(crops)})
+      return outputs[export.PROBABILITIES_KEY]
+
     names = label_names or export.saved_model_label_names(path)
-    return Classifier(
-        lambda crops: serve(**{export.IMAGES_KEY: tf.constant(crops)})[export.PROBABILITIES_KEY],
-        names, os.fspath(path))
+    return Classifier(serve, names, os.fspath(path))
   if path.suffix == ".tflite":
     tflite = export.TFLiteClassifier(path)
-    return Classifier(tflite.predict, label_names or _names_for(tflite.predict, path),
+    return Classifier(tflite.predict, label_names or _names_for(tflite.predict),
                       os.fspath(path))
   if path.suffix == ".keras":
     model = keras.models.load_model(path, compile=False)
@@ -95,7 +99,7 @@ def keras_predict_fn(model: keras.Model):
   return lambda crops: model(preprocess.to_model_input(crops), training=False)
 
 
-def _names_for(predict_fn, path: pathlib.Path) -> tuple[str, ...]:
+def _names_for(predict_fn) -> tuple[str, ...]:
   """The default label scheme for a model, by the size of its output on one blank crop."""
   num_classes = np.asarray(predict_fn(np.zeros((1, *preprocess.IMAGE_SHAPE), np.uint8))).shape[-1]
   return export.default_label_names(int(num_classes))
@@ -162,7 +166,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def face_crops(image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
-  """All faces of a BGR or gray photo: their boxes and uint8 crops [N, 48, 48, 1] (as in training)."""
+  """All faces of a BGR or gray photo: boxes and uint8 crops [N, 48, 48, 1] (as in training)."""
   boxes = faces.detect_faces(image)
   crops = np.stack([faces.crop_face(image, box) for box in boxes]) if boxes else np.zeros(
       (0, preprocess.IMAGE_SIZE, preprocess.IMAGE_SIZE), np.uint8)
@@ -212,7 +216,8 @@ def format_result(result: PhotoResult) -> list[str]:
 
 
 def write_json(results: Sequence[PhotoResult], path: str | os.PathLike) -> None:
-  """Writes a JSON list of {file, status, faces: [{box, emotion, probability, probabilities}], error?}."""
+  """Writes a JSON list of {file, status, faces: [{box, emotion, probability, probabilities}],
+  error?}."""
   pathlib.Path(path).write_text(json.dumps([r.to_json() for r in results], indent=2) + "\n")
 
 
@@ -297,7 +302,8 @@ def write_annotated(image: np.ndarray, result: PhotoResult, out_dir: str | os.Pa
   return path
 
 
-def make_montage(images: Sequence[np.ndarray], columns: int = 2, tile_width: int = 320) -> np.ndarray:
+def make_montage(images: Sequence[np.ndarray], columns: int = 2,
+                 tile_width: int = 320) -> np.ndarray:
   """Tiles BGR images (scaled to `tile_width`, padded black to equal height) into a grid.
 
   Raises:
@@ -305,11 +311,14 @@ def make_montage(images: Sequence[np.ndarray], columns: int = 2, tile_width: int
   """
   if not images:
     raise ValueError("make_montage needs at least one image.")
-  tiles = [cv2.resize(image, (tile_width, max(1, round(image.shape[0] * tile_width / image.shape[1]))),
-                      interpolation=cv2.INTER_AREA) for image in images]
+  sizes = [(tile_width, max(1, round(image.shape[0] * tile_width / image.shape[1])))
+           for image in images]
+  tiles = [cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+           for image, size in zip(images, sizes)]
   height = max(tile.shape[0] for tile in tiles)
   tiles = [cv2.copyMakeBorder(tile, 0, height - tile.shape[0], 0, 0, cv2.BORDER_CONSTANT)
            for tile in tiles]
+  columns = min(columns, len(tiles))
   tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
   rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
   return np.concatenate(rows, axis=0)
@@ -323,3 +332,55 @@ def write_montage(images: Sequence[np.ndarray], path: str | os.PathLike) -> None
   """
   if not cv2.imwrite(os.fspath(path), make_montage(images)):
     raise ValueError(f"Could not write the montage {path}.")
+
+
+def run(model_path: str | os.PathLike, inputs: Sequence[str], output: str | None = None,
+        annotate_dir: str | None = None, label_names: Sequence[str] | None = None,
+        montage: str | None = None, stream: TextIO = sys.stdout) -> int:
+  """predict_main: classifies every face of `inputs`, prints the results and writes the files.
+
+  Args:
+    model_path: SavedModel directory, .keras or .tflite file (see `load_classifier`).
+    inputs: files, folders and globs (see `expand_inputs`).
+    output: optional .json or .csv file for all results.
+    annotate_dir: optional folder for annotated copies of the photos.
+    label_names: class names in output order (default: see `load_classifier`).
+    montage: optional image file with a grid of all annotated photos.
+    stream: where the per-face lines and the summary are printed.
+
+  Returns:
+    The exit code: 0 when every file was read, 1 when any could not be (or none was given).
+
+  Raises:
+    FileNotFoundError, ValueError: for a bad model path or output file name.
+  """
+  if output and pathlib.Path(output).suffix.lower() not in (".json", ".csv"):
+    raise ValueError(f"Output {output}: expected a .json or .csv file name.")
+  classifier = load_classifier(model_path, label_names)
+  paths = expand_inputs(inputs)
+  if not paths:
+    print("No input photos given.", file=stream)
+    return 1
+  results, taken, annotated = [], set(), []
+  for path in paths:
+    result, image = predict_file(classifier, path)
+    results.append(result)
+    for line in format_result(result):
+      print(line, file=stream, flush=True)
+    if annotate_dir and image is not None:
+      write_annotated(image, result, annotate_dir, taken)
+    if montage and image is not None:
+      annotated.append(annotate(image, result))
+  if output:
+    write_results(results, output, classifier.label_names)
+  if montage and annotated:
+    write_montage(annotated, montage)
+  counts = {status: sum(r.status == status for r in results)
+            for status in (STATUS_OK, STATUS_NO_FACE, STATUS_ERROR)}
+  print(f"{len(results)} files: {counts[STATUS_OK]} with faces "
+        f"({sum(len(r.faces) for r in results)} faces), {counts[STATUS_NO_FACE]} without a face, "
+        f"{counts[STATUS_ERROR]} unreadable.", file=stream)
+  for written in (output, annotate_dir, montage):
+    if written:
+      print(f"Wrote {written}", file=stream)
+  return 1 if counts[STATUS_ERROR] else 0

@@ -1,12 +1,11 @@
-"""Tests for emotion_tfds.export and export_main: SavedModel signatures, TFLite parity, quantisation.
+"""Tests for emotion_tfds.export: SavedModel signatures, TFLite parity, quantisation.
 
 A small CNN is trained once per module on the generated faces (fer2013/seed6) and exported by
-`export_main.run`, as a user would; the tests check what it wrote.
+`export.run` (what export_main runs), as a user would; the tests check what it wrote.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
@@ -22,18 +21,6 @@ from emotion_tfds import models
 from emotion_tfds import preprocess
 
 DATASET = "fer2013/seed6"
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_main(name: str):
-  """Imports a main at the repo root (not on sys.path under plain `pytest`)."""
-  spec = importlib.util.spec_from_file_location(name, _REPO / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-export_main = _load_main("export_main")
 
 
 def small_cnn(num_classes: int) -> keras.Model:
@@ -66,14 +53,14 @@ def train_small_model(builder, epochs: int) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def exported(generated_data_dir, tmp_path_factory):
-  """(builder, keras model, out_dir, parity report) after export_main.run on a trained model."""
+  """(builder, keras model, out_dir, parity report) after export.run on a trained model."""
   builder = datasets.get_builder(DATASET, generated_data_dir)
   model = train_small_model(builder, epochs=6)
   root = tmp_path_factory.mktemp("export")
   model.save(root / "model.keras")
   out_dir = root / "out"
-  report = export_main.run(str(root / "model.keras"), str(out_dir), str(generated_data_dir),
-                           DATASET, num_representative=200, batch_size=64)
+  report = export.run(root / "model.keras", out_dir, generated_data_dir, DATASET,
+                      num_representative=200, batch_size=64)
   return builder, model, out_dir, report
 
 
@@ -84,11 +71,11 @@ def _inject(request, exported):
       request.instance.report = exported
 
 
-class ExportMainTest(tf.test.TestCase):
+class ExportRunTest(tf.test.TestCase):
 
   def test_writes_all_exports_and_reports(self):
-    for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt", "model_float.tflite",
-                 "model_dynamic.tflite", "model_int8.tflite", "parity.md"):
+    for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt",
+                 "model_float.tflite", "model_dynamic.tflite", "model_int8.tflite", "parity.md"):
       self.assertTrue((self.out_dir / name).exists(), name)
     written = json.loads((self.out_dir / "parity.json").read_text())
     self.assertEqual(written["num_examples"], self.builder.info.splits["validation"].num_examples)

@@ -7,9 +7,7 @@ generated faces and saved as .keras, SavedModel and float TFLite.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -34,17 +32,6 @@ from emotion_tfds import training
 
 DATASET = "fer2013/seed6"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_main(name: str):
-  """Imports a main at the repo root (not on sys.path under plain `pytest`)."""
-  spec = importlib.util.spec_from_file_location(name, _REPO / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-predict_main = _load_main("predict_main")
 
 
 def _small_cnn(num_classes: int) -> keras.Model:
@@ -97,14 +84,13 @@ def _inject(request, trained):
 
 
 def _run(*args, **kwargs) -> tuple[int, str]:
-  """predict_main.run with its printed output captured."""
+  """predict.run (what predict_main runs) and what it printed."""
   out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    code = predict_main.run(*args, **kwargs)
+  code = predict.run(*args, stream=out, **kwargs)
   return code, out.getvalue()
 
 
-class PredictMainTest(tf.test.TestCase):
+class PredictRunTest(tf.test.TestCase):
 
   def test_real_photos_one_face_each_json_and_annotated(self):
     output = self.get_temp_dir() + "/predictions.json"
@@ -156,7 +142,8 @@ class PredictMainTest(tf.test.TestCase):
               str(others / "missing.png")]
     code, printed = _run(str(self.t["paths"]["saved_model"]), inputs, output)
     self.assertEqual(code, 1)
-    results = {pathlib.Path(r["file"]).name: r for r in json.loads(pathlib.Path(output).read_text())}
+    results = {pathlib.Path(r["file"]).name: r
+               for r in json.loads(pathlib.Path(output).read_text())}
     self.assertEqual({name: r["status"] for name, r in results.items()},
                      {"corrupt.jpg": "error", "blank.png": "no_face", "gray.jpg": "ok",
                       "missing.png": "error"})
@@ -247,6 +234,8 @@ class PredictLibraryTest(tf.test.TestCase):
       predict.load_classifier(path)
     with self.assertRaisesRegex(FileNotFoundError, "nowhere"):
       predict.load_classifier("nowhere/model.keras")
+    with self.assertRaisesRegex(ValueError, "out.txt"):
+      predict.run(self.t["paths"]["keras"], [str(self.t["photos"])], output="out.txt")
 
 
 if __name__ == "__main__":
