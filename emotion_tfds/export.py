@@ -336,15 +336,18 @@ def run(model_path: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str
   if int(model.output_shape[-1]) != len(names):
     raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but {dataset} has "
                      f"{len(names)} classes {names}.")
-  train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0)
-  representative, count = [], 0  # Shuffled: every emotion, not just the first rows.
+  # Shuffled (every emotion, not just the first rows), deterministically (the same int8 model).
+  train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0,
+                                   deterministic=True, cache=False)
+  representative, count = [], 0
   for images, _ in train.as_numpy_iterator():
     representative.append(images[:num_representative - count])
     count += len(representative[-1])
     if count >= num_representative:
       break
   paths = export_all(model, out_dir, representative, names)
-  evaluation, _ = pipeline.make_dataset(builder, parity_split, batch_size, training=False)
+  evaluation, _ = pipeline.make_dataset(builder, parity_split, batch_size, training=False,
+                                        cache=False)
   report = parity_report(model, paths, evaluation.as_numpy_iterator())
   out_dir = pathlib.Path(out_dir)
   (out_dir / "parity.md").write_text(report.to_markdown() + "\n")
