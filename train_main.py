@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from absl import app
 from absl import flags
+import tensorflow_datasets as tfds
 
 from emotion_tfds import stages
 from emotion_tfds import training
@@ -28,12 +29,12 @@ _MODEL = flags.DEFINE_enum("model", "base_cnn", ["base_cnn", "vgg"], "Architectu
 _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "A .keras or Keras-2 .h5 model to start from; skips --pretrain_stages.")
 _STAGES = flags.DEFINE_string(
-    "stages", "head:1:1e-3:64,all:2:5e-4:128,all:1:2.5e-4:256",
+    "stages", "head:1:1e-3:64,all:1:5e-4:128,all:1:2.5e-4:256",
     "Stages on --dataset: comma-separated [name:]trainable:epochs:lr:global_batch[:optimizer], "
     "trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, sgd, momentum or "
     "rmsprop.")
 _PRETRAIN_STAGES = flags.DEFINE_string(
-    "pretrain_stages", "pretrain:all:3:1e-3:64",
+    "pretrain_stages", "pretrain:all:2:1e-3:64",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
     "when the label scheme changes. Skipped when --pretrained is given.")
 _PRETRAIN_DATASET = flags.DEFINE_string(
@@ -58,7 +59,7 @@ _REFERENCE_BATCH = flags.DEFINE_integer(
     "reference_batch", 32, "Batch size the stage learning rates are given for (--scale_lr).",
     lower_bound=1)
 _GENERATE_ROWS = flags.DEFINE_integer(
-    "generate_rows", 7000, "When a dataset is not built in --data_dir: generate this many faces "
+    "generate_rows", 6000, "When a dataset is not built in --data_dir: generate this many faces "
     "and build it from them (0: require a built dataset, e.g. real FER-2013).", lower_bound=0)
 _EVAL_SPLIT = flags.DEFINE_string(
     "eval_split", "test", "Split of the final evaluation ('validation' when it is absent).")
@@ -108,6 +109,7 @@ def make_config() -> training.TrainConfig:
 
 def main(argv):
   del argv
+  tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
   training.run(make_config())
 
 

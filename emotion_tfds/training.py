@@ -1,4 +1,4 @@
-"""Runs a stage schedule under a tf.distribute strategy, with per-epoch checkpoints and exact resume.
+"""Runs a stage schedule under a tf.distribute strategy, with per-epoch checkpoints and resume.
 
 One `run(config)` call trains every stage of `config.schedule` (see `emotion_tfds.stages`), then
 evaluates on the test split, prints the per-emotion table and saves `<model_dir>/model.keras` and
@@ -6,24 +6,25 @@ evaluates on the test split, prints the per-emotion table and saves `<model_dir>
 kill resumes at the stage and epoch where the last checkpoint was written.
 
 Design:
-  * Keras `fit` drives the training (progress bars, callbacks); a thin `keras.Model` wrapper around the
-    network converts uint8 batches on the device (`preprocess.to_model_input`) and, in training calls,
-    applies `augment.augment_batch` with a stateless seed made from (run seed, stage index, optimizer
-    step, replica id). So the augmentation stream is a function of the optimizer's step counter,
-    which the checkpoint holds: resume reproduces it exactly.
-  * `fit` runs one epoch per call on a dataset made for that epoch (`distribute_datasets_from_function`,
-    shuffle seed from (seed, stage, epoch)), so the data order after a resume is the order an
-    uninterrupted run would have seen. The per-replica dataset repeats and each epoch runs
+  * Keras `fit` drives the training (progress bars, callbacks), one call per stage. A thin
+    `keras.Model` wrapper around the network converts uint8 batches on the device
+    (`preprocess.to_model_input`) and, in training calls, applies `augment.augment_batch` with a
+    stateless seed made of (run seed, stage, optimizer step, replica id). The augmentation stream
+    is thus a function of the optimizer's step counter, which the checkpoint holds.
+  * Input comes from `distribute_datasets_from_function`: each epoch is its own pipeline, shuffled
+    with a seed of (run seed, stage, epoch), so the batches of an epoch are the same whether the
+    run was interrupted or not. Each epoch's pipeline repeats and is cut at
     `train_examples // global_batch` steps, so workers with uneven shards still step together.
-  * Checkpoint (`tf.train.CheckpointManager`, `<model_dir>/ckpt`, written after every epoch): the
-    network, the stage's optimizer (slots and step counter), the Keras dropout seed-generator states,
-    stage index, epochs done in that stage, global step and a fingerprint of the schedule. TF writes
-    the data and index files first and replaces the small `checkpoint` state file atomically last, so
-    a kill during a write leaves the previous checkpoint in use.
-  * Every stage gets a fresh optimizer. On resume inside a stage the network is rebuilt as it was
-    in that stage (head swaps replayed), the stage's trainability set and its optimizer built, then
-    everything is restored and checked to match, so optimizer slots come back; a checkpoint written
-    at the end of a stage restores only the network and the next stage starts its optimizer.
+  * The checkpoint (`tf.train.CheckpointManager` in `<model_dir>/ckpt`, written after every epoch)
+    holds the network, the stage's optimizer (slots and step counter), the Keras dropout
+    seed-generator states, the stage index, the epochs done in it, the global step and a
+    fingerprint of the run's flags. TF writes the data and index files first and atomically
+    replaces the small `checkpoint` state file last, so a kill during a write leaves the previous
+    checkpoint in use.
+  * Every stage gets a fresh optimizer. On resume inside a stage the network is rebuilt as it was in
+    that stage (head swaps replayed), the stage's trainability set and its optimizer built; then
+    everything is restored and checked to match, so the optimizer slots come back. A checkpoint
+    that closes a stage restores only the network, and the next stage starts its optimizer.
   * Multi-worker: every worker runs the same calls; only the chief writes into `model_dir`, the
     others write their checkpoints and exports into temporary folders (the standard MWMS pattern).
 """
@@ -130,6 +131,7 @@ class TrainConfig:
     specs = ",".join(f"{s.spec()}@{self.stage_dataset(s)}" for s in self.schedule)
     return (f"model={self.model};pretrained={self.pretrained or ''};seed={self.seed};"
             f"scale_lr={self.scale_lr}/{self.reference_batch};augment_on={self.augment_on};"
+            f"mixed_precision={self.mixed_precision};"
             f"stages={specs}")
 
 
@@ -175,13 +177,19 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
   raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` is a MultiWorkerMirroredStrategy over more than one task."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+  return sum(len(tasks) for tasks in cluster.values()) > 1
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
   """Whether this process writes into model_dir: always, except on non-chief MWMS workers."""
-  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+  if not is_multi_worker(strategy):
     return True
   resolver = strategy.cluster_resolver
-  if not resolver.task_type:
-    return True
   if resolver.task_type == "chief":
     return True
   has_chief = "chief" in resolver.cluster_spec().as_dict()
@@ -271,11 +279,41 @@ class TrainingModel(keras.Model):
   """
 
   def __init__(self, net: keras.Model, augment_params: augment.AugmentParams | None,
-               stage_seed: int, **kwargs):
+               stage_seed: int, host_augmented: bool = False, **kwargs):
+    """Wraps `net`.
+
+    Args:
+      net: the network (float32 [0, 1] input).
+      augment_params: augment uint8 training batches with these strengths; None: no augmentation.
+      stage_seed: first element of every augmentation seed of this stage.
+      host_augmented: training batches arrive float32, augmented by the input pipeline.
+    """
     super().__init__(name=f"training_{net.name}", **kwargs)
     self.net = net
     self._augment_params = augment_params
     self._stage_seed = stage_seed
+    self._batch_spec = (
+        tf.TensorSpec([None, *preprocess.IMAGE_SHAPE], tf.float32 if host_augmented else tf.uint8),
+        tf.TensorSpec([None], tf.int64))
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Builds the metrics from the known input spec, not from a batch reduced over replicas.
+
+    Keras 3.15 gets its sample batch with `strategy.reduce("MEAN", (images, labels))`, which
+    MultiWorkerMirroredStrategy cannot do for a tuple (keras-team/keras#20585); only the shapes and
+    dtypes are needed. (Overrides a private Keras method; tests/distribute_test.py covers it.)
+    """
+    del iterator, data_batch
+    with self.distribute_strategy.scope():
+      self._symbolic_build(data_batch=self._batch_spec)
+
+  def train_step(self, data):
+    logs = super().train_step(data)
+    if is_multi_worker(self.distribute_strategy):
+      # Keras 3.15 averages the step's logs over workers with strategy.reduce(MEAN, v, axis=0),
+      # which needs a batch axis: give each scalar one (keras-team/keras#20585).
+      logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
 
   def _step_seed(self) -> tf.Tensor:
     """Stateless seed [2]: (stage seed, optimizer step * replicas + replica id)."""
@@ -458,7 +496,8 @@ def _mixed_precision_policy(strategy: tf.distribute.Strategy) -> str:
   return "mixed_float16"
 
 
-def _check_stage(stage: stages_lib.Stage, strategy: tf.distribute.Strategy, train_size: int) -> None:
+def _check_stage(stage: stages_lib.Stage, strategy: tf.distribute.Strategy,
+                 train_size: int) -> None:
   replicas = strategy.num_replicas_in_sync
   if stage.global_batch % replicas:
     raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch} is not divisible by "
@@ -576,7 +615,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   with strategy.scope():
     set_trainable(net, stage.trainable)
     trainer = TrainingModel(net, augment_params if config.augment_on == "device" else None,
-                            stage_seed=derive_seed(config.seed, 0, index))
+                            stage_seed=derive_seed(config.seed, 0, index),
+                            host_augmented=config.augment_on == "host")
     trainer.compile(optimizer=stages_lib.make_optimizer(stage.optimizer, lr),
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                     jit_compile=config.jit_compile)
@@ -618,7 +658,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   ]
   # One fit per stage: with steps_per_epoch, Keras reads the epochs off one iterator.
   trainer.fit(train, epochs=stage.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-              callbacks=callbacks, verbose=config.verbose if context.chief else 0)
+              shuffle=False, callbacks=callbacks,
+              verbose=config.verbose if context.chief else 0)
 
 
 def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float) -> dict:

@@ -1,0 +1,130 @@
+"""training.run under MirroredStrategy (2 logical CPUs) and MultiWorkerMirroredStrategy (2 worker
+processes on 127.0.0.1): a few real steps, replicas and workers end with identical weights.
+
+Each run is a fresh Python process, since logical devices and TF_CONFIG must be set before TF starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_TIMEOUT_S = 240
+
+# The child process: argv = mode ("mirrored" | "multi_worker"), data_dir, model_dir, out.npz.
+_CHILD = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+from emotion_tfds import stages, training
+
+mode, data_dir, model_dir, out = sys.argv[1:5]
+if mode == "mirrored":
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+else:
+  strategy = training.make_strategy("multi_worker")
+config = training.TrainConfig(
+    model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
+    schedule=tuple(stages.parse_stages("head:1:1e-2:16,all:1:1e-3:16")), strategy=mode)
+result = training.run(config, strategy=strategy)
+# The largest difference between the replicas' copies of any variable.
+spread = 0.0
+for v in result.model.weights:
+  copies = [np.asarray(c) for c in strategy.experimental_local_results(v.value)]
+  spread = max([spread] + [float(np.max(np.abs(c - copies[0]))) for c in copies])
+np.savez(out, *result.model.get_weights())
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "spread": spread,
+                              "chief": training.is_chief(strategy),
+                              "steps": [h["epoch"] for h in result.history]}))
+'''
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="class")
+def data_dir(request, generated_data_dir):
+  request.cls.data_dir = str(generated_data_dir)
+
+
+@pytest.mark.usefixtures("data_dir")
+class DistributeTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = pathlib.Path(tempfile.mkdtemp(prefix="distribute_test_"))
+    self.addCleanup(shutil.rmtree, self.root, ignore_errors=True)
+    self.child = self.root / "child.py"
+    self.child.write_text(_CHILD)
+
+  def _start(self, mode: str, name: str, tf_config: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+      env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen(
+        [sys.executable, str(self.child), mode, self.data_dir, str(self.root / "model"),
+         str(self.root / f"{name}.npz")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+  def _finish(self, processes: list[subprocess.Popen]) -> list[dict]:
+    results = []
+    try:
+      for process in processes:
+        stdout, stderr = process.communicate(timeout=_TIMEOUT_S)
+        if process.returncode:
+          self.fail(f"child failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-5000:]}")
+        line = [l for l in stdout.splitlines() if l.startswith("RESULT ")][-1]
+        results.append(json.loads(line[len("RESULT "):]))
+    finally:
+      for process in processes:
+        if process.poll() is None:
+          process.kill()
+    return results
+
+  def _weights(self, name: str) -> list[np.ndarray]:
+    with np.load(self.root / f"{name}.npz") as data:
+      return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+  def test_mirrored_two_logical_cpus(self):
+    (result,) = self._finish([self._start("mirrored", "mirrored")])
+    self.assertEqual(result["replicas"], 2)
+    self.assertEqual(result["spread"], 0.0)
+    self.assertTrue((self.root / "model" / "model.keras").exists())
+    self.assertTrue(all(np.isfinite(w).all() for w in self._weights("mirrored")))
+
+  def test_multi_worker_two_processes(self):
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    processes = [
+        self._start("multi_worker", f"worker{i}",
+                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        for i in range(2)]
+    results = self._finish(processes)
+    self.assertEqual([r["replicas"] for r in results], [2, 2])
+    self.assertEqual([r["chief"] for r in results], [True, False])
+    self.assertEqual(results[0]["steps"], results[1]["steps"])
+    for a, b in zip(self._weights("worker0"), self._weights("worker1"), strict=True):
+      np.testing.assert_array_equal(a, b)
+    # Only the chief writes into model_dir.
+    self.assertTrue((self.root / "model" / "model.keras").exists())
+    self.assertLen(list((self.root / "model" / "ckpt").glob("ckpt-*.index")), 2)
+
+
+if __name__ == "__main__":
+  absltest.main()
