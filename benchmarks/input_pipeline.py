@@ -11,8 +11,9 @@ Over the same train-split images and the same five augmentations (`AugmentParams
          with numpy.
   b      `pipeline.make_dataset(augment_on_host=...)`: `augment_batch` mapped in tf.data (CPU).
   c      `pipeline.make_dataset()` uint8 batches through `distribute_datasets_from_function` into a
-         tf.function step that runs `augment_batch` (on the GPU when there is one), one call per
-         batch as a custom training loop would; a sum stands in for the model.
+         tf.function step that runs `augment_batch` (on the GPU when there is one), as a training
+         step would: --steps_per_execution steps per call (Keras' option of that name; 1: one
+         call per batch); a sum stands in for the model.
   plain  (reference) `pipeline.make_dataset()` batches, no augmentation.
 Each mode first runs one unmeasured warm-up pass (cache fill, tracing, XLA compilation), then
 --passes measured passes; it prints images/s per mode and the ratios b/a and c/a. It also prints
@@ -59,7 +60,7 @@ class Rate(NamedTuple):
 def run(builder: tfds.core.DatasetBuilder, workdir: str | os.PathLike, *, batch_size: int = 256,
         passes: int = 2, max_images: int = 0, modes: Iterable[str] = ("a", "b", "c"),
         seed: int = 0, params: augment.AugmentParams = augment.AugmentParams(),
-        ) -> dict[str, Rate]:
+        steps_per_execution: int = 1) -> dict[str, Rate]:
   """Measures images/s of each mode over the train split of `builder`.
 
   Args:
@@ -71,6 +72,7 @@ def run(builder: tfds.core.DatasetBuilder, workdir: str | os.PathLike, *, batch_
     modes: a subset of MODES.
     seed: seeds the shuffles and augmentations.
     params: augmentation strengths, the same for every mode.
+    steps_per_execution: mode c's training steps per tf.function call.
 
   Returns:
     the throughput of each mode.
@@ -81,7 +83,7 @@ def run(builder: tfds.core.DatasetBuilder, workdir: str | os.PathLike, *, batch_
   makers: dict[str, Callable[[], Callable[[], int]]] = {
       "a": lambda: _seed_style(builder, pathlib.Path(workdir), batch_size, steps, seed, params),
       "b": lambda: _host_augmented(builder, batch_size, steps, seed, params),
-      "c": lambda: _step_augmented(builder, batch_size, steps, seed, params),
+      "c": lambda: _step_augmented(builder, batch_size, steps, seed, params, steps_per_execution),
       "plain": lambda: _plain(builder, batch_size, steps, seed),
   }
   results = {}
@@ -206,7 +208,8 @@ def _plain(builder, batch_size, steps, seed) -> Callable[[], int]:
   return _count_pass(_limit(ds, steps))
 
 
-def _step_augmented(builder, batch_size, steps, seed, params) -> Callable[[], int]:
+def _step_augmented(builder, batch_size, steps, seed, params,
+                    steps_per_execution: int) -> Callable[[], int]:
   device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
   strategy = tf.distribute.OneDeviceStrategy(device)
 
@@ -216,6 +219,7 @@ def _step_augmented(builder, batch_size, steps, seed, params) -> Callable[[], in
     return _limit(ds, steps)
 
   dist = strategy.distribute_datasets_from_function(dataset_fn)
+  num_steps = steps or builder.info.splits[_SPLIT].num_examples // batch_size
   with strategy.scope():
     step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
 
@@ -225,17 +229,22 @@ def _step_augmented(builder, batch_size, steps, seed, params) -> Callable[[], in
     return tf.reduce_sum(augment.augment_batch(images, step_seed, params))
 
   @tf.function
-  def train_step(images):
-    return strategy.run(augment_step, args=(images,))
+  def train_steps(iterator, count):
+    """`count` steps in one call, like Keras' steps_per_execution."""
+    total = tf.constant(0.0)
+    for _ in tf.range(count):
+      images, _ = next(iterator)
+      total += strategy.reduce("SUM", strategy.run(augment_step, args=(images,)), axis=None)
+    return total
 
   def one_pass() -> int:
-    count, total = 0, None
-    for images, _ in dist:
-      total = train_step(images)
-      count += int(images.shape[0])
-    if total is not None:
-      total.numpy()  # Waits for the device.
-    return count
+    iterator, done, total = iter(dist), 0, None
+    while done < num_steps:
+      count = min(steps_per_execution, num_steps - done)
+      total = train_steps(iterator, tf.constant(count))
+      done += count
+    total.numpy()  # Waits for the device.
+    return done * batch_size
   return one_pass
 
 
@@ -254,6 +263,8 @@ def _define_flags() -> None:
                        lower_bound=0)
   flags.DEFINE_list("modes", ["a", "b", "c"], f"Modes to run, some of {list(MODES)}.")
   flags.DEFINE_integer("seed", 0, "Seed of shuffles and augmentations.")
+  flags.DEFINE_integer("steps_per_execution", 1, "Mode c: training steps per tf.function call.",
+                       lower_bound=1)
 
 
 def main(argv: list[str]) -> None:
@@ -270,14 +281,15 @@ def main(argv: list[str]) -> None:
       builder = datasets.ensure_generated(f.dataset, data_dir, num_rows=f.num_rows)
       source = f"generated faces ({f.num_rows} rows)"
     results = run(builder, scratch, batch_size=f.batch_size, passes=f.passes,
-                  max_images=f.max_images, modes=f.modes, seed=f.seed)
+                  max_images=f.max_images, modes=f.modes, seed=f.seed,
+                  steps_per_execution=f.steps_per_execution)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
   num_images = builder.info.splits[_SPLIT].num_examples
   header = (f"Input pipeline, {source}: {_SPLIT} split {num_images:,} images, batch "
-            f"{f.batch_size}, {f.passes} measured passes, mode c on {device}, "
-            f"{os.cpu_count()} CPU cores.")
+            f"{f.batch_size}, {f.passes} measured passes, mode c on {device} with "
+            f"{f.steps_per_execution} steps per call, {os.cpu_count()} CPU cores.")
   print(format_report(results, header))
 
 

@@ -10,18 +10,20 @@
 The steps, in order, and why:
   1. `as_dataset` with a ReadConfig: each input pipeline reads its own files (`input_context`), in a
      seeded shuffled order when training, interleaved in parallel; PNG -> uint8 decoding in parallel.
-  2. `cache()`: the decoded uint8 examples (66 MB for FER-2013 train) stay in memory, so later epochs
-     neither read nor decode. Before the shuffle, so every epoch is shuffled anew.
-  3. Training: `shuffle` over the whole split (FER-2013 csv rows come grouped by emotion), seeded,
-     reshuffled each epoch. No `repeat`: one pass is one epoch.
-  4. `batch`: drop_remainder when training (static shapes for the step), keep it for evaluation.
-  5. Optional host augmentation: `augment.augment_batch` mapped on whole batches with a per-batch
+  2. Training: the pipeline's whole split becomes one uint8 tensor (66 MB for FER-2013 train),
+     cached, so later epochs neither read nor decode. Every epoch draws a new seeded permutation of
+     all examples (a complete shuffle; FER-2013 csv rows come grouped by emotion) and gathers the
+     batches from it, dropping the remainder (static shapes for the step). This is cache ->
+     shuffle(whole split, reshuffle each epoch) -> batch(drop_remainder) at a per-batch instead of
+     per-example cost: a per-example `shuffle` + `batch` tops out at a few hundred thousand images/s
+     on a core, too slow to keep an accelerator busy. No `repeat`: one pass is one epoch.
+     Evaluation: `cache()`, then `batch` in file order, keeping the remainder.
+  3. Optional host augmentation: `augment.augment_batch` mapped on whole batches with a per-batch
      seed; otherwise the training step augments on the device and images stay uint8 (4x fewer bytes
      to the accelerator; `preprocess.to_model_input` makes them float there).
-  6. Optional tf.data service (`data_service_address`): everything above runs on the service's
-     workers, which may be other machines. Each epoch is a new service job, so there is no cache
-     to keep between epochs and step 2 is skipped.
-  7. `prefetch(AUTOTUNE)`.
+  4. Optional tf.data service (`data_service_address`): everything above runs on the service's
+     workers, which may be other machines. Each epoch is a new service job, so nothing is cached.
+  5. `prefetch(AUTOTUNE)`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import tensorflow_datasets as tfds
 
 from emotion_tfds import augment
 
-# Upper bound of the shuffle buffer (examples); FER-2013 train (28,709) fits whole.
-_MAX_SHUFFLE_BUFFER = 100_000
 
 
 def make_dataset(builder: tfds.core.DatasetBuilder,
@@ -58,11 +58,12 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
       and the remainder.
     input_context: from `distribute_datasets_from_function`; each input pipeline then reads its
       own files (or, when the split has fewer files than pipelines, its own even slice of examples).
-    seed: seeds the file order, the example shuffle and the host augmentation.
+    seed: seeds the file order, the per-epoch permutations and the host augmentation.
     deterministic: also make the element order independent of thread timing (tf.data
       `deterministic` option), so two runs with the same seed give the same batches. Off by
       default: parallel stages may then hand out ready elements first.
-    cache: keep the decoded examples in memory after the first epoch.
+    cache: keep the decoded examples in memory after the first epoch. (Training holds one epoch's
+      examples in memory either way.)
     data_service_address: "grpc://host:port" of a tf.data service dispatcher: the pipeline runs on
       its workers in "distributed_epoch" mode (ShardingPolicy.DYNAMIC), so an epoch is still every
       example once however many workers there are ("parallel_epochs" would give each worker's
@@ -100,12 +101,11 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
   )
   ds = builder.as_dataset(split=split, shuffle_files=training, as_supervised=True,
                           read_config=read_config)
-  if cache and not data_service_address:
-    ds = ds.cache()
+  cache = cache and not data_service_address
   if training:
-    ds = ds.shuffle(min(num_examples, _MAX_SHUFFLE_BUFFER), seed=seed,
-                    reshuffle_each_iteration=True)
-  ds = ds.batch(batch_size, drop_remainder=training)
+    ds = _shuffled_batches(ds, batch_size, num_examples, seed, cache)
+  else:
+    ds = (ds.cache() if cache else ds).batch(batch_size)
   if augment_on_host is not None:
     ds = _augment(ds, seed, augment_on_host, deterministic)
   if data_service_address:
@@ -124,6 +124,28 @@ def _shard(splits, split: str, input_context: tf.distribute.InputContext | None)
     return split, input_context
   slices = tfds.even_splits(split, n=input_context.num_input_pipelines, drop_remainder=True)
   return slices[input_context.input_pipeline_id], None
+
+
+def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int, seed: int,
+                      cache: bool) -> tf.data.Dataset:
+  """Full batches of a new seeded permutation of all of `ds`'s examples, every epoch."""
+  whole = ds.batch(num_examples)  # One element: every example this pipeline reads.
+  if cache:
+    whole = whole.cache()
+  epoch_seed = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
+
+  def epoch(examples, epoch_seed):
+    images, labels = examples
+    count = tf.shape(labels, out_type=tf.int64)[0]
+    # Folded so that it differs from the first per-batch augmentation seed (same random stream).
+    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1)
+    order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=order_seed)
+    steps = count // batch_size
+    batches = tf.reshape(order[:steps * batch_size], [steps, batch_size])
+    return tf.data.Dataset.from_tensor_slices(batches).map(
+        lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
+
+  return tf.data.Dataset.zip(whole, epoch_seed).flat_map(epoch)
 
 
 def _augment(ds: tf.data.Dataset, seed: int, params: augment.AugmentParams,

@@ -12,8 +12,6 @@ from emotion_tfds import preprocess
 
 _SIZE = 48
 _SEED = tf.constant([7, 11], tf.int64)
-# The seed augment_batch derives its per-image draws from (crop_boxes takes that one).
-_DRAW_SEED = tf.random.experimental.stateless_split(_SEED, num=2)[0]
 _GEOMETRY = dataclasses.replace(augment.NO_AUGMENTATION, crop=0.3, flip_prob=0.5)
 
 
@@ -66,7 +64,7 @@ class AugmentBatchTest(tf.test.TestCase):
     flat = out.reshape(16, -1)
     distances = np.abs(flat[:, None] - flat[None]).max(axis=-1) + np.eye(16)
     self.assertGreater(distances.min(), 1e-3, "two images got the same crop")
-    boxes = augment.crop_boxes(_DRAW_SEED, 16, _GEOMETRY).numpy()
+    boxes = augment.crop_boxes(_SEED, 16, _GEOMETRY).numpy()
     flipped = boxes[:, 1] > boxes[:, 3]
     self.assertTrue(flipped.any() and not flipped.all(), f"flips {flipped}")
     self.assertGreater(np.unique(np.round(boxes, 4), axis=0).shape[0], 15)
@@ -82,7 +80,7 @@ class AugmentBatchTest(tf.test.TestCase):
     # Bilinear resampling reproduces a linear ramp exactly: output column j of a box [y1, x1, y2,
     # x2] reads source column (x1 + j * (x2 - x1) / 47) * 47; rows likewise.
     batch = 16
-    boxes = augment.crop_boxes(_DRAW_SEED, batch, _GEOMETRY).numpy()
+    boxes = augment.crop_boxes(_SEED, batch, _GEOMETRY).numpy()
     steps = np.arange(_SIZE) / (_SIZE - 1)
     for axis, (start, end) in ((1, (1, 3)), (0, (0, 2))):
       ramps = np.repeat(_ramp(axis)[None], batch, axis=0)
@@ -93,7 +91,7 @@ class AugmentBatchTest(tf.test.TestCase):
 
   def test_crop_and_flip_match_tf_image_crop_and_resize(self):
     faces = _random_faces(16)
-    boxes = augment.crop_boxes(_DRAW_SEED, 16, _GEOMETRY)
+    boxes = augment.crop_boxes(_SEED, 16, _GEOMETRY)
     expected = tf.image.crop_and_resize(preprocess.to_model_input(faces), boxes, tf.range(16),
                                         (_SIZE, _SIZE))
     self.assertAllClose(augment.augment_batch(faces, _SEED, _GEOMETRY), expected, atol=1e-5)
@@ -146,8 +144,8 @@ class AugmentBatchTest(tf.test.TestCase):
                                plain)
 
   def test_crop_draws_do_not_depend_on_the_other_augmentations(self):
-    a = augment.crop_boxes(_DRAW_SEED, 8, augment.AugmentParams())
-    b = augment.crop_boxes(_DRAW_SEED, 8, _only(crop=0.2, flip_prob=0.5))
+    a = augment.crop_boxes(_SEED, 8, augment.AugmentParams())
+    b = augment.crop_boxes(_SEED, 8, _only(crop=0.2, flip_prob=0.5))
     self.assertAllEqual(a, b)
 
   def test_same_result_in_tf_data_map_with_unknown_batch_size(self):
