@@ -16,7 +16,8 @@ Over the same train-split images and the same five augmentations (`AugmentParams
          call per batch); a sum stands in for the model.
   plain  (reference) `pipeline.make_dataset()` batches, no augmentation.
 Each mode first runs one unmeasured warm-up pass (cache fill, tracing, XLA compilation), then
---passes measured passes; it prints images/s per mode and the ratios b/a and c/a. It also prints
+--passes measured passes, taken in turns across the modes; it prints images/s per mode and the
+ratios b/a and c/a. It also prints
 images per CPU-second (process CPU time, all threads), which varies less than wall time when
 other processes share the cores.
 """
@@ -86,16 +87,20 @@ def run(builder: tfds.core.DatasetBuilder, workdir: str | os.PathLike, *, batch_
       "c": lambda: _step_augmented(builder, batch_size, steps, seed, params, steps_per_execution),
       "plain": lambda: _plain(builder, batch_size, steps, seed),
   }
-  results = {}
-  for mode in modes:
-    if mode not in makers:
-      raise ValueError(f"Unknown mode {mode!r}; expected some of {MODES}.")
-    one_pass = makers[mode]()
-    one_pass()  # Warm-up.
-    wall, cpu = time.perf_counter(), time.process_time()
-    images = sum(one_pass() for _ in range(passes))
-    results[mode] = Rate(images / (time.perf_counter() - wall), images / (time.process_time() - cpu))
-  return results
+  unknown = set(modes) - set(MODES)
+  if unknown:
+    raise ValueError(f"Unknown modes {sorted(unknown)}; expected some of {MODES}.")
+  one_pass = {mode: makers[mode]() for mode in modes}
+  for run_pass in one_pass.values():
+    run_pass()  # Warm-up.
+  totals = {mode: np.zeros(3) for mode in modes}  # images, wall s, CPU s
+  # Round robin, so that every mode sees the same share of any load from other processes.
+  for _ in range(passes):
+    for mode, run_pass in one_pass.items():
+      wall, cpu = time.perf_counter(), time.process_time()
+      images = run_pass()
+      totals[mode] += (images, time.perf_counter() - wall, time.process_time() - cpu)
+  return {mode: Rate(images / wall, images / cpu) for mode, (images, wall, cpu) in totals.items()}
 
 
 def format_report(results: dict[str, Rate], header: str) -> str:

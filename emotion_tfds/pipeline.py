@@ -34,7 +34,6 @@ import tensorflow_datasets as tfds
 from emotion_tfds import augment
 
 
-
 def make_dataset(builder: tfds.core.DatasetBuilder,
                  split: str,
                  batch_size: int,
@@ -132,7 +131,8 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int, s
   whole = ds.batch(num_examples)  # One element: every example this pipeline reads.
   if cache:
     whole = whole.cache()
-  epoch_seed = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
+  # One seed per epoch: Dataset.random draws a new stream each time the dataset is iterated.
+  seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).take(1)
 
   def epoch(examples, epoch_seed):
     images, labels = examples
@@ -145,7 +145,7 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int, s
     return tf.data.Dataset.from_tensor_slices(batches).map(
         lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
 
-  return tf.data.Dataset.zip(whole, epoch_seed).flat_map(epoch)
+  return tf.data.Dataset.zip(whole, seeds).flat_map(epoch)
 
 
 def _augment(ds: tf.data.Dataset, seed: int, params: augment.AugmentParams,
