@@ -34,7 +34,7 @@ _STAGES = flags.DEFINE_string(
     "trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, sgd, momentum or "
     "rmsprop.")
 _PRETRAIN_STAGES = flags.DEFINE_string(
-    "pretrain_stages", "pretrain:all:2:1e-3:64",
+    "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
     "when the label scheme changes. Skipped when --pretrained is given.")
 _PRETRAIN_DATASET = flags.DEFINE_string(

@@ -122,6 +122,10 @@ class TrainConfig:
       raise ValueError(f"Unknown model {self.model!r}; expected one of {sorted(models.MODELS)}.")
     if not self.schedule:
       raise ValueError("The schedule has no stages.")
+    if self.stage_dataset(self.schedule[-1]) != self.dataset:
+      raise ValueError(f"The last stage ({self.schedule[-1].name}) trains on "
+                       f"{self.stage_dataset(self.schedule[-1])}, not on the target dataset "
+                       f"{self.dataset}; the final model must predict the target's classes.")
 
   def stage_dataset(self, stage: stages_lib.Stage) -> str:
     return stage.dataset or self.dataset

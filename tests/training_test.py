@@ -233,6 +233,9 @@ class ErrorsTest(absltest.TestCase):
       training.TrainConfig(model_dir="m", data_dir="d", schedule=schedule, strategy="gpu")
     with self.assertRaisesRegex(ValueError, "Unknown augment_on"):
       training.TrainConfig(model_dir="m", data_dir="d", schedule=schedule, augment_on="tpu")
+    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="fer2013/fer7"))
+    with self.assertRaisesRegex(ValueError, "not on the target dataset fer2013/seed6"):
+      training.TrainConfig(model_dir="m", data_dir="d", schedule=pretrain_only)
 
 
 if __name__ == "__main__":
