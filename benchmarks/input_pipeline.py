@@ -151,7 +151,7 @@ def _write_jpeg_folders(builder, root: pathlib.Path) -> pathlib.Path:
 
 def _seed_style_batches(root: pathlib.Path, batch_size: int, rng: np.random.Generator,
                         params: augment.AugmentParams) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """A Python generator over the jpeg folders: shuffled files, one cv2.imread and augmentation each."""
+  """Python generator over the jpeg folders: shuffled files, one cv2.imread + augmentation each."""
   classes = sorted(p.name for p in root.iterdir())
   files = [(root / name / file, label) for label, name in enumerate(classes)
            for file in os.listdir(root / name)]

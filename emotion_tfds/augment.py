@@ -1,10 +1,11 @@
-"""Seeded augmentation of whole batches in TensorFlow ops: crop, flip, blur, contrast/brightness, noise.
+"""Seeded augmentation of whole batches in TF ops: crop, flip, blur, contrast/brightness, noise.
 
-`augment_batch(images, seed, params)` takes uint8 (or float in [0, 1]) faces [B, H, W, 1] and returns
-float32 [B, H, W, 1] in [0, 1], every image with its own random values. It is pure TensorFlow, so the
-training step can run it on the accelerator, and `pipeline.make_dataset(augment_on_host=...)` can map
-it in tf.data on the CPU instead. The same `seed` (shape-[2] int tensor, as for `tf.random.stateless_*`)
-gives the same batch, on any device.
+`augment_batch(images, seed, params)` takes uint8 (or float in [0, 1]) faces [B, H, W, 1] and
+returns float32 [B, H, W, 1] in [0, 1], every image with its own random values. It is pure
+TensorFlow, so the training step can run it on the accelerator, and
+`pipeline.make_dataset(augment_on_host=...)` can map it in tf.data on the CPU instead. The same
+`seed` (shape-[2] int tensor, as for `tf.random.stateless_*`) gives the same batch, on any device
+and inside a jit-compiled step too.
 
 The seed project applied these five kinds one image at a time in OpenCV/numpy. Here they cost a few
 fused passes over the batch:
@@ -46,6 +47,9 @@ _NUM_DRAWS = 8
 # Irwin-Hall n=4 over uniform integers 0..15: mean 4 * 7.5, variance 4 * (16**2 - 1) / 12.
 _NIBBLE_SUM_MEAN = 30.0
 _NIBBLE_SUM_STD = math.sqrt(85.0)
+# Fixed, not "auto_select" (which lets CPU, GPU and XLA pick different generators), so a seed gives
+# the same batch in tf.data, in a train step and in a jit-compiled train step.
+_ALG = "philox"
 # Blur kernels are truncated at this many sigmas of the largest sigma.
 _BLUR_TRUNCATE = 2.0
 
@@ -88,7 +92,7 @@ NO_AUGMENTATION = AugmentParams(crop=0.0, flip_prob=0.0, blur_sigma=0.0, contras
 def step_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
   """The augmentation seed of training step `step` of a run seeded with `seed`: int64 [2]."""
   base = tf.constant([seed, 0x5EED], tf.int64)
-  return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
+  return tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64), alg=_ALG)
 
 
 def crop_boxes(seed: tf.Tensor, batch_size: int | tf.Tensor,
@@ -133,17 +137,26 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor,
   noise_key = None
   if params.noise_stddev > 0:
     noise_key = tf.random.stateless_uniform([2], noise_seed, minval=None, maxval=None,
-                                            dtype=tf.int32)
+                                            dtype=tf.int32, alg=_ALG)
   return _augment_compiled(images, draws, noise_key, dataclasses.astuple(params))
 
 
 def _split(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """(seed of the per-image draws, seed of the noise key) from the caller's seed."""
-  return tuple(tf.unstack(tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), 2)))
+  seeds = tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), 2, alg=_ALG)
+  return tuple(tf.unstack(seeds))
 
 
 def _per_image_draws(seed: tf.Tensor, batch_size: int | tf.Tensor) -> tf.Tensor:
-  return tf.random.stateless_uniform([batch_size, _NUM_DRAWS], seed, dtype=tf.float32)
+  """float32 [B, _NUM_DRAWS] uniform in [0, 1).
+
+  From Philox integers: float `stateless_uniform` gives other values under XLA than on CPU.
+  """
+  bits = tf.random.stateless_uniform([batch_size, _NUM_DRAWS], seed, minval=None, maxval=None,
+                                     dtype=tf.int32, alg=_ALG)
+  # The top 24 bits (logical shift via a mask), scaled to [0, 1).
+  top = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 8), 0xFFFFFF)
+  return tf.cast(top, tf.float32) * (1.0 / (1 << 24))
 
 
 def _geometry(draws: tf.Tensor, params: AugmentParams):

@@ -8,8 +8,9 @@
     dist = strategy.distribute_datasets_from_function(dataset_fn)
 
 The steps, in order, and why:
-  1. `as_dataset` with a ReadConfig: each input pipeline reads its own files (`input_context`), in a
-     seeded shuffled order when training, interleaved in parallel; PNG -> uint8 decoding in parallel.
+  1. `as_dataset` with a ReadConfig: each input pipeline reads its own files (`input_context`), in
+     a seeded shuffled order when training, interleaved in parallel; PNG -> uint8 decoding in
+     parallel.
   2. Training: the pipeline's whole split becomes one uint8 tensor (66 MB for FER-2013 train),
      cached, so later epochs neither read nor decode. Every epoch draws a new seeded permutation of
      all examples (a complete shuffle; FER-2013 csv rows come grouped by emotion) and gathers the
@@ -116,7 +117,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
 
 
 def _shard(splits, split: str, input_context: tf.distribute.InputContext | None):
-  """(split, input_context for ReadConfig): file sharding if possible, else an even example slice."""
+  """(split, ReadConfig input_context): file sharding if possible, else an even example slice."""
   if input_context is None or input_context.num_input_pipelines == 1:
     return split, None
   if splits[split].num_shards >= input_context.num_input_pipelines:
@@ -138,8 +139,9 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int, s
     images, labels = examples
     count = tf.shape(labels, out_type=tf.int64)[0]
     # Folded so that it differs from the first per-batch augmentation seed (same random stream).
-    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1)
-    order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=order_seed)
+    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1, alg="philox")
+    order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=order_seed,
+                                                     alg="philox")
     steps = count // batch_size
     batches = tf.reshape(order[:steps * batch_size], [steps, batch_size])
     return tf.data.Dataset.from_tensor_slices(batches).map(

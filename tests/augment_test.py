@@ -157,6 +157,11 @@ class AugmentBatchTest(tf.test.TestCase):
     self.assertLen(batches, 2)
     self.assertAllClose(batches[1], augment.augment_batch(faces[8:], _SEED), atol=1e-6)
 
+  def test_same_result_inside_a_jit_compiled_step(self):
+    faces = _random_faces(8)
+    step = tf.function(lambda x: augment.augment_batch(x, _SEED), jit_compile=True)
+    self.assertAllClose(step(faces), augment.augment_batch(faces, _SEED), atol=1e-6)
+
   def test_bad_input_raises(self):
     with self.assertRaisesRegex(ValueError, "crop"):
       augment.AugmentParams(crop=1.5)
