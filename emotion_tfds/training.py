@@ -189,17 +189,6 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
   return sum(len(tasks) for tasks in cluster.values()) > 1
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes into model_dir: always, except on non-chief MWMS workers."""
-  if not is_multi_worker(strategy):
-    return True
-  resolver = strategy.cluster_resolver
-  if resolver.task_type == "chief":
-    return True
-  has_chief = "chief" in resolver.cluster_spec().as_dict()
-  return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
 # -------------------------------------------------------------------------------------------------
 # Data.
 
@@ -545,13 +534,15 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
   strategy = strategy or make_strategy(config.strategy, config.tpu)
   keras.mixed_precision.set_global_policy(
       _mixed_precision_policy(strategy) if config.mixed_precision else "float32")
-  chief = is_chief(strategy)
+  chief = callbacks_lib.is_chief_worker(strategy)
   model_dir = pathlib.Path(config.model_dir)
   write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
   write_dir.mkdir(parents=True, exist_ok=True)
 
+  # Workers of a cluster must not generate and build into one data_dir at once.
+  generate_rows = 0 if is_multi_worker(strategy) else config.generate_rows
   needed = [config.dataset] + [config.stage_dataset(s) for s in config.schedule]
-  builders = {name: get_builder(name, config.data_dir, config.generate_rows, config.seed)
+  builders = {name: get_builder(name, config.data_dir, generate_rows, config.seed)
               for name in dict.fromkeys(needed)}
   for stage in config.schedule:
     _check_stage(stage, strategy, _split_size(builders[config.stage_dataset(stage)], "train"))
@@ -567,24 +558,12 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
                      counters=_Counters(config.fingerprint()), write_dir=write_dir, chief=chief,
                      history=[], extra_callbacks=tuple(extra_callbacks))
 
-  stage, epoch, restore_from = 0, 0, None
   if progress:
     print(f"Resuming from {progress.path}: stage {progress.stage + 1}/{len(config.schedule)} "
           f"({config.schedule[progress.stage].name}), {progress.epoch} epoch(s) of it done.",
           flush=True)
-    stage, epoch, restore_from = progress.stage, progress.epoch, progress
     context.counters.global_step.assign(progress.global_step)
-  with strategy.scope():
-    net = build_network(config, builders, stage)
-  if progress and epoch >= config.schedule[stage].epochs:
-    # The checkpoint closes a stage: restore the network only; the next stage starts afresh.
-    status = tf.train.Checkpoint(model=net, rng=_rng_states(net)).restore(progress.path)
-    status.expect_partial().assert_existing_objects_matched()
-    stage, epoch, restore_from = stage + 1, 0, None
-    if stage < len(config.schedule):
-      with strategy.scope():
-        net = next_stage_network(config, builders, net, stage)
-
+  net, stage, epoch, restore_from = _starting_point(config, strategy, builders, progress)
   for index in range(stage, len(config.schedule)):
     if index > stage:
       with strategy.scope():
@@ -605,6 +584,28 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     shutil.rmtree(write_dir, ignore_errors=True)
   return RunResult(model=net, report=report, history=context.history,
                    resumed_from=(progress.stage, progress.epoch) if progress else None)
+
+
+def _starting_point(config: TrainConfig, strategy: tf.distribute.Strategy, builders: dict,
+                    progress: Progress | None
+                    ) -> tuple[keras.Model, int, int, Progress | None]:
+  """(network, stage index, first epoch, checkpoint to restore in that stage) to continue from.
+
+  A checkpoint that closes a stage is restored here (network and dropout RNG only) and the run
+  continues with the next stage; one inside a stage is left to `_run_stage`, which restores it
+  together with the stage's optimizer.
+  """
+  stage, epoch = (progress.stage, progress.epoch) if progress else (0, 0)
+  with strategy.scope():
+    net = build_network(config, builders, stage)
+  if progress is None or epoch < config.schedule[stage].epochs:
+    return net, stage, epoch, progress
+  status = tf.train.Checkpoint(model=net, rng=_rng_states(net)).restore(progress.path)
+  status.expect_partial().assert_existing_objects_matched()
+  if stage + 1 < len(config.schedule):
+    with strategy.scope():
+      net = next_stage_network(config, builders, net, stage + 1)
+  return net, stage + 1, 0, None
 
 
 def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int,

@@ -27,7 +27,7 @@ _CHILD = r'''
 import json, sys
 import numpy as np
 import tensorflow as tf
-from emotion_tfds import stages, training
+from emotion_tfds import callbacks, stages, training
 
 mode, data_dir, model_dir, out = sys.argv[1:5]
 if mode == "mirrored":
@@ -38,7 +38,7 @@ else:
   strategy = training.make_strategy("multi_worker")
 config = training.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
-    schedule=tuple(stages.parse_stages("head:1:1e-2:16,all:1:1e-3:16")), strategy=mode)
+    schedule=tuple(stages.parse_stages("all:1:1e-3:16")), strategy=mode)
 result = training.run(config, strategy=strategy)
 # The largest difference between the replicas' copies of any variable.
 spread = 0.0
@@ -47,7 +47,7 @@ for v in result.model.weights:
   spread = max([spread] + [float(np.max(np.abs(c - copies[0]))) for c in copies])
 np.savez(out, *result.model.get_weights())
 print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "spread": spread,
-                              "chief": training.is_chief(strategy),
+                              "chief": callbacks.is_chief_worker(strategy),
                               "steps": [h["epoch"] for h in result.history]}))
 '''
 

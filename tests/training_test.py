@@ -174,30 +174,39 @@ class _FirstState(keras.callbacks.Callback):
 @pytest.mark.usefixtures("data_dir")
 class ResumeTest(absltest.TestCase):
 
-  def test_crash_mid_stage_resumes_with_optimizer_state(self):
+  def test_crashes_at_a_stage_end_and_mid_stage_resume_with_optimizer_state(self):
     model_dir = pathlib.Path(_tempdir(self))
+    ckpt_dir = model_dir / training.CKPT_DIR
     config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16")
-    # Crash at the end of the all stage's second epoch, before its checkpoint.
-    stop = _StopAt(fit_index=2, epoch=1)
+
+    # 1. Crash in the all stage's first epoch: the last checkpoint closes the head stage.
     with self.assertRaises(_StopAt.Stop):
-      training.run(config, extra_callbacks=[stop])
-    progress = training.read_progress(str(model_dir / training.CKPT_DIR))
+      training.run(config, extra_callbacks=[_StopAt(fit_index=2, epoch=0)])
+    progress = training.read_progress(str(ckpt_dir))
+    self.assertEqual((progress.stage, progress.epoch, progress.global_step), (0, 1, _STEPS))
+
+    # 2. Resumed, the all stage starts with a fresh optimizer; crash before its 2nd checkpoint.
+    first, stop = _FirstState(), _StopAt(fit_index=1, epoch=1)
+    with self.assertRaises(_StopAt.Stop):
+      training.run(config, extra_callbacks=[first, stop])
+    self.assertEqual(first.state["iterations"], 0)
+    progress = training.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (1, 1, 2 * _STEPS))
 
     # Leftovers of a checkpoint write killed half-way (newer number, never made current).
-    ckpt_dir = model_dir / training.CKPT_DIR
     (ckpt_dir / "ckpt-99_temp").mkdir()
     (ckpt_dir / "ckpt-99_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 7)
     data = next(ckpt_dir.glob(pathlib.Path(progress.path).name + ".data-*"))
     (ckpt_dir / "ckpt-99.data-00000-of-00001").write_bytes(data.read_bytes()[:100])
     self.assertEqual(training.read_progress(str(ckpt_dir)), progress)
 
+    # 3. Resumed mid-stage: the stage's optimizer comes back (step counter, Adam moments) with
+    # the weights, and the run finishes the stage.
     first = _FirstState()
     result = training.run(config, extra_callbacks=[first])
     self.assertEqual(result.resumed_from, (1, 1))
     self.assertEqual([(h["stage"], h["epoch"]) for h in result.history],
                      [("stage2_all", 2), ("stage2_all", 3)])
-    # The stage's optimizer came back: its step counter and Adam moments, and the weights.
     self.assertEqual(first.state["iterations"], _STEPS)
     self.assertEqual(first.state["variables"].keys(), stop.saved_state["variables"].keys())
     for path, value in stop.saved_state["variables"].items():
