@@ -688,6 +688,7 @@ def evaluate(net: keras.Model, builder, split: str,
   """Per-emotion report of `net` on `split` of `builder` (streamed, summed over replicas)."""
   names = _label_names(builder)
 
+  @tf.autograph.experimental.do_not_convert  # Plain TF ops; spares AutoGraph's closure warning.
   def predict(images):
     return net(preprocess.to_model_input(images), training=False)
 
