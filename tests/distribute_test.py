@@ -2,7 +2,7 @@
 MultiWorkerMirroredStrategy (2 worker processes on 127.0.0.1, device augmentation): a few real
 steps, and the replicas and the workers end with identical weights.
 
-Each run is a fresh Python process, since logical devices and TF_CONFIG must be set before TF starts.
+Each run is a fresh Python process: logical devices and TF_CONFIG must be set before TF starts.
 """
 
 from __future__ import annotations

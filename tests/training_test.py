@@ -127,8 +127,11 @@ class StagesTest(absltest.TestCase):
 
 
 class _StopAt(keras.callbacks.Callback):
-  """Raises at the end of epoch `epoch` (0-based) of the `fit_index`-th fit (stage): a crash just
-  before that epoch's checkpoint. Records the optimizer state of the epoch before (the saved one)."""
+  """Raises at the end of epoch `epoch` (0-based) of the `fit_index`-th fit (stage).
+
+  That is a crash just before the epoch's checkpoint. Records the optimizer state at the end of
+  the epoch before (the one the last checkpoint holds).
+  """
 
   class Stop(Exception):
     pass
