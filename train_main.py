@@ -67,6 +67,10 @@ _VALIDATE = flags.DEFINE_bool("validate", True, "Evaluate on the validation spli
 _MAX_STEPS_PER_EPOCH = flags.DEFINE_integer(
     "max_steps_per_epoch", None, "Cap on steps per epoch (smoke runs, debugging).", lower_bound=1)
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+_DATA_SERVICE_ADDRESS = flags.DEFINE_string(
+    "data_service_address", None,
+    "tf.data service dispatcher (e.g. grpc://host:5050): the training input pipeline runs on its "
+    "workers instead of in this process.")
 _PROGRESS = flags.DEFINE_enum(
     "progress", "bar", ["bar", "line", "none"],
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
@@ -103,6 +107,7 @@ def make_config() -> training.TrainConfig:
       validate=_VALIDATE.value,
       max_steps_per_epoch=_MAX_STEPS_PER_EPOCH.value,
       jit_compile=_JIT_COMPILE.value,
+      data_service_address=_DATA_SERVICE_ADDRESS.value,
       verbose={"bar": 1, "line": 2, "none": 0}[_PROGRESS.value],
   )
 

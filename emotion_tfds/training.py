@@ -90,6 +90,8 @@ class TrainConfig:
     validate: evaluate on the validation split after every epoch.
     max_steps_per_epoch: cap on steps per epoch (smoke runs and debugging).
     jit_compile: XLA-compile the train step.
+    data_service_address: tf.data service dispatcher ("grpc://host:port"): the training input
+      pipelines run on the service's workers (`pipeline.make_dataset`); None reads locally.
     verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
   """
   model_dir: str
@@ -110,6 +112,7 @@ class TrainConfig:
   eval_split: str = "test"
   validate: bool = True
   max_steps_per_epoch: int | None = None
+  data_service_address: str | None = None
   jit_compile: bool = False
   verbose: int = 1
 
@@ -229,7 +232,8 @@ def epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
 
 def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: int,
                       first_epoch: int, steps: int, deterministic: bool,
-                      host_augment: augment.AugmentParams | None
+                      host_augment: augment.AugmentParams | None,
+                      data_service_address: str | None = None,
                       ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
   """The per-input-pipeline training dataset of a stage, for `distribute_datasets_from_function`.
 
@@ -247,7 +251,7 @@ def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: 
       epoch_ds, _ = pipeline.make_dataset(
           builder, "train", batch, training=True, input_context=input_context,
           seed=epoch_seed(seed, stage_index, epoch), deterministic=deterministic, cache=False,
-          augment_on_host=host_augment)
+          augment_on_host=host_augment, data_service_address=data_service_address)
       epoch_ds = epoch_ds.repeat().take(steps)
       ds = epoch_ds if ds is None else ds.concatenate(epoch_ds)
     return ds
@@ -650,7 +654,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
     validation = _eval_dataset(builder, "validation", EVAL_BATCH)
   host_augment = augment_params if config.augment_on == "host" else None
   train = strategy.distribute_datasets_from_function(_train_dataset_fn(
-      builder, stage, config.seed, index, first_epoch, steps, config.deterministic, host_augment))
+      builder, stage, config.seed, index, first_epoch, steps, config.deterministic, host_augment,
+      config.data_service_address))
   callbacks = [
       *callbacks_lib.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name), label_names=names,

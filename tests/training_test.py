@@ -8,6 +8,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import keras
@@ -16,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from emotion_tfds import models
+from emotion_tfds import pipeline
 from emotion_tfds import stages
 from emotion_tfds import training
 
@@ -252,3 +254,34 @@ class ErrorsTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+@pytest.mark.usefixtures("data_dir")
+class DataServiceTest(absltest.TestCase):
+  """`data_service_address` sends the training input through a tf.data service on 127.0.0.1."""
+
+  def test_trains_through_an_in_process_service(self):
+    dispatcher = tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=0))
+    port = dispatcher.target.rsplit(":", 1)[1]
+    worker = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=f"127.0.0.1:{port}", worker_address="127.0.0.1:%port%", port=0))
+    addresses = []
+    make_dataset = pipeline.make_dataset
+
+    def recording_make_dataset(*args, **kwargs):
+      addresses.append(kwargs.get("data_service_address"))
+      return make_dataset(*args, **kwargs)
+
+    try:
+      with mock.patch.object(pipeline, "make_dataset", recording_make_dataset):
+        config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:16",
+                         data_service_address=f"grpc://127.0.0.1:{port}")
+        result = training.run(config)
+    finally:
+      worker.stop()
+      dispatcher.stop()
+    self.assertIn(f"grpc://127.0.0.1:{port}", addresses)
+    self.assertEqual([(h["stage"], h["epoch"]) for h in result.history], [("stage1_all", 1)])
+    self.assertTrue(np.isfinite(result.history[0]["loss"]))
