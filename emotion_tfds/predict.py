@@ -4,7 +4,7 @@ The path of one face is `faces.detect_faces` -> `faces.crop_face` (uint8 48x48 g
 extraction's crop) -> `preprocess.to_model_input` (the training conversion) -> model, for all three
 kinds of model file `load_classifier` accepts:
   - a SavedModel directory written by `export.export_saved_model` (the conversion is in its graph),
-  - a Keras `.keras` file (the conversion is applied here),
+  - a Keras `.keras` file (the conversion is applied by `evaluate.load_model`),
   - a `.tflite` file written by `export.export_tflite` (the conversion is in its graph).
 """
 
@@ -21,10 +21,9 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 import cv2
-import keras
 import numpy as np
-import tensorflow as tf
 
+from emotion_tfds import evaluate
 from emotion_tfds import export
 from emotion_tfds import faces
 from emotion_tfds import preprocess
@@ -73,30 +72,17 @@ def load_classifier(model_path: str | os.PathLike,
   path = pathlib.Path(model_path)
   if not path.exists():
     raise FileNotFoundError(f"Model {path} does not exist.")
-  if path.is_dir():
-    loaded = tf.saved_model.load(os.fspath(path))  # Captured below: it owns the variables.
-
-    def serve(crops):
-      outputs = loaded.signatures[export.SERVING_KEY](**{export.IMAGES_KEY: tf.constant(crops)})
-      return outputs[export.PROBABILITIES_KEY]
-
-    names = label_names or export.saved_model_label_names(path)
-    return Classifier(serve, names, os.fspath(path))
   if path.suffix == ".tflite":
     tflite = export.TFLiteClassifier(path)
     return Classifier(tflite.predict, label_names or _names_for(tflite.predict),
                       os.fspath(path))
-  if path.suffix == ".keras":
-    model = keras.models.load_model(path, compile=False)
-    names = label_names or export.default_label_names(int(model.output_shape[-1]))
-    return Classifier(keras_predict_fn(model), names, os.fspath(path))
+  if path.is_dir() or path.suffix == ".keras":
+    # The loader of evaluation: one checked path from a model file to uint8 -> probabilities.
+    model = evaluate.load_model(path)
+    names = label_names or model.label_names or export.default_label_names(model.num_classes)
+    return Classifier(model.predict_fn, names, os.fspath(path))
   raise ValueError(
       f"Unknown model file {path}: expected a SavedModel directory, .keras or .tflite.")
-
-
-def keras_predict_fn(model: keras.Model):
-  """uint8 crops -> `preprocess.to_model_input` -> `model`: the Keras side of prediction."""
-  return lambda crops: model(preprocess.to_model_input(crops), training=False)
 
 
 def _names_for(predict_fn) -> tuple[str, ...]:
