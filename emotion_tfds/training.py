@@ -237,23 +237,20 @@ def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: 
                       ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
   """The per-input-pipeline training dataset of a stage, for `distribute_datasets_from_function`.
 
-  Epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches of its own
-  pipeline shuffled with `epoch_seed(seed, stage_index, epoch)`: the batches of an epoch do not
-  depend on where the run (re)started. Each epoch's pipeline repeats before `take(steps)`, so every
-  worker has its steps even when shards differ in size.
+  Epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches shuffled with
+  `epoch_seed(seed, stage_index, epoch)` over one cached read of the split: the batches of an epoch
+  do not depend on where the run (re)started, and every worker has its steps even when shards
+  differ in size.
   """
 
   def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-    batch = input_context.get_per_replica_batch_size(stage.global_batch)
-    ds = None
-    for epoch in range(first_epoch, stage.epochs):
-      # No cache: each epoch's pipeline is read once (plus a repeat on uneven shards).
-      epoch_ds, _ = pipeline.make_dataset(
-          builder, "train", batch, training=True, input_context=input_context,
-          seed=epoch_seed(seed, stage_index, epoch), deterministic=deterministic, cache=False,
-          augment_on_host=host_augment, data_service_address=data_service_address)
-      epoch_ds = epoch_ds.repeat().take(steps)
-      ds = epoch_ds if ds is None else ds.concatenate(epoch_ds)
+    ds, _ = pipeline.make_dataset(
+        builder, "train", input_context.get_per_replica_batch_size(stage.global_batch),
+        training=True, input_context=input_context, seed=derive_seed(seed, 2, stage_index),
+        epoch_seeds=[epoch_seed(seed, stage_index, epoch)
+                     for epoch in range(first_epoch, stage.epochs)],
+        steps_per_epoch=steps, deterministic=deterministic, augment_on_host=host_augment,
+        data_service_address=data_service_address)
     return ds
 
   return dataset_fn

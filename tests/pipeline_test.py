@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -139,11 +141,82 @@ class MakeDatasetTest(tf.test.TestCase):
       worker.stop()
       dispatcher.stop()
 
+  def test_epoch_seeds_fix_each_epoch_whatever_epoch_comes_first(self):
+    params = augment.AugmentParams()
+    def epochs(seeds, **kwargs):
+      ds, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True, seed=9,
+                                    epoch_seeds=seeds, deterministic=True, **kwargs)
+      images, labels = zip(*[(i.numpy(), l.numpy()) for i, l in ds])
+      steps = len(images) // len(seeds)
+      self.assertLen(images, steps * len(seeds))
+      return [(np.concatenate(images[e * steps:(e + 1) * steps]),
+               np.concatenate(labels[e * steps:(e + 1) * steps])) for e in range(len(seeds))]
+
+    run = epochs([10, 11, 12])
+    for images, _ in run:
+      self.assertCountEqual(_keys(images), self.train_keys)  # each epoch: every example once
+    self.assertNotEqual(_keys(run[0][0]), _keys(run[1][0]))
+    resumed = epochs([11, 12])
+    for (images, labels), (again, again_labels) in zip(run[1:], resumed):
+      self.assertAllEqual(images, again)
+      self.assertAllEqual(labels, again_labels)
+    # Host augmentation too: the same batches and the same draws for the same epoch seed.
+    augmented = epochs([10, 11], augment_on_host=params)
+    self.assertAllEqual(augmented[1][1], run[1][1])
+    self.assertAllClose(augmented[1][0], epochs([11], augment_on_host=params)[0][0])
+    self.assertNotAllClose(augmented[0][0][:_BATCH], augmented[1][0][:_BATCH])
+
+  def test_steps_per_epoch_repeats_the_permutation_to_fill_the_epoch(self):
+    full_batches = len(self.train_keys) // _BATCH
+    ds, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True,
+                                  epoch_seeds=[1, 2], steps_per_epoch=full_batches + 3,
+                                  deterministic=True)
+    keys, _ = _read(ds)
+    self.assertLen(keys, 2 * (full_batches + 3) * _BATCH)
+    first_epoch = keys[:(full_batches + 3) * _BATCH]
+    self.assertCountEqual(first_epoch[:full_batches * _BATCH], self.train_keys)
+    self.assertEqual(first_epoch[full_batches * _BATCH:], first_epoch[:3 * _BATCH])
+
   def test_bad_arguments_raise(self):
     with self.assertRaisesRegex(ValueError, "cannot read split 'dev'.*'train'"):
       pipeline.make_dataset(self.builder, "dev", _BATCH, training=False)
     with self.assertRaisesRegex(ValueError, "batch_size"):
       pipeline.make_dataset(self.builder, "train", 0, training=True)
+    with self.assertRaisesRegex(ValueError, "for training=True"):
+      pipeline.make_dataset(self.builder, "validation", _BATCH, training=False, epoch_seeds=[1])
+
+
+class CacheTest(tf.test.TestCase):
+  """Training reads and decodes the split once however many epochs follow."""
+
+  @pytest.fixture(autouse=True)
+  def _inject(self, generated_data_dir, tmp_path):
+    shutil.copytree(generated_data_dir / "fer2013", tmp_path / "fer2013")
+    self.builder = datasets.get_builder(_DATASET, tmp_path)
+    self.train_keys = _train_keys(str(generated_data_dir))
+    self.hidden = tmp_path / "hidden"
+
+  def _epochs_after_hiding_the_files(self, cache: bool) -> list[str]:
+    """Reads 3 epochs, moving the TFRecord files away once the first batch has come."""
+    ds, _ = pipeline.make_dataset(self.builder, "train", _BATCH, training=True,
+                                  epoch_seeds=[1, 2, 3], cache=cache)
+    batches = iter(ds)
+    keys = _keys(next(batches)[0].numpy())
+    self.hidden.mkdir()
+    for record_file in pathlib.Path(self.builder.data_dir).glob("*.tfrecord*"):
+      record_file.rename(self.hidden / record_file.name)
+    for images, _ in batches:
+      keys += _keys(images.numpy())
+    return keys
+
+  def test_later_epochs_come_from_memory(self):
+    keys = self._epochs_after_hiding_the_files(cache=True)
+    self.assertLen(keys, 3 * len(self.train_keys))
+    self.assertCountEqual(keys[-len(self.train_keys):], self.train_keys)
+
+  def test_without_cache_later_epochs_read_the_files_again(self):
+    with self.assertRaises(tf.errors.NotFoundError):
+      self._epochs_after_hiding_the_files(cache=False)
 
 
 class InputPipelineBenchmarkTest(tf.test.TestCase):
