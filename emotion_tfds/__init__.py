@@ -1,0 +1,13 @@
+"""emotion_tfds: facial-emotion recognition on FER-2013 (+ RAVDESS crops) with TFDS and tf.data.
+
+The modules follow the data flow; import the one you need (this file imports nothing, so
+`import emotion_tfds.labels` does not pull in TensorFlow):
+
+    labels, preprocess          label schemes and mappings; uint8 -> model input
+    facegen, ravdess, faces     generated faces; RAVDESS video -> face crops (OpenCV)
+    datasets                    the TFDS builders (builders/) by name: build, load
+    pipeline, augment           tf.data input; batched augmentation (host or device)
+    models, stages, training    networks, the stage schedule, training under tf.distribute
+    metrics, callbacks          per-emotion report; TensorBoard
+    evaluate, export, predict   eval_main, export_main (SavedModel, TFLite), predict_main
+"""
