@@ -11,10 +11,12 @@ Design:
     (`preprocess.to_model_input`) and, in training calls, applies `augment.augment_batch` with a
     stateless seed made of (run seed, stage, optimizer step, replica id). The augmentation stream
     is thus a function of the optimizer's step counter, which the checkpoint holds.
-  * Input comes from `distribute_datasets_from_function`: each epoch is its own pipeline, shuffled
-    with a seed of (run seed, stage, epoch), so the batches of an epoch are the same whether the
-    run was interrupted or not. Each epoch's pipeline repeats and is cut at
-    `train_examples // global_batch` steps, so workers with uneven shards still step together.
+  * Input comes from `distribute_datasets_from_function`: one pipeline per stage that reads and
+    decodes the split once (cached) and then yields the remaining epochs, each shuffled with a
+    seed of (run seed, stage, epoch) (`pipeline.make_dataset(epoch_seeds=...)`), so the batches
+    of an epoch are the same whether the run was interrupted or not. Every epoch is
+    `train_examples // global_batch` steps (a pipeline's permutation repeats to fill them), so
+    workers with uneven shards still step together.
   * The checkpoint (`tf.train.CheckpointManager` in `<model_dir>/ckpt`, written after every epoch)
     holds the network, the stage's optimizer (slots and step counter), the Keras dropout
     seed-generator states, the stage index, the epochs done in it, the global step and a
