@@ -40,6 +40,9 @@ import tensorflow_datasets as tfds
 
 from emotion_tfds import augment
 
+# A fixed generator, so a seed gives the same epochs on any device (as in `augment`).
+_ALG = "philox"
+
 
 def make_dataset(builder: tfds.core.DatasetBuilder,
                  split: str,
@@ -96,7 +99,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  if not training and (epoch_seeds is not None or steps_per_epoch or augment_on_host):
+  if not training and (epoch_seeds is not None or steps_per_epoch or augment_on_host is not None):
     raise ValueError("epoch_seeds, steps_per_epoch and augment_on_host are for training=True.")
   splits = builder.info.splits
   try:
@@ -163,9 +166,9 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int,
   def epoch(examples, epoch_seed):
     images, labels = examples
     count = tf.shape(labels, out_type=tf.int64)[0]
-    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1, alg="philox")
+    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1, alg=_ALG)
     order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=order_seed,
-                                                     alg="philox")
+                                                     alg=_ALG)
     full_batches = count // batch_size
     batches = tf.data.Dataset.from_tensor_slices(
         tf.reshape(order[:full_batches * batch_size], [full_batches, batch_size]))
@@ -176,9 +179,9 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int,
     if augment_on_host is None:
       return batches
     # One augmentation seed per batch, a function of the epoch's seed alone.
-    augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 2, alg="philox")
+    augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 2, alg=_ALG)
     batch_seeds = tf.random.stateless_uniform([steps, 2], augment_seed, minval=None, maxval=None,
-                                              dtype=tf.int64, alg="philox")
+                                              dtype=tf.int64, alg=_ALG)
     return tf.data.Dataset.zip(batches, tf.data.Dataset.from_tensor_slices(batch_seeds))
 
   # `repeat` re-reads `whole` once per seed: from the cache after the first epoch.
