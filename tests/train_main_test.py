@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 
+from emotion_tfds import curves
 from emotion_tfds import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -89,6 +91,13 @@ class DefaultRunTest(absltest.TestCase):
     self.assertTrue((model_dir / "model.keras").exists())
     self.assertTrue((model_dir / "saved_model" / "saved_model.pb").exists())
     self.assertLen(list((model_dir / "tb").glob("*/events.out.tfevents.*")), 3)
+    # The TensorBoard curves read back: stages in run order, one point per epoch, and the last
+    # validation accuracy is the one the epoch line printed.
+    stages = curves.read_run(model_dir)
+    self.assertEqual([(s.name, s.epochs()) for s in stages],
+                     [("pretrain1_all", 2), ("stage1_head", 1), ("stage2_all", 1)])
+    printed = re.search(r"\[stage2_all 3/3\] epoch 1/1: .*eval_accuracy ([\d.]+)", output)
+    self.assertAlmostEqual(stages[-1].values[curves.EVAL_ACCURACY][0], float(printed[1]), delta=1e-4)
 
 
 @pytest.mark.usefixtures("data_dir")

@@ -1,0 +1,136 @@
+"""Training curves read back from a run's TensorBoard event files, and their picture.
+
+`training.run` writes one TensorBoard run folder per stage (`<model_dir>/tb/<stage>`, one point per
+epoch, see `emotion_tfds.callbacks`). `read_run` gives, for each stage in the order it ran, the
+per-epoch values of a few scalar tags; `curves_png` draws training and validation accuracy over all
+stages, with the pretraining stages (another label set) on a panel of their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pathlib
+
+import tensorflow as tf
+
+TRAIN_ACCURACY = "train/accuracy"
+EVAL_ACCURACY = "eval/accuracy"
+EVAL_MACRO_F1 = "eval/macro_f1"
+TAGS = (TRAIN_ACCURACY, EVAL_ACCURACY, EVAL_MACRO_F1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageCurves:
+  """One stage's per-epoch scalars: `values[tag]` is a list ordered by epoch (step)."""
+  name: str
+  values: dict[str, list[float]]
+
+  def epochs(self) -> int:
+    return max((len(v) for v in self.values.values()), default=0)
+
+
+def _scalar(value) -> float:
+  if value.HasField("tensor"):
+    return float(tf.make_ndarray(value.tensor))
+  return float(value.simple_value)
+
+
+def read_stage(logdir: pathlib.Path, tags: tuple[str, ...] = TAGS) -> tuple[float, StageCurves]:
+  """(wall time of the first event, the stage's curves) from the event files in `logdir`.
+
+  A step written more than once (an epoch repeated after a resume) keeps its latest value.
+  """
+  events = [tf.compat.v1.Event.FromString(record.numpy())
+            for path in logdir.glob("events.out.tfevents.*")
+            for record in tf.data.TFRecordDataset(str(path))]
+  # Only events with values: a file's first event (its version) has a wall time in whole seconds.
+  events = [event for event in events if event.summary.value]
+  events.sort(key=lambda event: event.wall_time)
+  points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+  for event in events:
+    for value in event.summary.value:
+      if value.tag in points:
+        points[value.tag][event.step] = _scalar(value)
+  values = {tag: [by_step[s] for s in sorted(by_step)] for tag, by_step in points.items()}
+  first = events[0].wall_time if events else float("inf")
+  return first, StageCurves(logdir.name, values)
+
+
+def read_run(model_dir: str | pathlib.Path, tags: tuple[str, ...] = TAGS) -> list[StageCurves]:
+  """Every stage of the run in `model_dir` that logged an epoch, in the order the stages ran.
+
+  Raises:
+    FileNotFoundError: `model_dir/tb` holds no stage with event files.
+  """
+  tb = pathlib.Path(model_dir) / "tb"
+  stages = [read_stage(d, tags) for d in sorted(tb.glob("*")) if d.is_dir()]
+  stages = [s for s in stages if s[1].epochs()]
+  if not stages:
+    raise FileNotFoundError(f"{tb}: no TensorBoard stage folder with per-epoch scalars "
+                            f"({', '.join(tags)}); is this a train_main --model_dir?")
+  return [curves for _, curves in sorted(stages, key=lambda s: s[0])]
+
+
+def curves_image(stages: list[StageCurves], title: str = "") -> bytes:
+  """PNG bytes: training (dashed) and validation (dots) accuracy per epoch of every stage.
+
+  Stages whose name starts with "pretrain" go on a left panel; the others follow one another on the
+  right panel (x = epochs since the first of them), one colour per stage.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import MaxNLocator
+
+  groups = [[s for s in stages if s.name.startswith("pretrain")],
+            [s for s in stages if not s.name.startswith("pretrain")]]
+  groups = [(g, panel) for g, panel in zip(groups, ("pretraining", "fine-tuning stages")) if g]
+  fig = Figure(figsize=(6 * len(groups), 4.2), dpi=110, layout="constrained")
+  FigureCanvasAgg(fig)
+  for column, (group, panel) in enumerate(groups):
+    ax = fig.add_subplot(1, len(groups), column + 1)
+    ax.set_title(panel)
+    offset = 0
+    for stage in group:
+      colour = f"C{stages.index(stage) % 10}"
+      for tag, style, kind in ((TRAIN_ACCURACY, "--", "training"),
+                               (EVAL_ACCURACY, "-o", "validation")):
+        ys = stage.values.get(tag, [])
+        if ys:
+          ax.plot(range(offset + 1, offset + len(ys) + 1), ys, style, color=colour, markersize=3,
+                  label=f"{stage.name} {kind}")
+      offset += stage.epochs()
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
+  return buffer.getvalue()
+
+
+def curves_png(stages: list[StageCurves], path: str | pathlib.Path, title: str = ""
+               ) -> pathlib.Path:
+  """Writes `curves_image(stages, title)` to `path`."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(curves_image(stages, title))
+  return path
+
+
+def markdown_table(stages: list[StageCurves]) -> str:
+  """One row per stage and epoch: training accuracy, validation accuracy and macro-F1."""
+  lines = ["| stage | epoch | training accuracy | validation accuracy | validation macro-F1 |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+  for stage in stages:
+    for i in range(stage.epochs()):
+      cells = []
+      for tag, fmt in ((TRAIN_ACCURACY, "{:.1%}"), (EVAL_ACCURACY, "{:.1%}"),
+                       (EVAL_MACRO_F1, "{:.3f}")):
+        ys = stage.values.get(tag, [])
+        cells.append(fmt.format(ys[i]) if i < len(ys) else "-")
+      lines.append(f"| {stage.name} | {i + 1} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Tests of emotion_tfds.curves and curves_main.py on real TensorBoard event files written here.
+
+(The curves of a real train_main run are read back in train_main_test.DefaultRunTest.)
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+import tensorflow as tf
+
+from emotion_tfds import curves
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _tempdir(test: absltest.TestCase) -> pathlib.Path:
+  path = tempfile.mkdtemp(prefix="curves_test_")
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return pathlib.Path(path)
+
+
+def _write(logdir: pathlib.Path, tag_values: dict[str, list[float]], first_step: int = 0) -> None:
+  writer = tf.summary.create_file_writer(str(logdir))
+  with writer.as_default():
+    for tag, values in tag_values.items():
+      for step, value in enumerate(values, start=first_step):
+        tf.summary.scalar(tag, value, step=step)
+  writer.close()
+
+
+class CurvesTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.model_dir = _tempdir(self)
+    tb = self.model_dir / "tb"
+    # Written first, named to sort last: read_run must order stages by time, not by name.
+    _write(tb / "z_pretrain", {curves.TRAIN_ACCURACY: [0.3, 0.5, 0.6],
+                               curves.EVAL_ACCURACY: [0.35, 0.45, 0.55]})
+    time.sleep(0.05)
+    _write(tb / "a_head", {curves.TRAIN_ACCURACY: [0.7], curves.EVAL_ACCURACY: [0.6],
+                           curves.EVAL_MACRO_F1: [0.5], "train/loss": [1.0]})
+    time.sleep(0.05)
+    # A resumed run: a second event file rewrites epoch 0 (step 0) and adds epoch 1.
+    _write(tb / "a_head", {curves.TRAIN_ACCURACY: [0.75, 0.8], curves.EVAL_ACCURACY: [0.65, 0.7],
+                           curves.EVAL_MACRO_F1: [0.55, 0.6]})
+    (tb / "empty_stage").mkdir()
+
+  def test_read_run_orders_stages_by_time_and_keeps_the_last_value_of_a_step(self):
+    stages = curves.read_run(self.model_dir)
+    self.assertEqual([s.name for s in stages], ["z_pretrain", "a_head"])
+    self.assertEqual([s.epochs() for s in stages], [3, 2])
+    head = stages[1].values
+    self.assertSequenceAlmostEqual(head[curves.TRAIN_ACCURACY], [0.75, 0.8], places=6)
+    self.assertSequenceAlmostEqual(head[curves.EVAL_ACCURACY], [0.65, 0.7], places=6)
+    self.assertNotIn("train/loss", head)
+    self.assertEqual(stages[0].values[curves.EVAL_MACRO_F1], [])
+
+  def test_markdown_table_has_a_row_per_stage_epoch(self):
+    table = curves.markdown_table(curves.read_run(self.model_dir))
+    self.assertIn("| z_pretrain | 2 | 50.0% | 45.0% | - |", table)
+    self.assertIn("| a_head | 2 | 80.0% | 70.0% | 0.600 |", table)
+    self.assertLen(table.splitlines(), 2 + 3 + 2)
+
+  def test_curves_main_prints_the_table_and_writes_a_png(self):
+    png = self.model_dir / "out" / "curves.png"
+    done = subprocess.run([sys.executable, str(REPO / "curves_main.py"),
+                           f"--model_dir={self.model_dir}", f"--output={png}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    self.assertIn("| a_head | 1 | 75.0% | 65.0% | 0.550 |", done.stdout)
+    image = tf.io.decode_png(png.read_bytes())
+    self.assertGreater(image.shape[1], image.shape[0])  # Two panels side by side.
+
+  def test_a_folder_without_events_is_a_clear_error(self):
+    empty = _tempdir(self)
+    with self.assertRaisesRegex(FileNotFoundError, r"/tb: no TensorBoard stage folder"):
+      curves.read_run(empty)
+    done = subprocess.run([sys.executable, str(REPO / "curves_main.py"), f"--model_dir={empty}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    self.assertEqual(done.returncode, 1)
+    self.assertIn("curves_main: ", done.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
