@@ -8,6 +8,6 @@ The modules follow the data flow; import the one you need (this file imports not
     datasets                    the TFDS builders (builders/) by name: build, load
     pipeline, augment           tf.data input; batched augmentation (host or device)
     models, stages, training    networks, the stage schedule, training under tf.distribute
-    metrics, callbacks          per-emotion report; TensorBoard
+    metrics, callbacks, curves  per-emotion report; TensorBoard; curves read back from it
     evaluate, export, predict   eval_main, export_main (SavedModel, TFLite), predict_main
 """
