@@ -217,7 +217,8 @@ class EvalMainTest(absltest.TestCase):
     from emotion_tfds import datasets
     from emotion_tfds import pipeline
     builder = datasets.get_builder("fer2013/fer7", self.data_dir)
-    batches, _ = pipeline.make_dataset(builder, "test", 16, training=False)
+    # Both passes must see the same 32 images: the default order depends on thread timing.
+    batches, _ = pipeline.make_dataset(builder, "test", 16, training=False, deterministic=True)
     model = evaluate.load_model(self.models["fer7"])
     plain = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7)
     ten = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7, "ten-crop")
