@@ -85,6 +85,7 @@ def curves_image(stages: list[StageCurves], title: str = "") -> bytes:
   groups = [[s for s in stages if s.name.startswith("pretrain")],
             [s for s in stages if not s.name.startswith("pretrain")]]
   groups = [(g, panel) for g, panel in zip(groups, ("pretraining", "fine-tuning stages")) if g]
+  colours = {stage.name: f"C{i % 10}" for i, stage in enumerate(stages)}
   fig = Figure(figsize=(6 * len(groups), 4.2), dpi=110, layout="constrained")
   FigureCanvasAgg(fig)
   for column, (group, panel) in enumerate(groups):
@@ -92,13 +93,12 @@ def curves_image(stages: list[StageCurves], title: str = "") -> bytes:
     ax.set_title(panel)
     offset = 0
     for stage in group:
-      colour = f"C{stages.index(stage) % 10}"
       for tag, style, kind in ((TRAIN_ACCURACY, "--", "training"),
                                (EVAL_ACCURACY, "-o", "validation")):
         ys = stage.values.get(tag, [])
         if ys:
-          ax.plot(range(offset + 1, offset + len(ys) + 1), ys, style, color=colour, markersize=3,
-                  label=f"{stage.name} {kind}")
+          ax.plot(range(offset + 1, offset + len(ys) + 1), ys, style, color=colours[stage.name],
+                  markersize=3, label=f"{stage.name} {kind}")
       offset += stage.epochs()
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

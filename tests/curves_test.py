@@ -26,11 +26,11 @@ def _tempdir(test: absltest.TestCase) -> pathlib.Path:
   return pathlib.Path(path)
 
 
-def _write(logdir: pathlib.Path, tag_values: dict[str, list[float]], first_step: int = 0) -> None:
+def _write(logdir: pathlib.Path, tag_values: dict[str, list[float]]) -> None:
   writer = tf.summary.create_file_writer(str(logdir))
   with writer.as_default():
     for tag, values in tag_values.items():
-      for step, value in enumerate(values, start=first_step):
+      for step, value in enumerate(values):
         tf.summary.scalar(tag, value, step=step)
   writer.close()
 

@@ -97,7 +97,8 @@ class DefaultRunTest(absltest.TestCase):
     self.assertEqual([(s.name, s.epochs()) for s in stages],
                      [("pretrain1_all", 2), ("stage1_head", 1), ("stage2_all", 1)])
     printed = re.search(r"\[stage2_all 3/3\] epoch 1/1: .*eval_accuracy ([\d.]+)", output)
-    self.assertAlmostEqual(stages[-1].values[curves.EVAL_ACCURACY][0], float(printed[1]), delta=1e-4)
+    self.assertAlmostEqual(stages[-1].values[curves.EVAL_ACCURACY][0], float(printed[1]),
+                           delta=1e-4)
 
 
 @pytest.mark.usefixtures("data_dir")
