@@ -18,6 +18,9 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from emotion_tfds import augment
+from emotion_tfds import evaluate
+from emotion_tfds import models
 from emotion_tfds import stages
 from emotion_tfds import training
 
@@ -25,14 +28,17 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
     "$TFDS_DATA_DIR).")
 _DATASET = flags.DEFINE_string("dataset", "fer2013/seed6", "Target dataset name/config.")
-_MODEL = flags.DEFINE_enum("model", "base_cnn", ["base_cnn", "vgg"], "Architecture.")
+_MODEL = flags.DEFINE_enum("model", "base_cnn", sorted(models.MODELS),
+                           "Architecture (models_main.py lists their sizes).")
 _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "A .keras or Keras-2 .h5 model to start from; skips --pretrain_stages.")
 _STAGES = flags.DEFINE_string(
     "stages", "head:1:1e-3:64,all:1:5e-4:128,all:1:2.5e-4:256",
-    "Stages on --dataset: comma-separated [name:]trainable:epochs:lr:global_batch[:optimizer], "
-    "trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, sgd, momentum or "
-    "rmsprop.")
+    "Stages on --dataset: comma-separated [name:]trainable:epochs:lr:global_batch[:optimizer]"
+    "[:key=value...], trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, "
+    "sgd, momentum, nesterov or rmsprop; options schedule=constant|cosine|step|plateau, warmup=E, "
+    "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
+    "augment=on|off (see emotion_tfds/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
@@ -48,6 +54,26 @@ _AUGMENT_ON = flags.DEFINE_enum(
     "augment_on", "device", list(training.AUGMENT_ON),
     "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
     "the host, or nowhere.")
+_DEFAULT_AUGMENT = augment.AugmentParams()
+_AUGMENT_CROP = flags.DEFINE_float(
+    "augment_crop", _DEFAULT_AUGMENT.crop, "Largest fraction of the side a random crop cuts away.")
+_AUGMENT_FLIP = flags.DEFINE_float(
+    "augment_flip", _DEFAULT_AUGMENT.flip_prob, "Probability of a horizontal flip.")
+_AUGMENT_BLUR = flags.DEFINE_float(
+    "augment_blur", _DEFAULT_AUGMENT.blur_sigma, "Largest Gaussian blur sigma (pixels).")
+_AUGMENT_CONTRAST = flags.DEFINE_float(
+    "augment_contrast", _DEFAULT_AUGMENT.contrast, "Contrast factor range 1 +- this.")
+_AUGMENT_BRIGHTNESS = flags.DEFINE_float(
+    "augment_brightness", _DEFAULT_AUGMENT.brightness, "Brightness shift range +- this.")
+_AUGMENT_NOISE = flags.DEFINE_float(
+    "augment_noise", _DEFAULT_AUGMENT.noise_stddev, "Largest stddev of the additive noise.")
+_KEEP_BEST = flags.DEFINE_enum(
+    "keep_best", "none", list(training.KEEP_BEST),
+    "The final model is the epoch with the best validation accuracy or macro-F1 (of the stages "
+    "on the target's classes), or the last epoch ('none').")
+_FINAL_TTA = flags.DEFINE_enum(
+    "final_tta", "none", list(evaluate.TTA_MODES),
+    "Test-time augmentation of the final evaluation (as eval_main --tta).")
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed (init, data order, augmentation, dropout).")
@@ -87,6 +113,13 @@ def make_config() -> training.TrainConfig:
     schedule = stages.build_schedule(main_stages, pretrain)
   except ValueError as e:
     raise app.UsageError(f"--stages/--pretrain_stages: {e}") from None
+  try:
+    augment_params = augment.AugmentParams(
+        crop=_AUGMENT_CROP.value, flip_prob=_AUGMENT_FLIP.value, blur_sigma=_AUGMENT_BLUR.value,
+        contrast=_AUGMENT_CONTRAST.value, brightness=_AUGMENT_BRIGHTNESS.value,
+        noise_stddev=_AUGMENT_NOISE.value)
+  except ValueError as e:
+    raise app.UsageError(f"--augment_*: {e}") from None
   return training.TrainConfig(
       model_dir=_MODEL_DIR.value,
       data_dir=_DATA_DIR.value or training.default_data_dir(),
@@ -109,6 +142,9 @@ def make_config() -> training.TrainConfig:
       jit_compile=_JIT_COMPILE.value,
       data_service_address=_DATA_SERVICE_ADDRESS.value,
       verbose={"bar": 1, "line": 2, "none": 0}[_PROGRESS.value],
+      augment_params=augment_params,
+      keep_best=_KEEP_BEST.value,
+      final_tta=_FINAL_TTA.value,
   )
 
 

@@ -74,3 +74,13 @@ def num_classes(builder: tfds.core.DatasetBuilder) -> int:
 def label_names(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
   """Label names of `builder`'s dataset, in label id order."""
   return tuple(builder.info.features["label"].names)
+
+
+def class_counts(builder: tfds.core.DatasetBuilder, split: str = "train") -> tuple[int, ...]:
+  """Examples per label id in `split` (reads the labels only; images stay undecoded)."""
+  ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+  counts = [0] * num_classes(builder)
+  for batch in tfds.as_numpy(ds.map(lambda ex: ex["label"]).batch(4096)):
+    for label in batch:
+      counts[int(label)] += 1
+  return tuple(counts)

@@ -49,15 +49,20 @@ import tensorflow as tf
 from emotion_tfds import augment
 from emotion_tfds import callbacks as callbacks_lib
 from emotion_tfds import datasets
+from emotion_tfds import evaluate as evaluate_lib
 from emotion_tfds import export
+from emotion_tfds import losses
 from emotion_tfds import metrics
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
+from emotion_tfds import schedules
 from emotion_tfds import stages as stages_lib
 
 STRATEGIES: tuple[str, ...] = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 AUGMENT_ON: tuple[str, ...] = ("device", "host", "none")
+KEEP_BEST: tuple[str, ...] = ("none", "accuracy", "macro_f1")
+BEST_WEIGHTS = "best.weights.h5"  # <model_dir>/best.weights.h5: the best epoch's network.
 CKPT_DIR = "ckpt"
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -95,6 +100,10 @@ class TrainConfig:
     data_service_address: tf.data service dispatcher ("grpc://host:port"): the training input
       pipelines run on the service's workers (`pipeline.make_dataset`); None reads locally.
     verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+    augment_params: strengths of the augmentation (stages with augment=off train without).
+    keep_best: "accuracy" or "macro_f1": the final model is the epoch with the best validation
+      value of it among the last stages on the target's classes; "none": the last epoch.
+    final_tta: test-time augmentation of the final evaluation (`evaluate.TTA_MODES`).
   """
   model_dir: str
   data_dir: str
@@ -117,6 +126,9 @@ class TrainConfig:
   data_service_address: str | None = None
   jit_compile: bool = False
   verbose: int = 1
+  augment_params: augment.AugmentParams = augment.AugmentParams()
+  keep_best: str = "none"
+  final_tta: str = "none"
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
@@ -127,6 +139,13 @@ class TrainConfig:
       raise ValueError(f"Unknown model {self.model!r}; expected one of {sorted(models.MODELS)}.")
     if not self.schedule:
       raise ValueError("The schedule has no stages.")
+    if self.keep_best not in KEEP_BEST:
+      raise ValueError(f"Unknown keep_best {self.keep_best!r}; expected one of {KEEP_BEST}.")
+    if self.keep_best != "none" and not self.validate:
+      raise ValueError("keep_best needs the per-epoch validation (validate=True).")
+    if self.final_tta not in evaluate_lib.TTA_MODES:
+      raise ValueError(f"Unknown final_tta {self.final_tta!r}; expected one of "
+                       f"{evaluate_lib.TTA_MODES}.")
     if self.stage_dataset(self.schedule[-1]) != self.dataset:
       raise ValueError(f"The last stage ({self.schedule[-1].name}) trains on "
                        f"{self.stage_dataset(self.schedule[-1])}, not on the target dataset "
@@ -141,6 +160,7 @@ class TrainConfig:
     return (f"model={self.model};pretrained={self.pretrained or ''};seed={self.seed};"
             f"scale_lr={self.scale_lr}/{self.reference_batch};augment_on={self.augment_on};"
             f"mixed_precision={self.mixed_precision};"
+            f"augment={dataclasses.astuple(self.augment_params)};keep_best={self.keep_best};"
             f"stages={specs}")
 
 
@@ -422,10 +442,15 @@ class _Counters:
     self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     self.fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False,
                                    name="fingerprint")
+    # keep_best: the best validation value so far and where it was (stage index, epoch 1-based).
+    self.best_value = tf.Variable(-np.inf, dtype=tf.float32, trainable=False, name="best_value")
+    self.best_stage = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_stage")
+    self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
 
   def objects(self) -> dict:
     return {"stage": self.stage, "epoch": self.epoch, "global_step": self.global_step,
-            "fingerprint": self.fingerprint}
+            "fingerprint": self.fingerprint, "best_value": self.best_value,
+            "best_stage": self.best_stage, "best_epoch": self.best_epoch}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -445,6 +470,38 @@ class _SaveCheckpoint(keras.callbacks.Callback):
     self._counters.epoch.assign(epoch + 1)
     self._counters.global_step.assign_add(self._steps)
     self._manager.save(checkpoint_number=int(self._counters.global_step.numpy()))
+
+
+class KeepBest(keras.callbacks.Callback):
+  """Writes `net`'s weights to `path` whenever the epoch's `monitor` beats the best so far.
+
+  The best value and its (stage, epoch) live in the checkpointed `counters`; the weights are written
+  to a temporary file and renamed, so `path` always holds one whole epoch's network. Placed before
+  the checkpoint callback: a kill in between repeats the epoch, which may then overwrite `path`.
+  """
+
+  def __init__(self, net: keras.Model, monitor: str, counters: "_Counters", stage_index: int,
+               path: pathlib.Path):
+    super().__init__()
+    self._net = net
+    self._monitor = monitor
+    self._counters = counters
+    self._stage_index = stage_index
+    self._path = path
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self._monitor)
+    if value is None:
+      raise ValueError(f"keep_best needs {self._monitor!r} in the epoch logs (a validation "
+                       "split and validate=True).")
+    if value <= float(self._counters.best_value.numpy()):
+      return
+    partial = self._path.with_name("best-partial.weights.h5")
+    self._net.save_weights(partial)
+    os.replace(partial, self._path)
+    self._counters.best_value.assign(value)
+    self._counters.best_stage.assign(self._stage_index)
+    self._counters.best_epoch.assign(epoch + 1)
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -575,11 +632,13 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
                restore_from if index == stage else None)
 
   target = builders[config.dataset]
+  if config.keep_best != "none":
+    _load_best(net, context)
   split = report_split(target, config.eval_split)
-  report = evaluate(net, target, split, strategy)
+  report = evaluate(net, target, split, strategy, tta=config.final_tta)
   if chief:
-    print(f"\nEvaluation of the final model on {config.dataset} {split}:\n{report.format_table()}",
-          flush=True)
+    print(f"\nEvaluation of the final model on {config.dataset} {split} (TTA "
+          f"{config.final_tta}):\n{report.format_table()}", flush=True)
   for suffix in (".json", ".md"):
     report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
   _save(net, write_dir, _label_names(target), chief)
@@ -587,6 +646,32 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     shutil.rmtree(write_dir, ignore_errors=True)
   return RunResult(model=net, report=report, history=context.history,
                    resumed_from=(progress.stage, progress.epoch) if progress else None)
+
+
+def keep_best_from(config: TrainConfig, builders: dict) -> int:
+  """Index of the first stage whose epochs keep_best compares: from there on, every stage has the
+  target's label names (no head swap), so any of their epochs' weights fit the final network."""
+  target = _label_names(builders[config.dataset])
+  index = len(config.schedule)
+  while index > 0 and _label_names(
+      builders[config.stage_dataset(config.schedule[index - 1])]) == target:
+    index -= 1
+  return index
+
+
+def _load_best(net: keras.Model, context: "_Context") -> None:
+  """Loads the best epoch's weights (KeepBest) into `net`, which the final evaluation then uses."""
+  counters, config = context.counters, context.config
+  path = context.write_dir / BEST_WEIGHTS
+  if int(counters.best_stage.numpy()) < 0 or not path.exists():
+    raise ValueError(f"keep_best={config.keep_best}: no best epoch was recorded in "
+                     f"{context.write_dir} (is there a validation split?).")
+  net.load_weights(path)
+  if context.chief:
+    stage = config.schedule[int(counters.best_stage.numpy())]
+    print(f"\nFinal model: the best epoch by validation {config.keep_best}, {stage.name} epoch "
+          f"{int(counters.best_epoch.numpy())} ({float(counters.best_value.numpy()):.4f}).",
+          flush=True)
 
 
 def _starting_point(config: TrainConfig, strategy: tf.distribute.Strategy, builders: dict,
@@ -619,19 +704,36 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   builder = context.builders[config.stage_dataset(stage)]
   names = _label_names(builder)
   lr = stages_lib.scaled_lr(stage, config.scale_lr, config.reference_batch)
-  augment_params = None if config.augment_on == "none" else augment.AugmentParams()
+  augment_on = config.augment_on if stage.augment else "none"
+  augment_params = None if augment_on == "none" else config.augment_params
+  steps = _split_size(builder, "train") // stage.global_batch
+  if config.max_steps_per_epoch:
+    steps = min(steps, config.max_steps_per_epoch)
+  weights = None
+  if stage.balance != "none":
+    weights = losses.class_weights(datasets.class_counts(builder, "train"), stage.balance)
   with strategy.scope():
     set_trainable(net, stage.trainable)
-    trainer = TrainingModel(net, augment_params if config.augment_on == "device" else None,
+    trainer = TrainingModel(net, augment_params if augment_on == "device" else None,
                             stage_seed=derive_seed(config.seed, 0, index),
-                            host_augmented=config.augment_on == "host")
-    trainer.compile(optimizer=stages_lib.make_optimizer(stage.optimizer, lr),
-                    loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                    jit_compile=config.jit_compile)
+                            host_augmented=augment_on == "host")
+    optimizer = stages_lib.make_optimizer(
+        stage.optimizer, schedules.learning_rate(stage, lr, steps),
+        weight_decay=stage.weight_decay, clipnorm=stage.clipnorm)
+    trainer.compile(optimizer=optimizer,
+                    loss=losses.SmoothedCrossEntropy(stage.label_smoothing, weights),
+                    metrics=["accuracy"], jit_compile=config.jit_compile)
     trainer.optimizer.build(trainer.trainable_variables)
   counters = context.counters
+  stage_callbacks = []
+  if stage.schedule == "plateau":
+    stage_callbacks.append(schedules.PlateauCallback(stage.lr_factor, stage.patience))
+  if config.keep_best != "none" and index >= keep_best_from(config, context.builders):
+    stage_callbacks.append(KeepBest(net, f"eval_{config.keep_best}", counters, index,
+                                    context.write_dir / BEST_WEIGHTS))
+  extra_state = {k: v for c in stage_callbacks for k, v in getattr(c, "variables", {}).items()}
   checkpoint = tf.train.Checkpoint(model=net, optimizer=trainer.optimizer, rng=_rng_states(net),
-                                   **counters.objects())
+                                   **counters.objects(), **extra_state)
   if restore_from is not None:
     # Everything must match: the stage's optimizer slots and step counter come back.
     checkpoint.restore(restore_from.path).assert_consumed()
@@ -640,18 +742,16 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   manager = tf.train.CheckpointManager(checkpoint, str(context.write_dir / CKPT_DIR),
                                        max_to_keep=2)
 
-  steps = _split_size(builder, "train") // stage.global_batch
-  if config.max_steps_per_epoch:
-    steps = min(steps, config.max_steps_per_epoch)
   label = f"{stage.name} {index + 1}/{len(config.schedule)}"
   if context.chief:
     print(f"\nStage {label}: {stage.trainable} layers train, {stage.epochs} epoch(s) of {steps} "
           f"steps x {stage.global_batch} images of {config.stage_dataset(stage)}, "
-          f"{stage.optimizer} lr {lr:g}, {strategy.num_replicas_in_sync} replica(s).", flush=True)
+          f"{stage.optimizer} lr {lr:g} ({stage.spec()}), augmentation {augment_on}, "
+          f"{strategy.num_replicas_in_sync} replica(s).", flush=True)
   validation = None
   if config.validate and "validation" in builder.info.splits:
     validation = _eval_dataset(builder, "validation", EVAL_BATCH)
-  host_augment = augment_params if config.augment_on == "host" else None
+  host_augment = augment_params if augment_on == "host" else None
   train = strategy.distribute_datasets_from_function(_train_dataset_fn(
       builder, stage, config.seed, index, first_epoch, steps, config.deterministic, host_augment,
       config.data_service_address))
@@ -662,6 +762,7 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
           global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
       keras.callbacks.ProgbarLogger(),  # Before the summary line (Keras would append it last).
       EpochSummary(stage.name, label, stage.epochs, context.history, context.chief),
+      *stage_callbacks,
       *context.extra_callbacks,
       _SaveCheckpoint(manager, counters, steps),
   ]
@@ -675,8 +776,10 @@ def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float) -> dict:
   return {"model": config.model, "dataset": config.stage_dataset(stage), "stage": stage.name,
           "trainable": stage.trainable, "epochs": stage.epochs, "lr": lr,
           "global_batch": stage.global_batch, "optimizer": stage.optimizer,
-          "augment_on": config.augment_on, "mixed_precision": config.mixed_precision,
-          "seed": config.seed}
+          "schedule": stage.schedule, "warmup": stage.warmup, "weight_decay": stage.weight_decay,
+          "label_smoothing": stage.label_smoothing, "balance": stage.balance,
+          "augment_on": config.augment_on if stage.augment else "none",
+          "mixed_precision": config.mixed_precision, "seed": config.seed}
 
 
 def report_split(builder, split: str) -> str:
@@ -687,16 +790,20 @@ def report_split(builder, split: str) -> str:
   return "validation"
 
 
-def evaluate(net: keras.Model, builder, split: str,
-             strategy: tf.distribute.Strategy) -> metrics.EmotionReport:
-  """Per-emotion report of `net` on `split` of `builder` (streamed, summed over replicas)."""
+def evaluate(net: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
+             tta: str = "none") -> metrics.EmotionReport:
+  """Per-emotion report of `net` on `split` of `builder` (streamed, summed over replicas).
+
+  `tta` is applied as in eval_main (`evaluate.with_tta`, the same code path).
+  """
   names = _label_names(builder)
 
   @tf.autograph.experimental.do_not_convert  # Plain TF ops; spares AutoGraph's closure warning.
   def predict(images):
     return net(preprocess.to_model_input(images), training=False)
 
-  evaluator = metrics.StreamingEvaluator(predict, names, strategy=strategy)
+  evaluator = metrics.StreamingEvaluator(evaluate_lib.with_tta(predict, tta), names,
+                                         strategy=strategy)
   return evaluator.evaluate(_eval_dataset(builder, report_split(builder, split), EVAL_BATCH))
 
 

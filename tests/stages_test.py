@@ -27,6 +27,25 @@ class ParseStagesTest(parameterized.TestCase):
         stages.Stage("pre2_all", "all", 3, 1e-4, 16, "momentum", "fer2013/fer7"),
     ])
 
+  def test_options(self):
+    (got,) = stages.parse_stages(
+        "main:all:12:0.1:128:nesterov:schedule=cosine:warmup=1.5:wd=5e-4:smooth=0.1:clip=2"
+        ":balance=sqrt:augment=off")
+    self.assertEqual(got, stages.Stage(
+        "main", "all", 12, 0.1, 128, "nesterov", schedule="cosine", warmup=1.5, weight_decay=5e-4,
+        label_smoothing=0.1, clipnorm=2.0, balance="sqrt", augment=False))
+    (step,) = stages.parse_stages("all:10:0.1:64:sgd:schedule=step:drops=5/8:factor=0.2")
+    self.assertEqual((step.drops, step.lr_factor), ((5, 8), 0.2))
+    (plateau,) = stages.parse_stages("all:10:0.1:64:schedule=plateau:patience=3")
+    self.assertEqual((plateau.patience, plateau.lr_factor), (3, 0.5))
+
+  def test_options_round_trip(self):
+    spec = ("a:all:12:0.1:128:nesterov:schedule=step:drops=4/8:factor=0.3:wd=0.0005:smooth=0.2,"
+            "b:head:3:0.001:32:adam:schedule=plateau:patience=4:balance=weights:augment=off")
+    parsed = stages.parse_stages(spec)
+    self.assertEqual(",".join(s.spec() for s in parsed), spec)
+    self.assertEqual(stages.parse_stages(",".join(s.spec() for s in parsed)), parsed)
+
   def test_spec_round_trip(self):
     parsed = stages.parse_stages("a:head:2:0.001:64:rmsprop,all:1:5e-05:8")
     again = stages.parse_stages(",".join(s.spec() for s in parsed))
@@ -46,6 +65,19 @@ class ParseStagesTest(parameterized.TestCase):
       ("head:1:1e-3:3.5", "global_batch must be an integer"),
       ("head:1:1e-3:32:lbfgs", "optimizer must be one of"),
       ("head:1:1e-3:32,all:1:1e-3:32:adam:extra", "stage 2"),
+      ("all:4:0.1:32:sgd:speed=2", "unknown option 'speed'"),
+      ("all:4:0.1:32:wd=lots", "bad value 'lots' for option 'wd'"),
+      ("all:4:0.1:32:schedule=linear", "schedule must be one of"),
+      ("all:4:0.1:32:schedule=step", "needs drops"),
+      ("all:4:0.1:32:schedule=step:drops=3/2", "drops must be increasing"),
+      ("all:4:0.1:32:schedule=step:drops=4", "drops must be increasing"),
+      ("all:4:0.1:32:drops=2", "drops= needs schedule=step"),
+      ("all:4:0.1:32:schedule=plateau:warmup=1", "warmup is not available"),
+      ("all:4:0.1:32:warmup=5", "warmup must be in"),
+      ("all:4:0.1:32:smooth=1", "smooth must be in"),
+      ("all:4:0.1:32:balance=oversample", "balance must be one of"),
+      ("all:4:0.1:32:augment=yes", "bad value 'yes' for option 'augment'"),
+      ("all:4:0.1:32:schedule=plateau:factor=2", "factor must be in"),
       ("9lives:head:1:1e-3:32", "Bad stage name"),
   )
   def test_errors(self, spec, message):
@@ -87,6 +119,11 @@ class LearningRateTest(absltest.TestCase):
       self.assertIsInstance(opt, keras.optimizers.Optimizer)
       self.assertAlmostEqual(float(opt.learning_rate.numpy()), 0.5)
     self.assertAlmostEqual(stages.make_optimizer("momentum", 0.1).momentum, 0.9)
+    nesterov = stages.make_optimizer("nesterov", 0.1, weight_decay=5e-4, clipnorm=1.0)
+    self.assertTrue(nesterov.nesterov)
+    self.assertAlmostEqual(nesterov.weight_decay, 5e-4)
+    self.assertAlmostEqual(nesterov.global_clipnorm, 1.0)
+    self.assertIsNone(stages.make_optimizer("adam", 0.1).weight_decay)
     with self.assertRaisesRegex(ValueError, "Unknown optimizer"):
       stages.make_optimizer("lbfgs", 0.1)
 

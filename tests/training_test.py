@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from emotion_tfds import augment
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import stages
@@ -226,6 +227,51 @@ class ResumeTest(absltest.TestCase):
     other = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:4:1e-3:16")
     with self.assertRaisesRegex(ValueError, "holds a checkpoint of another run"):
       training.run(other)
+
+
+@pytest.mark.usefixtures("data_dir")
+class RecipeOptionsTest(absltest.TestCase):
+  """Plateau lr, weight decay, smoothing, class weights, keep_best and flip TTA in one real run."""
+
+  def test_keep_best_with_plateau_survives_a_crash(self):
+    model_dir = pathlib.Path(_tempdir(self))
+    config = _config(
+        model_dir, self.data_dir,
+        "all:4:1e-3:16:adam:schedule=plateau:patience=1:factor=0.5:wd=1e-4:smooth=0.1"
+        ":balance=weights", validate=True, keep_best="accuracy",
+        final_tta="flip")
+    with self.assertRaises(_StopAt.Stop):
+      training.run(config, extra_callbacks=[_StopAt(fit_index=1, epoch=2)])
+    self.assertEqual(training.read_progress(str(model_dir / training.CKPT_DIR)).epoch, 2)
+    result = training.run(config)
+    self.assertEqual(result.resumed_from, (0, 2))
+
+    # The plateau state came back: the lr of epochs 3-4 follows from the checkpointed best/wait.
+    rates = [h["learning_rate"] for h in result.history]
+    allowed = 1e-3 * 0.5 ** np.arange(4)
+    self.assertTrue(all(np.isclose(r, allowed, rtol=1e-6).any() for r in rates), rates)
+    # The final network is the best epoch's, not the last one's.
+    best = models.MODELS["base_cnn"](num_classes=6)
+    best.load_weights(model_dir / training.BEST_WEIGHTS)
+    for name, weights in _layer_weights(best).items():
+      for a, b in zip(weights, _layer_weights(result.model)[name], strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # The report is of that network with flip TTA (the eval_main code path).
+    builder = training.get_builder("fer2013/seed6", self.data_dir, 0)
+    plain = training.evaluate(result.model, builder, "test", tf.distribute.get_strategy())
+    flip = training.evaluate(result.model, builder, "test", tf.distribute.get_strategy(),
+                             tta="flip")
+    np.testing.assert_allclose(result.report.true_prob_sum, flip.true_prob_sum, rtol=1e-5)
+    self.assertFalse(np.array_equal(result.report.true_prob_sum, plain.true_prob_sum))
+
+  def test_augment_off_stage_and_fingerprint(self):
+    config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:16:augment=off")
+    self.assertIn("augment=off", config.fingerprint())
+    other = training.TrainConfig(**{**config.__dict__, "augment_params": augment.AugmentParams(
+        crop=0.1)})
+    self.assertNotEqual(config.fingerprint(), other.fingerprint())
+    with self.assertRaisesRegex(ValueError, "keep_best needs"):
+      training.TrainConfig(**{**config.__dict__, "keep_best": "accuracy", "validate": False})
 
 
 class ErrorsTest(absltest.TestCase):
