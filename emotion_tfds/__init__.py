@@ -7,7 +7,9 @@ The modules follow the data flow; import the one you need (this file imports not
     facegen, ravdess, faces     generated faces; RAVDESS video -> face crops (OpenCV)
     datasets                    the TFDS builders (builders/) by name: build, load
     pipeline, augment           tf.data input; batched augmentation (host or device)
-    models, stages, training    networks, the stage schedule, training under tf.distribute
+    models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
+    stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss
+    training                    the stages under tf.distribute, resume, best epoch, final TTA
     metrics, callbacks, curves  per-emotion report; TensorBoard; curves read back from it
     evaluate, export, predict   eval_main, export_main (SavedModel, TFLite), predict_main
 """

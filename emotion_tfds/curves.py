@@ -17,14 +17,19 @@ import tensorflow as tf
 TRAIN_ACCURACY = "train/accuracy"
 EVAL_ACCURACY = "eval/accuracy"
 EVAL_MACRO_F1 = "eval/macro_f1"
-TAGS = (TRAIN_ACCURACY, EVAL_ACCURACY, EVAL_MACRO_F1)
+EPOCH_SECONDS = "train/epoch_seconds"
+TAGS = (TRAIN_ACCURACY, EVAL_ACCURACY, EVAL_MACRO_F1, EPOCH_SECONDS)
 
 
 @dataclasses.dataclass(frozen=True)
 class StageCurves:
-  """One stage's per-epoch scalars: `values[tag]` is a list ordered by epoch (step)."""
+  """One stage's per-epoch scalars: `values[tag]` is a list ordered by epoch (step).
+
+  `wall_times[tag]` holds the wall time (seconds since the epoch of Unix) of each value.
+  """
   name: str
   values: dict[str, list[float]]
+  wall_times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
   def epochs(self) -> int:
     return max((len(v) for v in self.values.values()), default=0)
@@ -47,14 +52,15 @@ def read_stage(logdir: pathlib.Path, tags: tuple[str, ...] = TAGS) -> tuple[floa
   # Only events with values: a file's first event (its version) has a wall time in whole seconds.
   events = [event for event in events if event.summary.value]
   events.sort(key=lambda event: event.wall_time)
-  points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+  points: dict[str, dict[int, tuple[float, float]]] = {tag: {} for tag in tags}
   for event in events:
     for value in event.summary.value:
       if value.tag in points:
-        points[value.tag][event.step] = _scalar(value)
-  values = {tag: [by_step[s] for s in sorted(by_step)] for tag, by_step in points.items()}
+        points[value.tag][event.step] = (_scalar(value), event.wall_time)
+  values = {tag: [by_step[s][0] for s in sorted(by_step)] for tag, by_step in points.items()}
+  walls = {tag: [by_step[s][1] for s in sorted(by_step)] for tag, by_step in points.items()}
   first = events[0].wall_time if events else float("inf")
-  return first, StageCurves(logdir.name, values)
+  return first, StageCurves(logdir.name, values, walls)
 
 
 def read_run(model_dir: str | pathlib.Path, tags: tuple[str, ...] = TAGS) -> list[StageCurves]:
@@ -100,13 +106,21 @@ def curves_image(stages: list[StageCurves], title: str = "") -> bytes:
           ax.plot(range(offset + 1, offset + len(ys) + 1), ys, style, color=colours[stage.name],
                   markersize=3, label=f"{stage.name} {kind}")
       offset += stage.epochs()
-    ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish_axes(ax, "epoch", "accuracy")
   if title:
     fig.suptitle(title)
+  return _png_bytes(fig)
+
+
+def _finish_axes(ax, xlabel: str, ylabel: str) -> None:
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+
+
+def _png_bytes(fig) -> bytes:
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
   return buffer.getvalue()
@@ -134,3 +148,50 @@ def markdown_table(stages: list[StageCurves]) -> str:
         cells.append(fmt.format(ys[i]) if i < len(ys) else "-")
       lines.append(f"| {stage.name} | {i + 1} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def minutes_to_accuracy(stages: list[StageCurves]) -> list[tuple[float, float]]:
+  """(wall minutes since the run's first epoch began, validation accuracy) after every epoch.
+
+  The start is the first validation point's wall time minus the first epoch's training seconds, so
+  start-up (graph building, the first cache fill's share outside the epoch) is not counted; a
+  resumed run's pause counts as wall time.
+  """
+  points = [(t, v) for stage in stages
+            for t, v in zip(stage.wall_times.get(EVAL_ACCURACY, []),
+                            stage.values.get(EVAL_ACCURACY, []))]
+  if not points:
+    return []
+  points.sort()
+  first_epoch = next((s.values[EPOCH_SECONDS][0] for s in stages
+                      if s.values.get(EPOCH_SECONDS)), 0.0)
+  start = points[0][0] - first_epoch
+  return [((t - start) / 60.0, v) for t, v in points]
+
+
+def time_to_accuracy_image(runs: dict[str, list[StageCurves]],
+                           baselines: dict[str, list[tuple[float, float]]] | None = None,
+                           title: str = "") -> bytes:
+  """PNG bytes: validation accuracy against wall minutes, one line per run, baselines dashed.
+
+  `baselines` maps a label to (minutes, accuracy) points measured elsewhere (e.g. documented runs
+  whose event files are gone).
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(7, 4.5), dpi=110, layout="constrained")
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, (label, stages) in enumerate(runs.items()):
+    points = minutes_to_accuracy(stages)
+    if points:
+      xs, ys = zip(*points)
+      ax.plot(xs, ys, "-o", color=f"C{i % 10}", markersize=3, label=label)
+  for j, (label, points) in enumerate((baselines or {}).items()):
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, "--s", color=f"C{(len(runs) + j) % 10}", markersize=4, label=label)
+  _finish_axes(ax, "wall minutes (2-core CPU)", "validation accuracy (PublicTest)")
+  if title:
+    ax.set_title(title)
+  return _png_bytes(fig)

@@ -78,6 +78,28 @@ class CurvesTest(absltest.TestCase):
     image = tf.io.decode_png(png.read_bytes())
     self.assertGreater(image.shape[1], image.shape[0])  # Two panels side by side.
 
+  def test_minutes_to_accuracy_and_the_compare_picture(self):
+    run = _tempdir(self)
+    writer = tf.summary.create_file_writer(str(run / "tb" / "main"))
+    with writer.as_default():
+      tf.summary.scalar(curves.EPOCH_SECONDS, 6.0, step=0)
+      tf.summary.scalar(curves.EVAL_ACCURACY, 0.3, step=0)
+      writer.flush()
+      time.sleep(0.3)
+      tf.summary.scalar(curves.EVAL_ACCURACY, 0.5, step=1)
+    writer.close()
+    points = curves.minutes_to_accuracy(curves.read_run(run))
+    self.assertLen(points, 2)
+    self.assertAlmostEqual(points[0][0], 0.1, places=3)  # The first epoch's 6 s.
+    self.assertGreater(points[1][0], points[0][0] + 0.3 / 60 - 1e-3)
+    self.assertAlmostEqual(points[1][1], 0.5, places=6)
+    png = self.model_dir / "out" / "time.png"
+    done = subprocess.run([sys.executable, str(REPO / "curves_main.py"), f"--compare=a={run}",
+                           "--baseline=ref=1:0.2,2:0.4", f"--output={png}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    self.assertIn("a: 0.1 min 30.0%", done.stdout)
+    self.assertEqual(tf.io.decode_png(png.read_bytes()).shape[-1], 4)
+
   def test_a_folder_without_events_is_a_clear_error(self):
     empty = _tempdir(self)
     with self.assertRaisesRegex(FileNotFoundError, r"/tb: no TensorBoard stage folder"):

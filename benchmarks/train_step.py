@@ -1,0 +1,118 @@
+"""Training-step benchmark: images/s of the project's train step against plain `keras.Model.fit`.
+
+Run from the repository root:
+  python -m benchmarks.train_step                       # every registered model
+  python -m benchmarks.train_step --models=fastnet,base_cnn --batch_size=128 --steps=40
+
+For each model, on the same in-memory random 48x48 faces, taken in turns:
+  project  `training.TrainingModel` as `training.run` compiles it: uint8 batches from tf.data,
+           on-device augmentation (`augment.augment_batch`, `AugmentParams()` strengths), the
+           label-smoothed loss (`losses.SmoothedCrossEntropy`), SGD with Nesterov momentum and
+           weight decay under a warmup + cosine schedule.
+  no-aug   the same step without the augmentation (what it costs).
+  plain    the same network compiled with Keras' own sparse cross-entropy and SGD, fed float32
+           arrays from memory with `fit(x, y)` (no augmentation): the baseline.
+It prints images/s of both, their ratio, and the share of the machine's peak FLOP/s each reaches:
+a training image costs about 3x the forward FLOPs (`models_main.py`), and the peak is measured in
+the same run as the FLOP/s of a large float32 matmul (what the CPU's BLAS reaches here).
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_tfds import augment
+from emotion_tfds import losses
+from emotion_tfds import models
+from emotion_tfds import schedules
+from emotion_tfds import stages
+from emotion_tfds import training
+from emotion_tfds.models import complexity
+
+_MODELS = flags.DEFINE_list("models", sorted(models.MODELS), "Models to measure.")
+_BATCH = flags.DEFINE_integer("batch_size", 128, "Images per step.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 30, "Measured steps per repeat.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Measured repeats, in turns.", lower_bound=1)
+_NUM_CLASSES = 7
+_STAGE = "main:all:10:0.05:128:nesterov:schedule=cosine:warmup=1:wd=5e-4:smooth=0.1"
+
+
+def matmul_gflops(size: int = 2048, reps: int = 10) -> float:
+  """FLOP/s of float32 [size, size] matmuls, the practical peak of this machine, in GFLOP/s."""
+  a = tf.random.normal([size, size])
+  matmul = tf.function(tf.linalg.matmul)
+  matmul(a, a).numpy()
+  start = time.perf_counter()
+  for _ in range(reps):
+    out = matmul(a, a)
+  out.numpy()
+  return 2 * size ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def _project_trainer(name: str, steps_per_epoch: int,
+                     params: augment.AugmentParams | None) -> keras.Model:
+  (stage,) = stages.parse_stages(_STAGE)
+  net = models.MODELS[name](num_classes=_NUM_CLASSES)
+  trainer = training.TrainingModel(net, params, stage_seed=1)
+  trainer.compile(
+      optimizer=stages.make_optimizer(stage.optimizer,
+                                      schedules.learning_rate(stage, stage.lr, steps_per_epoch),
+                                      weight_decay=stage.weight_decay),
+      loss=losses.SmoothedCrossEntropy(stage.label_smoothing), metrics=["accuracy"])
+  return trainer
+
+
+def _plain_model(name: str) -> keras.Model:
+  net = models.MODELS[name](num_classes=_NUM_CLASSES)
+  net.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+              loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+  return net
+
+
+def measure(name: str, batch: int, steps: int, repeats: int) -> tuple[float, float, float]:
+  """(project, project without augmentation, plain fit) images/s of `name`, best of `repeats`."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(batch * steps, 48, 48, 1), dtype=np.uint8)
+  labels = rng.integers(0, _NUM_CLASSES, size=batch * steps)
+  uint8_ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
+  floats = images.astype(np.float32) / 255.0
+  trainers = [_project_trainer(name, steps, augment.AugmentParams()),
+              _project_trainer(name, steps, None)]
+  plain = _plain_model(name)
+  runs = [lambda n, t=t: t.fit(uint8_ds, steps_per_epoch=n, epochs=1, verbose=0) for t in trainers]
+  runs.append(lambda n: plain.fit(floats[:batch * n], labels[:batch * n], batch_size=batch,
+                                  epochs=1, verbose=0, shuffle=False))
+  for run in runs:
+    run(3)  # Tracing, compilation, cache fill.
+  best = [0.0] * len(runs)
+  for _ in range(repeats):
+    for i, run in enumerate(runs):
+      start = time.perf_counter()
+      run(steps)
+      best[i] = max(best[i], batch * steps / (time.perf_counter() - start))
+  return tuple(best)
+
+
+def main(argv):
+  del argv
+  peak = matmul_gflops()
+  print(f"Peak (float32 2048x2048 matmul): {peak:.1f} GFLOP/s\n")
+  print("| model | MFLOPs fwd | project images/s | no-aug images/s | plain fit images/s | "
+        "project / plain | project % of peak | plain % of peak |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|")
+  for name in _MODELS.value:
+    mflops = complexity.complexity(models.MODELS[name](num_classes=_NUM_CLASSES)).mflops
+    project, no_aug, plain = measure(name, _BATCH.value, _STEPS.value, _REPEATS.value)
+    share = [100 * rate * 3 * mflops / 1e3 / peak for rate in (project, plain)]
+    print(f"| {name} | {mflops:.1f} | {project:.0f} | {no_aug:.0f} | {plain:.0f} | "
+          f"{project / plain:.2f} | {share[0]:.0f}% | {share[1]:.0f}% |", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
