@@ -32,7 +32,7 @@ _BASELINE = flags.DEFINE_multi_string(
 
 
 def _parse_baseline(text: str) -> tuple[str, list[tuple[float, float]]]:
-  label, _, points = text.partition("=")
+  label, _, points = text.rpartition("=")
   try:
     return label, [(float(m), float(a)) for m, a in (p.split(":") for p in points.split(","))]
   except ValueError:
@@ -43,7 +43,7 @@ def compare(pairs: list[str], baselines: list[str], output: str, title: str) -> 
   """Prints minutes/accuracy per run and writes the time-to-accuracy PNG to `output`."""
   runs = {}
   for pair in pairs:
-    label, _, model_dir = pair.partition("=")
+    label, _, model_dir = pair.rpartition("=")
     if not model_dir:
       raise app.UsageError(f"--compare {pair!r}: expected label=model_dir.")
     try:

@@ -14,13 +14,15 @@ _EPSILON = 1e-7
 def class_weights(counts: Sequence[int], balance: str) -> np.ndarray | None:
   """Per-class loss weights from training-split class counts.
 
-  "weights": n / (K * n_c) (each class weighs as much in total); "sqrt": its square root; "none":
-  None. A class without examples gets weight 0.
+  "weights": n / (K * n_c), K the classes with examples (each class weighs as much in total and
+  the mean weight per example is 1); "sqrt": its square root; "none": None. A class without
+  examples gets weight 0.
   """
   if balance == "none":
     return None
   counts = np.asarray(counts, np.float64)
-  weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+  present = np.count_nonzero(counts)
+  weights = np.where(counts > 0, counts.sum() / (present * np.maximum(counts, 1)), 0.0)
   if balance == "sqrt":
     weights = np.sqrt(weights)
   elif balance != "weights":

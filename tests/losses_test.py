@@ -49,7 +49,7 @@ class ClassWeightsTest(absltest.TestCase):
     self.assertIsNone(losses.class_weights(counts, "none"))
 
   def test_empty_class_gets_zero(self):
-    np.testing.assert_allclose(losses.class_weights([4, 0, 4], "weights"), [0.75, 0.0, 0.75])
+    np.testing.assert_allclose(losses.class_weights([4, 0, 4], "weights"), [1.0, 0.0, 1.0])
 
   def test_unknown(self):
     with self.assertRaisesRegex(ValueError, "Unknown balance"):

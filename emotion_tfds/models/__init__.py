@@ -16,5 +16,5 @@ from emotion_tfds.models.weights import load_pretrained
 MODELS = {"base_cnn": build_base_cnn, "vgg": build_vgg, "fastnet": build_fastnet,
           "fastnet_wide": build_fastnet_wide}
 
-__all__ = ["MODELS", "build_base_cnn", "build_vgg", "build_fastnet", "build_fastnet_wide", "replace_head", "base_layers", "head_layers",
-           "load_pretrained"]
+__all__ = ["MODELS", "build_base_cnn", "build_vgg", "build_fastnet", "build_fastnet_wide",
+           "replace_head", "base_layers", "head_layers", "load_pretrained"]

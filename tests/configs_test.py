@@ -1,0 +1,46 @@
+"""Every recipe in configs/ parses into a valid TrainConfig (stage options, augmentation flags)."""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import parameterized
+
+import train_main
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.cfg"))
+
+
+class ConfigsTest(parameterized.TestCase):
+
+  def tearDown(self):
+    flags.FLAGS.unparse_flags()
+    super().tearDown()
+
+  @parameterized.parameters(*CONFIGS)
+  def test_parses(self, name):
+    flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / name}"])
+    config = train_main.make_config()
+    self.assertTrue(config.schedule)
+    self.assertEqual(config.stage_dataset(config.schedule[-1]), config.dataset)
+
+  def test_fast_recipe_is_what_its_header_says(self):
+    flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'fer7_fast.cfg'}"])
+    config = train_main.make_config()
+    (stage,) = config.schedule
+    self.assertEqual((config.model, config.dataset), ("fastnet", "fer2013/fer7"))
+    self.assertEqual((stage.optimizer, stage.schedule), ("nesterov", "cosine"))
+    self.assertEqual((config.keep_best, config.final_tta), ("accuracy", "flip"))
+
+  def test_seed_recipe_pretrains_without_augmentation(self):
+    flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'seed.cfg'}"])
+    config = train_main.make_config()
+    self.assertEqual([s.augment for s in config.schedule], [False, True, True, True])
+    self.assertEqual(config.augment_on, "device")
+
+
+if __name__ == "__main__":
+  absltest.main()
