@@ -55,18 +55,16 @@ _AUGMENT_ON = flags.DEFINE_enum(
     "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
     "the host, or nowhere.")
 _DEFAULT_AUGMENT = augment.AugmentParams()
-_AUGMENT_CROP = flags.DEFINE_float(
-    "augment_crop", _DEFAULT_AUGMENT.crop, "Largest fraction of the side a random crop cuts away.")
-_AUGMENT_FLIP = flags.DEFINE_float(
-    "augment_flip", _DEFAULT_AUGMENT.flip_prob, "Probability of a horizontal flip.")
-_AUGMENT_BLUR = flags.DEFINE_float(
-    "augment_blur", _DEFAULT_AUGMENT.blur_sigma, "Largest Gaussian blur sigma (pixels).")
-_AUGMENT_CONTRAST = flags.DEFINE_float(
-    "augment_contrast", _DEFAULT_AUGMENT.contrast, "Contrast factor range 1 +- this.")
-_AUGMENT_BRIGHTNESS = flags.DEFINE_float(
-    "augment_brightness", _DEFAULT_AUGMENT.brightness, "Brightness shift range +- this.")
-_AUGMENT_NOISE = flags.DEFINE_float(
-    "augment_noise", _DEFAULT_AUGMENT.noise_stddev, "Largest stddev of the additive noise.")
+# --augment_<name> -> AugmentParams field, with its help text.
+_AUGMENT_FLAGS = {
+    field: flags.DEFINE_float(f"augment_{name}", getattr(_DEFAULT_AUGMENT, field), help_text)
+    for name, field, help_text in (
+        ("crop", "crop", "Largest fraction of the side a random crop cuts away."),
+        ("flip", "flip_prob", "Probability of a horizontal flip."),
+        ("blur", "blur_sigma", "Largest Gaussian blur sigma (pixels)."),
+        ("contrast", "contrast", "Contrast factor range 1 +- this."),
+        ("brightness", "brightness", "Brightness shift range +- this."),
+        ("noise", "noise_stddev", "Largest stddev of the additive noise."))}
 _KEEP_BEST = flags.DEFINE_enum(
     "keep_best", "none", list(training.KEEP_BEST),
     "The final model is the epoch with the best validation accuracy or macro-F1 (of the stages "
@@ -115,9 +113,7 @@ def make_config() -> training.TrainConfig:
     raise app.UsageError(f"--stages/--pretrain_stages: {e}") from None
   try:
     augment_params = augment.AugmentParams(
-        crop=_AUGMENT_CROP.value, flip_prob=_AUGMENT_FLIP.value, blur_sigma=_AUGMENT_BLUR.value,
-        contrast=_AUGMENT_CONTRAST.value, brightness=_AUGMENT_BRIGHTNESS.value,
-        noise_stddev=_AUGMENT_NOISE.value)
+        **{field: holder.value for field, holder in _AUGMENT_FLAGS.items()})
   except ValueError as e:
     raise app.UsageError(f"--augment_*: {e}") from None
   return training.TrainConfig(
