@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 import builders.fer2013  # noqa: F401  (registers "fer2013" with TFDS)
@@ -79,8 +80,5 @@ def label_names(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
 def class_counts(builder: tfds.core.DatasetBuilder, split: str = "train") -> tuple[int, ...]:
   """Examples per label id in `split` (reads the labels only; images stay undecoded)."""
   ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-  counts = [0] * num_classes(builder)
-  for batch in tfds.as_numpy(ds.map(lambda ex: ex["label"]).batch(4096)):
-    for label in batch:
-      counts[int(label)] += 1
-  return tuple(counts)
+  labels = np.concatenate(list(tfds.as_numpy(ds.map(lambda ex: ex["label"]).batch(4096))))
+  return tuple(int(c) for c in np.bincount(labels, minlength=num_classes(builder)))

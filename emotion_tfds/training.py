@@ -758,7 +758,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   callbacks = [
       *callbacks_lib.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name), label_names=names,
-          eval_dataset=validation, hparams=_hparams(config, stage, lr), initial_epoch=first_epoch,
+          eval_dataset=validation, hparams=_hparams(config, stage, lr, augment_on),
+          initial_epoch=first_epoch,
           global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
       keras.callbacks.ProgbarLogger(),  # Before the summary line (Keras would append it last).
       EpochSummary(stage.name, label, stage.epochs, context.history, context.chief),
@@ -772,13 +773,13 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
               verbose=config.verbose if context.chief else 0)
 
 
-def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float) -> dict:
+def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float, augment_on: str) -> dict:
   return {"model": config.model, "dataset": config.stage_dataset(stage), "stage": stage.name,
           "trainable": stage.trainable, "epochs": stage.epochs, "lr": lr,
           "global_batch": stage.global_batch, "optimizer": stage.optimizer,
           "schedule": stage.schedule, "warmup": stage.warmup, "weight_decay": stage.weight_decay,
           "label_smoothing": stage.label_smoothing, "balance": stage.balance,
-          "augment_on": config.augment_on if stage.augment else "none",
+          "augment_on": augment_on,
           "mixed_precision": config.mixed_precision, "seed": config.seed}
 
 
