@@ -64,7 +64,10 @@ _AUGMENT_FLAGS = {
         ("blur", "blur_sigma", "Largest Gaussian blur sigma (pixels)."),
         ("contrast", "contrast", "Contrast factor range 1 +- this."),
         ("brightness", "brightness", "Brightness shift range +- this."),
-        ("noise", "noise_stddev", "Largest stddev of the additive noise."))}
+        ("noise", "noise_stddev", "Largest stddev of the additive noise."),
+        ("rotate", "rotate", "Largest rotation in degrees."),
+        ("shift", "shift", "Largest translation per axis, as a fraction of the side."),
+        ("erase", "erase_prob", "Probability of erasing one random rectangle."))}
 _KEEP_BEST = flags.DEFINE_enum(
     "keep_best", "none", list(training.KEEP_BEST),
     "The final model is the epoch with the best validation accuracy or macro-F1 (of the stages "

@@ -1,4 +1,5 @@
-"""Seeded augmentation of whole batches in TF ops: crop, flip, blur, contrast/brightness, noise.
+"""Seeded augmentation of whole batches in TF ops: rotation, crop/shift, flip, blur,
+contrast/brightness, random erasing, noise.
 
 `augment_batch(images, seed, params)` takes uint8 (or float in [0, 1]) faces [B, H, W, 1] and
 returns float32 [B, H, W, 1] in [0, 1], every image with its own random values. It is pure
@@ -7,15 +8,22 @@ TensorFlow, so the training step can run it on the accelerator, and
 `seed` (shape-[2] int tensor, as for `tf.random.stateless_*`) gives the same batch, on any device
 and inside a jit-compiled step too.
 
-The seed project applied these five kinds one image at a time in OpenCV/numpy. Here they cost a few
-fused passes over the batch:
+The seed project applied five of these kinds (crop, flip, blur, contrast, noise) one image at a time
+in OpenCV/numpy; rotation, shift and erasing are the ones published FER-2013 recipes add. Here they
+cost a few fused passes over the batch, in this order:
 
-  * Crop, flip and blur are one resampling per axis: out = A_y @ image @ A_x^T with a per-image
-    matrix per axis. A row of A holds the bilinear weights of `tf.image.crop_and_resize` for the
+  * Rotation is three shears (Paeth: x by -tan(a/2), y by sin(a), x by -tan(a/2)), each a batched
+    matmul of every image row (or column) with its own [W, W] bilinear shift matrix. Bilinear
+    resampling keeps a linear ramp exact, so the three shears are an exact rotation of it.
+  * Crop, shift, flip and blur are one resampling per axis: out = A_y @ image @ A_x^T with a
+    per-image matrix per axis. A row of A holds the bilinear weights of `tf.image.crop_and_resize` for the
     image's box (read right to left when flipped), convolved with the image's Gaussian blur kernel.
     So the three are two small batched matmuls. Blur taps that reach past the crop read the real
-    pixels around it (edge-replicated at the image border).
+    pixels around it (edge-replicated at the image border, which a shift can reach).
   * Contrast and brightness are one affine per image: factor * (x - mean) + mean + delta.
+  * Random erasing fills one rectangle per erased image with a uniform grey level (as
+    `torchvision.transforms.RandomErasing`: area 2-25% of the image, aspect ratio log-uniform in
+    [0.3, 3.3]), a mask made of one row test and one column test.
   * Noise is Gaussian-like: each pixel sums four independent 4-bit uniform integers, centred and
     scaled to unit variance. This is a discrete Irwin-Hall (n=4) approximation of N(0, 1): 61
     levels, CDF within 0.008 of the normal one (between levels), excess kurtosis -0.3, lighter
@@ -44,6 +52,15 @@ from emotion_tfds import preprocess
 # Columns of the per-image uniform draw [B, _NUM_DRAWS].
 _SCALE, _OFFSET_Y, _OFFSET_X, _FLIP, _BLUR, _CONTRAST, _BRIGHTNESS, _NOISE = range(8)
 _NUM_DRAWS = 8
+# Columns of the second per-image draw [B, _NUM_EXTRA_DRAWS] (its own seed, so adding these kinds
+# left the draws of the first eight unchanged).
+(_ANGLE, _SHIFT_Y, _SHIFT_X, _ERASE, _ERASE_AREA, _ERASE_ASPECT, _ERASE_TOP, _ERASE_LEFT,
+ _ERASE_FILL) = range(9)
+_NUM_EXTRA_DRAWS = 9
+# Random erasing: area fraction and aspect-ratio range of the rectangle (torchvision's ratios, a
+# smaller largest area for 48x48 faces).
+_ERASE_AREA_RANGE = (0.02, 0.25)
+_ERASE_ASPECT_RANGE = (0.3, 3.3)
 # Irwin-Hall n=4 over uniform integers 0..15: mean 4 * 7.5, variance 4 * (16**2 - 1) / 12.
 _NIBBLE_SUM_MEAN = 30.0
 _NIBBLE_SUM_STD = math.sqrt(85.0)
@@ -56,7 +73,7 @@ _BLUR_TRUNCATE = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
-  """Strengths of the five augmentations; 0 turns one off. Intensities are in [0, 1] image units.
+  """Strengths of the augmentations; 0 turns one off. Intensities are in [0, 1] image units.
 
   Attributes:
     crop: largest fraction of the side cut away. Each image keeps a square of side ~ U[1 - crop, 1]
@@ -67,6 +84,11 @@ class AugmentParams:
     brightness: each image's brightness shift ~ U[-brightness, brightness].
     noise_stddev: largest standard deviation of the additive Gaussian-like noise; each image's
       ~ U[0, noise_stddev].
+    rotate: largest rotation in degrees; each image's angle ~ U[-rotate, rotate] (positive turns
+      the face counter-clockwise), about the image centre.
+    shift: largest translation of the crop box per axis, as a fraction of the side; each image's
+      ~ U[-shift, shift] per axis. The part beyond the image repeats its edge pixels.
+    erase_prob: probability of erasing one random rectangle of the image.
   """
   crop: float = 0.2
   flip_prob: float = 0.5
@@ -74,10 +96,14 @@ class AugmentParams:
   contrast: float = 0.3
   brightness: float = 0.1
   noise_stddev: float = 0.04
+  rotate: float = 0.0
+  shift: float = 0.0
+  erase_prob: float = 0.0
 
   def __post_init__(self):
     limits = {"crop": (0.0, 0.9), "flip_prob": (0.0, 1.0), "blur_sigma": (0.0, 4.0),
-              "contrast": (0.0, 1.0), "brightness": (0.0, 1.0), "noise_stddev": (0.0, 1.0)}
+              "contrast": (0.0, 1.0), "brightness": (0.0, 1.0), "noise_stddev": (0.0, 1.0),
+              "rotate": (0.0, 45.0), "shift": (0.0, 0.5), "erase_prob": (0.0, 1.0)}
     for name, (low, high) in limits.items():
       value = getattr(self, name)
       if not low <= value <= high:
@@ -86,7 +112,8 @@ class AugmentParams:
 
 # Every strength 0: `augment_batch` only converts to float32 [0, 1].
 NO_AUGMENTATION = AugmentParams(crop=0.0, flip_prob=0.0, blur_sigma=0.0, contrast=0.0,
-                                brightness=0.0, noise_stddev=0.0)
+                                brightness=0.0, noise_stddev=0.0, rotate=0.0, shift=0.0,
+                                erase_prob=0.0)
 
 
 def step_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
@@ -101,18 +128,24 @@ def crop_boxes(seed: tf.Tensor, batch_size: int | tf.Tensor,
 
   Boxes are in `tf.image.crop_and_resize` form [y1, x1, y2, x2] (normalized), with x1 > x2 for the
   flipped images, so `crop_and_resize(images, boxes, ..., method="bilinear")` reproduces the
-  geometry (without blur).
+  geometry (without rotation and blur, and inside the image).
   """
-  draws = _per_image_draws(_split(seed)[0], batch_size)
-  side, y1, x1, flip = _geometry(draws, params)
+  draws, extra = _per_image_draws(_split(seed)[0], batch_size)
+  side, y1, x1, flip = _geometry(draws, extra, params)
   x_left = tf.where(flip, x1 + side, x1)
   x_right = tf.where(flip, x1, x1 + side)
   return tf.stack([y1, x_left, y1 + side, x_right], axis=1)
 
 
+def rotation_angles(seed: tf.Tensor, batch_size: int | tf.Tensor,
+                    params: AugmentParams = AugmentParams()) -> tf.Tensor:
+  """The rotation angles `augment_batch(images, seed, params)` uses, radians float32 [B]."""
+  return _angles(_per_image_draws(_split(seed)[0], batch_size)[1], params)
+
+
 def augment_batch(images: tf.Tensor, seed: tf.Tensor,
                   params: AugmentParams = AugmentParams()) -> tf.Tensor:
-  """Augments a batch, each image with its own random crop, flip, blur, contrast/brightness, noise.
+  """Augments a batch, each image with its own random values of every augmentation turned on.
 
   Args:
     images: uint8 [B, H, W, 1] (converted with `preprocess.to_model_input`) or float in [0, 1].
@@ -133,12 +166,12 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor,
     raise ValueError(f"augment_batch expects uint8 or float images, got {images.dtype.name}.")
   draw_seed, noise_seed = _split(seed)
   batch_size = tf.shape(images)[0]
-  draws = _per_image_draws(draw_seed, batch_size)
+  draws, extra = _per_image_draws(draw_seed, batch_size)
   noise_key = None
   if params.noise_stddev > 0:
     noise_key = tf.random.stateless_uniform([2], noise_seed, minval=None, maxval=None,
                                             dtype=tf.int32, alg=_ALG)
-  return _augment_compiled(images, draws, noise_key, dataclasses.astuple(params))
+  return _augment_compiled(images, draws, extra, noise_key, dataclasses.astuple(params))
 
 
 def _split(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -147,29 +180,45 @@ def _split(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return tuple(tf.unstack(seeds))
 
 
-def _per_image_draws(seed: tf.Tensor, batch_size: int | tf.Tensor) -> tf.Tensor:
-  """float32 [B, _NUM_DRAWS] uniform in [0, 1).
+def _per_image_draws(seed: tf.Tensor,
+                     batch_size: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """float32 [B, _NUM_DRAWS] and [B, _NUM_EXTRA_DRAWS] uniform in [0, 1)."""
+  extra_seed = tf.random.experimental.stateless_fold_in(seed, 1, alg=_ALG)
+  return (_uniform([batch_size, _NUM_DRAWS], seed),
+          _uniform([batch_size, _NUM_EXTRA_DRAWS], extra_seed))
 
-  From Philox integers: float `stateless_uniform` gives other values under XLA than on CPU.
+
+def _uniform(shape: list, seed: tf.Tensor) -> tf.Tensor:
+  """float32 uniform in [0, 1) from Philox integers.
+
+  Float `stateless_uniform` gives other values under XLA than on CPU; integers do not.
   """
-  bits = tf.random.stateless_uniform([batch_size, _NUM_DRAWS], seed, minval=None, maxval=None,
-                                     dtype=tf.int32, alg=_ALG)
+  bits = tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.int32,
+                                     alg=_ALG)
   # The top 24 bits (logical shift via a mask), scaled to [0, 1).
   top = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 8), 0xFFFFFF)
   return tf.cast(top, tf.float32) * (1.0 / (1 << 24))
 
 
-def _geometry(draws: tf.Tensor, params: AugmentParams):
+def _geometry(draws: tf.Tensor, extra: tf.Tensor, params: AugmentParams):
   """Per-image crop side, top, left (normalized box units) and flip flag from the draws."""
   side = 1.0 - params.crop * draws[:, _SCALE]
   y1 = (1.0 - side) * draws[:, _OFFSET_Y]
   x1 = (1.0 - side) * draws[:, _OFFSET_X]
+  if params.shift > 0:
+    y1 += params.shift * (2.0 * extra[:, _SHIFT_Y] - 1.0)
+    x1 += params.shift * (2.0 * extra[:, _SHIFT_X] - 1.0)
   flip = draws[:, _FLIP] < params.flip_prob
   return side, y1, x1, flip
 
 
+def _angles(extra: tf.Tensor, params: AugmentParams) -> tf.Tensor:
+  """Per-image rotation angle in radians from the draws."""
+  return math.radians(params.rotate) * (2.0 * extra[:, _ANGLE] - 1.0)
+
+
 @tf.function(jit_compile=True)
-def _augment_compiled(images, draws, noise_key, params_tuple):
+def _augment_compiled(images, draws, extra, noise_key, params_tuple):
   """The arithmetic of `augment_batch` as one XLA computation (params_tuple is static)."""
   params = AugmentParams(*params_tuple)
   if images.dtype == tf.uint8:
@@ -179,8 +228,11 @@ def _augment_compiled(images, draws, noise_key, params_tuple):
   x = x[..., 0]
   height, width = x.shape[1], x.shape[2]
 
-  if params.crop > 0 or params.flip_prob > 0 or params.blur_sigma > 0:
-    side, y1, x1, flip = _geometry(draws, params)
+  if params.rotate > 0:
+    x = _rotate(x, _angles(extra, params))
+
+  if params.crop > 0 or params.flip_prob > 0 or params.blur_sigma > 0 or params.shift > 0:
+    side, y1, x1, flip = _geometry(draws, extra, params)
     sigma = params.blur_sigma * draws[:, _BLUR]
     radius = math.ceil(_BLUR_TRUNCATE * params.blur_sigma)
     # crop_and_resize sampling: output pixel i reads source coordinate start + i * step, where
@@ -196,6 +248,9 @@ def _augment_compiled(images, draws, noise_key, params_tuple):
     mean = tf.reduce_mean(x, axis=[1, 2])
     x = factor[:, None, None] * x + ((1.0 - factor) * mean + delta)[:, None, None]
 
+  if params.erase_prob > 0:
+    x = _erase(x, extra, params.erase_prob)
+
   if params.noise_stddev > 0:
     stddev = params.noise_stddev * draws[:, _NOISE]
     # 16 random bits per pixel: one 32-bit word holds the noise of two pixels.
@@ -203,6 +258,52 @@ def _augment_compiled(images, draws, noise_key, params_tuple):
     x += stddev[:, None, None] * _gaussian_like(bits)[:, :, :width]
 
   return tf.clip_by_value(x, 0.0, 1.0)[..., None]
+
+
+def _rotate(x: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+  """x [B, H, W] rotated by angle [B] (radians) about the centre: three shears, edges repeated.
+
+  Output pixel (u, v) (centred row, column) reads the source at (u cos a + v sin a,
+  -u sin a + v cos a).
+  """
+  along_x = -tf.tan(angle / 2.0)
+  x = _shear_rows(x, along_x)
+  x = tf.transpose(_shear_rows(tf.transpose(x, [0, 2, 1]), tf.sin(angle)), [0, 2, 1])
+  return _shear_rows(x, along_x)
+
+
+def _shear_rows(x: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
+  """x [B, H, W] with row i shifted: out[b, i, j] = x[b, i, j + amount[b] * (i - (H - 1) / 2)].
+
+  Bilinear between columns, clamped to the row's edge; one [W, W] matrix per row and image.
+  """
+  height, width = x.shape[1], x.shape[2]
+  rows = tf.range(height, dtype=tf.float32) - (height - 1) / 2.0
+  columns = tf.range(width, dtype=tf.float32)
+  offset = amount[:, None] * rows  # [B, H]
+  source = tf.clip_by_value(columns + offset[:, :, None], 0.0, width - 1.0)  # [B, H, W]
+  weights = tf.nn.relu(1.0 - tf.abs(source[..., None] - columns))  # [B, H, W, W]
+  return tf.squeeze(tf.matmul(weights, x[..., None]), -1)
+
+
+def _erase(x: tf.Tensor, extra: tf.Tensor, erase_prob: float) -> tf.Tensor:
+  """x [B, H, W] with one rectangle of each erased image set to the image's fill level."""
+  height, width = x.shape[1], x.shape[2]
+  low, high = _ERASE_AREA_RANGE
+  area = low + (high - low) * extra[:, _ERASE_AREA]
+  low, high = (math.log(r) for r in _ERASE_ASPECT_RANGE)
+  aspect = tf.exp(low + (high - low) * extra[:, _ERASE_ASPECT])
+  box_height = tf.minimum(tf.sqrt(area * aspect), 1.0) * height
+  box_width = tf.minimum(tf.sqrt(area / aspect), 1.0) * width
+  top = (height - box_height) * extra[:, _ERASE_TOP]
+  left = (width - box_width) * extra[:, _ERASE_LEFT]
+  rows = tf.range(height, dtype=tf.float32)
+  columns = tf.range(width, dtype=tf.float32)
+  in_rows = (rows >= top[:, None]) & (rows < (top + box_height)[:, None])  # [B, H]
+  in_columns = (columns >= left[:, None]) & (columns < (left + box_width)[:, None])  # [B, W]
+  erased = ((extra[:, _ERASE] < erase_prob)[:, None, None] & in_rows[:, :, None]
+            & in_columns[:, None])
+  return tf.where(erased, extra[:, _ERASE_FILL, None, None], x)
 
 
 def _resampling_matrix(start: tf.Tensor, step: tf.Tensor, sigma: tf.Tensor, size: int,
@@ -217,7 +318,8 @@ def _resampling_matrix(start: tf.Tensor, step: tf.Tensor, sigma: tf.Tensor, size
   index = tf.range(size, dtype=tf.float32)
   centre = start[:, None] + step[:, None] * index  # [B, size] source coordinate of each output.
   if radius == 0:
-    return tf.nn.relu(1.0 - tf.abs(centre[:, :, None] - index))
+    point = tf.clip_by_value(centre, 0.0, size - 1.0)
+    return tf.nn.relu(1.0 - tf.abs(point[:, :, None] - index))
   taps = tf.range(-radius, radius + 1, dtype=tf.float32)
   # sigma = 0 leaves only the centre tap (exp(-d^2 / 1e-6) underflows to 0).
   weights = tf.exp(-tf.square(taps) / (2.0 * tf.square(sigma)[:, None] + 1e-6))

@@ -13,6 +13,8 @@ from emotion_tfds import preprocess
 _SIZE = 48
 _SEED = tf.constant([7, 11], tf.int64)
 _GEOMETRY = dataclasses.replace(augment.NO_AUGMENTATION, crop=0.3, flip_prob=0.5)
+# Every augmentation on.
+_ALL = augment.AugmentParams(rotate=10.0, shift=0.1, erase_prob=0.5)
 
 
 def _only(**strengths) -> augment.AugmentParams:
@@ -134,11 +136,69 @@ class AugmentBatchTest(tf.test.TestCase):
     # Neighbouring pixels are independent.
     self.assertLess(abs(np.corrcoef(z[:-1], z[1:])[0, 1]), 0.01)
 
+  def test_rotation_turns_a_ramp_exactly_by_each_images_angle(self):
+    # Each shear is bilinear along one axis, which keeps a linear ramp exact, so far enough from
+    # the border (no edge repeat) the output is the ramp read at the rotated coordinates.
+    batch, params = 8, _only(rotate=15.0)
+    angles = augment.rotation_angles(_SEED, batch, params).numpy()
+    self.assertAllInRange(angles, -np.radians(15.0), np.radians(15.0))
+    self.assertGreater(np.unique(np.round(angles, 5)).size, batch - 1)
+    centre = (_SIZE - 1) / 2
+    u, v = np.meshgrid(np.arange(_SIZE) - centre, np.arange(_SIZE) - centre, indexing="ij")
+    inside = slice(14, 34)
+    for axis in (0, 1):
+      ramps = np.repeat(_ramp(axis)[None], batch, axis=0)
+      out = augment.augment_batch(ramps, _SEED, params).numpy()[..., 0]
+      cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+      source = (u * cos + v * sin) if axis == 0 else (-u * sin + v * cos)
+      expected = (source + centre) / (_SIZE - 1)
+      self.assertAllClose(out[:, inside, inside], expected[:, inside, inside], atol=1e-5)
+
+  def test_positive_rotation_turns_counter_clockwise(self):
+    image = np.zeros((1, _SIZE, _SIZE, 1), np.float32)
+    image[0, 23:25, 38:42] = 1.0  # a block right of the centre
+    params = _only(rotate=45.0)
+    for seed in range(20):  # find a seed whose angle is clearly positive
+      seed = tf.constant([seed, 1], tf.int64)
+      if augment.rotation_angles(seed, 1, params).numpy()[0] > np.radians(30):
+        break
+    out = augment.augment_batch(image, seed, params).numpy()[0, ..., 0]
+    rows, cols = np.nonzero(out > 0.5)
+    self.assertLess(rows.mean(), 20, "the block should have moved up")
+    self.assertGreater(cols.mean(), 28, "and stayed right of the centre")
+
+  def test_shift_translates_with_edge_pixels_beyond_the_image(self):
+    params = _only(shift=0.2)
+    batch = 16
+    boxes = augment.crop_boxes(_SEED, batch, params).numpy()
+    self.assertAllClose(boxes[:, 2] - boxes[:, 0], np.ones(batch))  # no crop: full-size boxes
+    self.assertTrue((boxes[:, 1] < 0).any() and (boxes[:, 1] > 0).any(), boxes[:, 1])
+    steps = np.arange(_SIZE) / (_SIZE - 1)
+    ramps = np.repeat(_ramp(1)[None], batch, axis=0)
+    out = augment.augment_batch(ramps, _SEED, params).numpy()[..., 0]
+    expected = np.clip(boxes[:, 1, None] + steps, 0.0, 1.0)[:, None, :]
+    self.assertAllClose(out, np.broadcast_to(expected, out.shape), atol=1e-5)
+
+  def test_erasing_fills_one_rectangle_per_erased_image(self):
+    faces = preprocess.to_model_input(_random_faces(32)).numpy()
+    out = augment.augment_batch(faces, _SEED, _only(erase_prob=0.5)).numpy()
+    changed = np.abs(out - faces)[..., 0] > 1e-6
+    erased = changed.any(axis=(1, 2))
+    self.assertTrue(4 < erased.sum() < 28, f"{erased.sum()} of 32 erased at p=0.5")
+    for image, mask, was_erased in zip(out[..., 0], changed, erased):
+      if not was_erased:
+        continue
+      rows, cols = mask.any(axis=1), mask.any(axis=0)
+      self.assertAllEqual(mask, rows[:, None] & cols[None, :])  # a rectangle
+      self.assertAllInRange(mask.mean(), 0.01, 0.3)
+      self.assertLess(np.ptp(image[mask]), 1e-6)  # one fill level
+
   def test_each_augmentation_alone_changes_the_image(self):
     faces = _random_faces(8)
     plain = preprocess.to_model_input(faces)
+    off_by_default = {"rotate": 10.0, "shift": 0.1, "erase_prob": 1.0}
     for field in dataclasses.fields(augment.AugmentParams):
-      strength = getattr(augment.AugmentParams(), field.name)
+      strength = off_by_default.get(field.name, getattr(augment.AugmentParams(), field.name))
       with self.subTest(field.name):
         self.assertNotAllClose(augment.augment_batch(faces, _SEED, _only(**{field.name: strength})),
                                plain)
@@ -147,24 +207,30 @@ class AugmentBatchTest(tf.test.TestCase):
     a = augment.crop_boxes(_SEED, 8, augment.AugmentParams())
     b = augment.crop_boxes(_SEED, 8, _only(crop=0.2, flip_prob=0.5))
     self.assertAllEqual(a, b)
+    self.assertAllEqual(augment.rotation_angles(_SEED, 8, _only(rotate=10.0)),
+                        augment.rotation_angles(_SEED, 8, dataclasses.replace(
+                            augment.AugmentParams(), rotate=10.0, erase_prob=0.5)))
 
   def test_same_result_in_tf_data_map_with_unknown_batch_size(self):
     faces = _random_faces(16)
     ds = tf.data.Dataset.from_tensor_slices(faces).batch(8)  # static shape [None, 48, 48, 1]
-    ds = ds.map(lambda x: augment.augment_batch(x, _SEED))
+    ds = ds.map(lambda x: augment.augment_batch(x, _SEED, _ALL))
     self.assertIsNone(ds.element_spec.shape[0])
     batches = list(ds)
     self.assertLen(batches, 2)
-    self.assertAllClose(batches[1], augment.augment_batch(faces[8:], _SEED), atol=1e-6)
+    self.assertAllClose(batches[1], augment.augment_batch(faces[8:], _SEED, _ALL), atol=1e-6)
 
   def test_same_result_inside_a_jit_compiled_step(self):
     faces = _random_faces(8)
-    step = tf.function(lambda x: augment.augment_batch(x, _SEED), jit_compile=True)
-    self.assertAllClose(step(faces), augment.augment_batch(faces, _SEED), atol=1e-6)
+    for params in (augment.AugmentParams(), _ALL):
+      step = tf.function(lambda x, p=params: augment.augment_batch(x, _SEED, p), jit_compile=True)
+      self.assertAllClose(step(faces), augment.augment_batch(faces, _SEED, params), atol=1e-5)
 
   def test_bad_input_raises(self):
     with self.assertRaisesRegex(ValueError, "crop"):
       augment.AugmentParams(crop=1.5)
+    with self.assertRaisesRegex(ValueError, "rotate"):
+      augment.AugmentParams(rotate=90.0)
     with self.assertRaisesRegex(ValueError, r"\[B, H, W, 1\]"):
       augment.augment_batch(np.zeros((2, _SIZE, _SIZE, 3), np.uint8), _SEED)
     with self.assertRaisesRegex(ValueError, "uint8 or float"):
