@@ -10,6 +10,7 @@ The modules follow the data flow; import the one you need (this file imports not
     models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss
     training                    the stages under tf.distribute, resume, best epoch, final TTA
-    metrics, callbacks, curves  per-emotion report; TensorBoard; curves read back from it
+    metrics, callbacks          per-emotion report; per-epoch TensorBoard summaries
+    run_summaries, curves       the run's HParams trial and chart layout; curves read back
     evaluate, export, predict   eval_main, export_main (SavedModel, TFLite), predict_main
 """

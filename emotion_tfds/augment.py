@@ -71,6 +71,13 @@ _ALG = "philox"
 _BLUR_TRUNCATE = 2.0
 
 
+# The allowed range of each `AugmentParams` strength.
+LIMITS: dict[str, tuple[float, float]] = {
+    "crop": (0.0, 0.9), "flip_prob": (0.0, 1.0), "blur_sigma": (0.0, 4.0), "contrast": (0.0, 1.0),
+    "brightness": (0.0, 1.0), "noise_stddev": (0.0, 1.0), "rotate": (0.0, 45.0),
+    "shift": (0.0, 0.5), "erase_prob": (0.0, 1.0)}
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
   """Strengths of the augmentations; 0 turns one off. Intensities are in [0, 1] image units.
@@ -101,10 +108,7 @@ class AugmentParams:
   erase_prob: float = 0.0
 
   def __post_init__(self):
-    limits = {"crop": (0.0, 0.9), "flip_prob": (0.0, 1.0), "blur_sigma": (0.0, 4.0),
-              "contrast": (0.0, 1.0), "brightness": (0.0, 1.0), "noise_stddev": (0.0, 1.0),
-              "rotate": (0.0, 45.0), "shift": (0.0, 0.5), "erase_prob": (0.0, 1.0)}
-    for name, (low, high) in limits.items():
+    for name, (low, high) in LIMITS.items():
       value = getattr(self, name)
       if not low <= value <= high:
         raise ValueError(f"AugmentParams.{name}={value!r} is outside [{low}, {high}].")

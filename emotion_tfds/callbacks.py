@@ -1,42 +1,67 @@
 """Keras callbacks for training: per-emotion TensorBoard summaries, throughput, one line per epoch.
 
 `get_callbacks` is the factory the training loop calls once per stage (one TensorBoard run folder per
-stage, e.g. `<model_dir>/tb/<stage>`). What lands in TensorBoard, per epoch (step = Keras's epoch):
+stage, e.g. `<model_dir>/tb/<stage>`). The step of every summary is the run's epoch index: a stage
+that follows others starts at `epoch_offset` (the epochs before it), so the stages' curves continue
+one another on one axis. What lands in TensorBoard, per epoch:
 
   scalars  train/<log key> for each Keras log (loss, accuracy, learning_rate, images_per_second,
            epoch_seconds), eval/<key> for Keras's validation logs (val_loss -> eval/loss);
            with an `eval_dataset`, the per-emotion report of the model on it:
-           per_emotion/{accuracy,precision,f1,mean_confidence}/<emotion> and
-           eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence}.
+           per_emotion/{recall,precision,f1,mean_confidence}/<emotion> and
+           eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence}. Every tag has a description.
   image    eval/confusion_matrix: the row-normalised confusion matrix, emotion names on the axes.
-  text     eval/report: the markdown table of `metrics.EmotionReport`.
-  hparams  the stage's hyper-parameters (hparams plugin), once per run.
+  text     eval/report: the markdown table of `metrics.EmotionReport`; at the stage's first epoch,
+           `stage`: the stage's name and spec (the boundary between stages).
 
-Per-emotion values that are undefined (precision of an emotion the model never predicted) are written
-as 0, like scikit-learn's `zero_division=0`; emotions without images in the eval split and emotions
-the model cannot predict (not covered) get no per-emotion scalars. Under multi-worker training every
-worker runs the evaluation (its collective ops need all of them) but only the chief writes.
+The run's HParams trial and chart layout are `emotion_tfds.run_summaries`'. Per-emotion values that
+are undefined (precision of an emotion the model never predicted) are written as 0, like
+scikit-learn's `zero_division=0`; emotions without images in the eval split and emotions the model
+cannot predict (not covered) get no per-emotion scalars. Under multi-worker training every worker
+runs the evaluation (its collective ops need all of them) but only the chief writes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hp
 
 from emotion_tfds import metrics
 from emotion_tfds import preprocess
 
-PER_EMOTION_METRICS = ("accuracy", "precision", "f1", "mean_confidence")
-EVAL_TOTALS = ("accuracy", "macro_f1", "balanced_accuracy", "mean_confidence")
+# Per-emotion scalar tag name -> (`metrics.EmotionRow` attribute, the tag's description).
+PER_EMOTION_TAGS: dict[str, tuple[str, str]] = {
+    "recall": ("accuracy", "Share of the emotion's validation images predicted as it (recall)."),
+    "precision": ("precision", "Share of the predictions of the emotion that are right."),
+    "f1": ("f1", "Harmonic mean of the emotion's precision and recall."),
+    "mean_confidence": ("mean_confidence",
+                        "Mean probability the model gives the emotion on its own images."),
+}
+# eval/<total> -> description.
+EVAL_TOTALS: dict[str, str] = {
+    "accuracy": "Share of the validation images classified right.",
+    "macro_f1": "Mean F1 over the emotions.",
+    "balanced_accuracy": "Mean recall over the emotions.",
+    "mean_confidence": "Mean probability the model gives each image's true emotion.",
+}
+STAGE_TAG = "stage"
+_LOG_DESCRIPTIONS: dict[str, str] = {
+    "train/loss": "Training loss (with label smoothing and class weights) on augmented images.",
+    "train/accuracy": "Training accuracy on augmented images.",
+    "train/learning_rate": "Learning rate at the end of the epoch.",
+    "train/images_per_second": "Training throughput of the epoch (all replicas).",
+    "train/epoch_seconds": "Seconds of the epoch's training steps.",
+    "eval/loss": "Validation loss (Keras).",
+    STAGE_TAG: "The stage that starts here: its name and spec.",
+}
 
 
 def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
-                  eval_dataset: tf.data.Dataset | None = None,
-                  hparams: Mapping[str, object] | None = None, initial_epoch: int = 0,
+                  eval_dataset: tf.data.Dataset | None = None, stage_note: str | None = None,
+                  initial_epoch: int = 0, epoch_offset: int = 0,
                   pred_names: Sequence[str] | None = None, global_batch_size: int | None = None,
                   epoch_line: bool = True, is_chief: bool | None = None
                   ) -> list[keras.callbacks.Callback]:
@@ -47,10 +72,11 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
     label_names: the eval dataset's emotions (its label scheme).
     eval_dataset: (uint8 images [B, 48, 48, 1], int labels [B]) batches evaluated at each epoch end
       (`pipeline.make_dataset(..., training=False)`); None skips the per-emotion report.
-    hparams: the stage's hyper-parameters (values: bool, int, float or str; others are written as
-      their str), written once per run through the hparams plugin.
-    initial_epoch: the epoch this run starts at (Keras's `initial_epoch` of the first `fit`); a
-      resumed run (> 0) does not write its hparams again.
+    stage_note: text written as STAGE_TAG at the stage's first epoch (e.g. its name and spec).
+    initial_epoch: the epoch this stage starts at (Keras's `initial_epoch` of the first `fit`); a
+      resumed stage (> 0) does not write its stage note again.
+    epoch_offset: the run's epochs before this stage: summaries of Keras epoch e get step
+      epoch_offset + e.
     pred_names: the model's emotions when they differ from `label_names` (default: the same).
     global_batch_size: images per training step (all replicas); needed for images/s.
     epoch_line: print one summary line per epoch.
@@ -62,8 +88,9 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
   callbacks: list[keras.callbacks.Callback] = [EpochTimer(global_batch_size)]
   if logdir is not None:
     callbacks.append(EmotionTensorBoard(
-        logdir, label_names, eval_dataset=eval_dataset, pred_names=pred_names, hparams=hparams,
-        write_hparams=initial_epoch == 0, is_chief=is_chief))
+        logdir, label_names, eval_dataset=eval_dataset, pred_names=pred_names,
+        stage_note=stage_note if initial_epoch == 0 else None, epoch_offset=epoch_offset,
+        is_chief=is_chief))
   if epoch_line:
     callbacks.append(EpochLine(is_chief=is_chief))
   return callbacks
@@ -123,7 +150,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class EmotionTensorBoard(keras.callbacks.Callback):
-  """Writes the epoch's logs, the per-emotion report on `eval_dataset` and hparams to TensorBoard.
+  """Writes the epoch's logs and the per-emotion report on `eval_dataset` to TensorBoard.
 
   Adds `eval_accuracy` and `eval_macro_f1` to the epoch's logs (for `EpochLine`, checkpoints or early
   stopping placed after it).
@@ -131,9 +158,8 @@ class EmotionTensorBoard(keras.callbacks.Callback):
 
   def __init__(self, logdir: str, label_names: Sequence[str], *,
                eval_dataset: tf.data.Dataset | None = None,
-               pred_names: Sequence[str] | None = None,
-               hparams: Mapping[str, object] | None = None, write_hparams: bool = True,
-               is_chief: bool | None = None):
+               pred_names: Sequence[str] | None = None, stage_note: str | None = None,
+               epoch_offset: int = 0, is_chief: bool | None = None):
     super().__init__()
     if eval_dataset is not None and eval_dataset.element_spec[0].dtype != tf.uint8:
       raise ValueError(f"eval_dataset must yield uint8 images (the stored form), got "
@@ -142,8 +168,8 @@ class EmotionTensorBoard(keras.callbacks.Callback):
     self._label_names = tuple(label_names)
     self._pred_names = None if pred_names is None else tuple(pred_names)
     self._eval_dataset = eval_dataset
-    self._hparams = dict(hparams) if hparams else None
-    self._write_hparams = write_hparams
+    self._stage_note = stage_note
+    self._epoch_offset = epoch_offset
     self._is_chief = is_chief
     self._writer: tf.summary.SummaryWriter | None = None
     self._chief = True
@@ -155,10 +181,10 @@ class EmotionTensorBoard(keras.callbacks.Callback):
     self._chief = self._is_chief if self._is_chief is not None else is_chief_worker(strategy)
     self._writer = (tf.summary.create_file_writer(self._logdir) if self._chief
                     else tf.summary.create_noop_writer())
-    if self._hparams and self._write_hparams:
-      with self._writer.as_default():
-        hp.hparams({k: _hparam_value(v) for k, v in self._hparams.items()})
-      self._write_hparams = False  # Once per run, also when `fit` is called again.
+    if self._stage_note:
+      with self._writer.as_default(step=self._epoch_offset):
+        tf.summary.text(STAGE_TAG, self._stage_note, description=_LOG_DESCRIPTIONS[STAGE_TAG])
+      self._stage_note = None  # Once per stage, also when `fit` is called again.
     if self._eval_dataset is not None and self._evaluator is None:
       self._evaluator = metrics.StreamingEvaluator(
           lambda images: self.model(preprocess.to_model_input(images), training=False),
@@ -175,11 +201,12 @@ class EmotionTensorBoard(keras.callbacks.Callback):
       scalars.update(report_scalars(report))
       logs["eval_accuracy"] = report.totals.accuracy or 0.0
       logs["eval_macro_f1"] = report.totals.macro_f1 or 0.0
-    with self._writer.as_default(step=epoch):
+    step = self._epoch_offset + epoch
+    with self._writer.as_default(step=step):
       for tag, value in scalars.items():
-        tf.summary.scalar(tag, value)
+        tf.summary.scalar(tag, value, description=describe(tag))
       if report is not None and self._chief:
-        metrics.write_summaries(report, step=epoch)
+        metrics.write_summaries(report, step=step)
     self._writer.flush()
 
   def on_train_end(self, logs=None):
@@ -215,14 +242,14 @@ class EpochLine(keras.callbacks.Callback):
 
 
 def report_scalars(report: metrics.EmotionReport) -> dict[str, float]:
-  """Scalar tags of a report: per_emotion/<metric>/<emotion> and eval/<total>."""
+  """Scalar tags of a report: per_emotion/<tag>/<emotion> and eval/<total>."""
   out = {}
   for row in report.rows:
     if not row.covered or row.count == 0:
       continue
-    for name in PER_EMOTION_METRICS:
-      value = getattr(row, name)
-      out[f"per_emotion/{name}/{row.name}"] = 0.0 if value is None else value
+    for tag, (attribute, _) in PER_EMOTION_TAGS.items():
+      value = getattr(row, attribute)
+      out[f"per_emotion/{tag}/{row.name}"] = 0.0 if value is None else value
   totals = report.totals
   for name in EVAL_TOTALS:
     value = getattr(totals, name)
@@ -231,5 +258,12 @@ def report_scalars(report: metrics.EmotionReport) -> dict[str, float]:
   return out
 
 
-def _hparam_value(value: object) -> bool | int | float | str:
-  return value if isinstance(value, (bool, int, float, str)) else str(value)
+def describe(tag: str) -> str:
+  """The description of a scalar tag this module writes."""
+  group, _, rest = tag.partition("/")
+  if group == "per_emotion":
+    metric, _, emotion = rest.partition("/")
+    return f"{emotion}: {PER_EMOTION_TAGS[metric][1]}"
+  if group == "eval" and rest in EVAL_TOTALS:
+    return EVAL_TOTALS[rest]
+  return _LOG_DESCRIPTIONS.get(tag, f"Keras log {rest or tag} of the epoch.")

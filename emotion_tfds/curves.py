@@ -1,7 +1,7 @@
 """Training curves read back from a run's TensorBoard event files, and their picture.
 
 `training.run` writes one TensorBoard run folder per stage (`<model_dir>/tb/<stage>`, one point per
-epoch, see `emotion_tfds.callbacks`). `read_run` gives, for each stage in the order it ran, the
+epoch at step = the run's epoch index, counting on across stages, see `emotion_tfds.callbacks`). `read_run` gives, for each stage in the order it ran, the
 per-epoch values of a few scalar tags; `curves_png` draws training and validation accuracy over all
 stages, with the pretraining stages (another label set) on a panel of their own.
 """
@@ -25,11 +25,17 @@ TAGS = (TRAIN_ACCURACY, EVAL_ACCURACY, EVAL_MACRO_F1, EPOCH_SECONDS)
 class StageCurves:
   """One stage's per-epoch scalars: `values[tag]` is a list ordered by epoch (step).
 
-  `wall_times[tag]` holds the wall time (seconds since the epoch of Unix) of each value.
+  `steps[tag]` holds the step of each value (the run's epoch index, from 0), `wall_times[tag]` its
+  wall time (seconds since the epoch of Unix).
   """
   name: str
   values: dict[str, list[float]]
   wall_times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+  steps: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+  def run_epochs(self, tag: str) -> list[int]:
+    """The run's epoch number (from 1) of each value of `tag`."""
+    return [step + 1 for step in self.steps.get(tag, range(len(self.values.get(tag, []))))]
 
   def epochs(self) -> int:
     return max((len(v) for v in self.values.values()), default=0)
@@ -41,17 +47,24 @@ def _scalar(value) -> float:
   return float(value.simple_value)
 
 
+def read_events(logdir: str | pathlib.Path) -> list[tf.compat.v1.Event]:
+  """The summary events of the event files directly in `logdir` (not below), by wall time.
+
+  Only events with values: a file's first event (its version) has a wall time in whole seconds.
+  """
+  events = [tf.compat.v1.Event.FromString(record.numpy())
+            for path in pathlib.Path(logdir).glob("events.out.tfevents.*")
+            for record in tf.data.TFRecordDataset(str(path))]
+  events = [event for event in events if event.summary.value]
+  return sorted(events, key=lambda event: event.wall_time)
+
+
 def read_stage(logdir: pathlib.Path, tags: tuple[str, ...] = TAGS) -> tuple[float, StageCurves]:
   """(wall time of the first event, the stage's curves) from the event files in `logdir`.
 
   A step written more than once (an epoch repeated after a resume) keeps its latest value.
   """
-  events = [tf.compat.v1.Event.FromString(record.numpy())
-            for path in logdir.glob("events.out.tfevents.*")
-            for record in tf.data.TFRecordDataset(str(path))]
-  # Only events with values: a file's first event (its version) has a wall time in whole seconds.
-  events = [event for event in events if event.summary.value]
-  events.sort(key=lambda event: event.wall_time)
+  events = read_events(logdir)
   points: dict[str, dict[int, tuple[float, float]]] = {tag: {} for tag in tags}
   for event in events:
     for value in event.summary.value:
@@ -59,8 +72,9 @@ def read_stage(logdir: pathlib.Path, tags: tuple[str, ...] = TAGS) -> tuple[floa
         points[value.tag][event.step] = (_scalar(value), event.wall_time)
   values = {tag: [by_step[s][0] for s in sorted(by_step)] for tag, by_step in points.items()}
   walls = {tag: [by_step[s][1] for s in sorted(by_step)] for tag, by_step in points.items()}
+  steps = {tag: sorted(by_step) for tag, by_step in points.items()}
   first = events[0].wall_time if events else float("inf")
-  return first, StageCurves(logdir.name, values, walls)
+  return first, StageCurves(logdir.name, values, walls, steps)
 
 
 def read_run(model_dir: str | pathlib.Path, tags: tuple[str, ...] = TAGS) -> list[StageCurves]:
@@ -81,8 +95,8 @@ def read_run(model_dir: str | pathlib.Path, tags: tuple[str, ...] = TAGS) -> lis
 def curves_image(stages: list[StageCurves], title: str = "") -> bytes:
   """PNG bytes: training (dashed) and validation (dots) accuracy per epoch of every stage.
 
-  Stages whose name starts with "pretrain" go on a left panel; the others follow one another on the
-  right panel (x = epochs since the first of them), one colour per stage.
+  Stages whose name starts with "pretrain" go on a left panel, the others on the right panel; x is
+  the run's epoch, one colour per stage.
   """
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
@@ -97,15 +111,13 @@ def curves_image(stages: list[StageCurves], title: str = "") -> bytes:
   for column, (group, panel) in enumerate(groups):
     ax = fig.add_subplot(1, len(groups), column + 1)
     ax.set_title(panel)
-    offset = 0
     for stage in group:
       for tag, style, kind in ((TRAIN_ACCURACY, "--", "training"),
                                (EVAL_ACCURACY, "-o", "validation")):
         ys = stage.values.get(tag, [])
         if ys:
-          ax.plot(range(offset + 1, offset + len(ys) + 1), ys, style, color=colours[stage.name],
-                  markersize=3, label=f"{stage.name} {kind}")
-      offset += stage.epochs()
+          ax.plot(stage.run_epochs(tag), ys, style, color=colours[stage.name], markersize=3,
+                  label=f"{stage.name} {kind}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish_axes(ax, "epoch", "accuracy")
   if title:
@@ -136,17 +148,17 @@ def curves_png(stages: list[StageCurves], path: str | pathlib.Path, title: str =
 
 
 def markdown_table(stages: list[StageCurves]) -> str:
-  """One row per stage and epoch: training accuracy, validation accuracy and macro-F1."""
+  """One row per stage and epoch (of the run): training and validation accuracy, macro-F1."""
   lines = ["| stage | epoch | training accuracy | validation accuracy | validation macro-F1 |",
            "| --- | ---: | ---: | ---: | ---: |"]
+  columns = ((TRAIN_ACCURACY, "{:.1%}"), (EVAL_ACCURACY, "{:.1%}"), (EVAL_MACRO_F1, "{:.3f}"))
   for stage in stages:
-    for i in range(stage.epochs()):
-      cells = []
-      for tag, fmt in ((TRAIN_ACCURACY, "{:.1%}"), (EVAL_ACCURACY, "{:.1%}"),
-                       (EVAL_MACRO_F1, "{:.3f}")):
-        ys = stage.values.get(tag, [])
-        cells.append(fmt.format(ys[i]) if i < len(ys) else "-")
-      lines.append(f"| {stage.name} | {i + 1} | " + " | ".join(cells) + " |")
+    by_epoch = {tag: dict(zip(stage.run_epochs(tag), stage.values.get(tag, [])))
+                for tag, _ in columns}
+    for epoch in sorted(set().union(*by_epoch.values())):
+      cells = [fmt.format(by_epoch[tag][epoch]) if epoch in by_epoch[tag] else "-"
+               for tag, fmt in columns]
+      lines.append(f"| {stage.name} | {epoch} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

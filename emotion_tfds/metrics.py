@@ -442,5 +442,8 @@ def write_summaries(report: EmotionReport, step: int) -> None:
   """Writes the confusion-matrix image (CONFUSION_TAG) and the markdown table (REPORT_TAG) to the
   default `tf.summary` writer."""
   png = confusion_image(report)
-  tf.summary.image(CONFUSION_TAG, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step)
-  tf.summary.text(REPORT_TAG, report.to_markdown(), step=step)
+  tf.summary.image(CONFUSION_TAG, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step,
+                   description="Row-normalised confusion matrix: true emotion (row) against "
+                   "predicted emotion (column).")
+  tf.summary.text(REPORT_TAG, report.to_markdown(), step=step,
+                  description="Per-emotion report: images, recall, precision, F1, confidence.")

@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from emotion_tfds import augment
 from emotion_tfds import callbacks as callbacks_lib
+from emotion_tfds import curves
 from emotion_tfds import datasets
 from emotion_tfds import evaluate as evaluate_lib
 from emotion_tfds import export
@@ -56,6 +57,7 @@ from emotion_tfds import metrics
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
+from emotion_tfds import run_summaries
 from emotion_tfds import schedules
 from emotion_tfds import stages as stages_lib
 
@@ -623,6 +625,9 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
           f"({config.schedule[progress.stage].name}), {progress.epoch} epoch(s) of it done.",
           flush=True)
     context.counters.global_step.assign(progress.global_step)
+  if progress is None and chief:
+    run_summaries.write_run_start(write_dir / TENSORBOARD_DIR, config,
+                                  _label_names(builders[config.dataset]))
   net, stage, epoch, restore_from = _starting_point(config, strategy, builders, progress)
   for index in range(stage, len(config.schedule)):
     if index > stage:
@@ -641,11 +646,24 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
           f"{config.final_tta}):\n{report.format_table()}", flush=True)
   for suffix in (".json", ".md"):
     report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
+  if chief:
+    run_summaries.write_run_result(write_dir / TENSORBOARD_DIR, report,
+                                   _best_validation_accuracy(config, context),
+                                   step=sum(s.epochs for s in config.schedule))
   _save(net, write_dir, _label_names(target), chief)
   if not chief:
     shutil.rmtree(write_dir, ignore_errors=True)
   return RunResult(model=net, report=report, history=context.history,
                    resumed_from=(progress.stage, progress.epoch) if progress else None)
+
+
+def _best_validation_accuracy(config: TrainConfig, context: "_Context") -> float:
+  """The best per-epoch validation accuracy of the stages on the target's classes, read back from
+  their event files (so it covers the epochs before a resume too); NaN without validation."""
+  values = [value for stage in config.schedule[keep_best_from(config, context.builders):]
+            for value in curves.read_stage(context.write_dir / TENSORBOARD_DIR / stage.name,
+                                           (curves.EVAL_ACCURACY,))[1].values[curves.EVAL_ACCURACY]]
+  return max(values, default=float("nan"))
 
 
 def keep_best_from(config: TrainConfig, builders: dict) -> int:
@@ -758,8 +776,9 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   callbacks = [
       *callbacks_lib.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name), label_names=names,
-          eval_dataset=validation, hparams=_hparams(config, stage, lr, augment_on),
-          initial_epoch=first_epoch,
+          eval_dataset=validation, stage_note=f"{label}: {stage.spec()} on "
+          f"{config.stage_dataset(stage)}, augmentation {augment_on}", initial_epoch=first_epoch,
+          epoch_offset=sum(s.epochs for s in config.schedule[:index]),
           global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
       keras.callbacks.ProgbarLogger(),  # Before the summary line (Keras would append it last).
       EpochSummary(stage.name, label, stage.epochs, context.history, context.chief),
@@ -771,16 +790,6 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   trainer.fit(train, epochs=stage.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
               shuffle=False, callbacks=callbacks,
               verbose=config.verbose if context.chief else 0)
-
-
-def _hparams(config: TrainConfig, stage: stages_lib.Stage, lr: float, augment_on: str) -> dict:
-  return {"model": config.model, "dataset": config.stage_dataset(stage), "stage": stage.name,
-          "trainable": stage.trainable, "epochs": stage.epochs, "lr": lr,
-          "global_batch": stage.global_batch, "optimizer": stage.optimizer,
-          "schedule": stage.schedule, "warmup": stage.warmup, "weight_decay": stage.weight_decay,
-          "label_smoothing": stage.label_smoothing, "balance": stage.balance,
-          "augment_on": augment_on,
-          "mixed_precision": config.mixed_precision, "seed": config.seed}
 
 
 def report_split(builder, split: str) -> str:

@@ -53,6 +53,8 @@ def read_events(logdir: str | pathlib.Path) -> dict[str, dict[int, tf.Tensor]]:
       for value in event.summary.value:
         out.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor)
         out[f"plugin:{value.tag}"] = value.metadata.plugin_data.plugin_name
+        if value.metadata.summary_description:
+          out[f"description:{value.tag}"] = value.metadata.summary_description
   return out
 
 
@@ -70,26 +72,36 @@ class GetCallbacksTest(absltest.TestCase):
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     logdir = self._tmpdir()
-    hparams = {"stage": "head", "learning_rate": 3e-3, "global_batch": BATCH, "trainable": ("head",)}
     cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7, eval_dataset=evaluation,
-                                  hparams=hparams, global_batch_size=BATCH)
+                                  stage_note="head 2/3: head:2:0.003:32", epoch_offset=5,
+                                  global_batch_size=BATCH)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
       history = model.fit(train, epochs=2, validation_data=evaluation.map(
           lambda x, y: (preprocess.to_model_input(x), y)), callbacks=cbs, verbose=0)
 
     events = read_events(logdir)
-    for step in (0, 1):
-      for metric in callbacks.PER_EMOTION_METRICS:
+    # Steps are the run's epochs: this stage follows five others.
+    self.assertEqual(set(events["eval/accuracy"]), {5, 6})
+    self.assertEqual(events[callbacks.STAGE_TAG][5].item().decode(), "head 2/3: head:2:0.003:32")
+    self.assertLen(events[callbacks.STAGE_TAG], 1)
+    for step in (5, 6):
+      for metric in callbacks.PER_EMOTION_TAGS:
         for emotion in labels.FER7:
           tag = f"per_emotion/{metric}/{emotion}"
           self.assertIn(step, events.get(tag, {}), tag)
           self.assertTrue(math.isfinite(float(events[tag][step])), tag)
+          self.assertIn(emotion, events[f"description:{tag}"])
       for tag in ("eval/accuracy", "eval/macro_f1", "eval/balanced_accuracy", "eval/loss",
                   "train/loss", "train/accuracy", "train/learning_rate",
                   "train/images_per_second", "train/epoch_seconds"):
         self.assertTrue(math.isfinite(float(events[tag][step])), tag)
       self.assertEqual(events[f"plugin:{metrics.CONFUSION_TAG}"], "images")
+    # Every tag says what it holds.
+    tags = [t for t in events if not t.startswith(("plugin:", "description:"))]
+    self.assertEqual([t for t in tags if f"description:{t}" not in events], [])
+    self.assertIn("recall", events["description:per_emotion/recall/happy"])
+    for step in (5, 6):
       width, height, png = events[metrics.CONFUSION_TAG][step][:3]
       picture = tf.io.decode_png(png).numpy()
       self.assertEqual(picture.shape[:2], (int(height), int(width)))
@@ -98,19 +110,17 @@ class GetCallbacksTest(absltest.TestCase):
       self.assertEqual(events[f"plugin:{metrics.REPORT_TAG}"], "text")
       for emotion in labels.FER7:
         self.assertIn(f"| {emotion} |", report_text)
-    self.assertAlmostEqual(float(events["train/learning_rate"][1]), 3e-3, places=6)
-    self.assertGreater(float(events["train/images_per_second"][0]), 0)
-    self.assertEqual(events["plugin:_hparams_/session_start_info"], "hparams")
-    self.assertLen(events["_hparams_/session_start_info"], 1)
+    self.assertAlmostEqual(float(events["train/learning_rate"][6]), 3e-3, places=6)
+    self.assertGreater(float(events["train/images_per_second"][5]), 0)
 
     # The last epoch's scalars are the final model's report on the eval split, computed here anew.
     expected = metrics.EmotionReport(labels.FER7)
     expected.update(eval_labels, model.predict(preprocess.to_model_input(eval_images), verbose=0))
     for row in expected.rows:
-      for metric in callbacks.PER_EMOTION_METRICS:
-        self.assertAlmostEqual(float(events[f"per_emotion/{metric}/{row.name}"][1]),
-                               getattr(row, metric) or 0.0, places=5, msg=f"{metric} {row.name}")
-    self.assertAlmostEqual(float(events["eval/macro_f1"][1]), expected.totals.macro_f1, places=5)
+      for tag, (attribute, _) in callbacks.PER_EMOTION_TAGS.items():
+        self.assertAlmostEqual(float(events[f"per_emotion/{tag}/{row.name}"][6]),
+                               getattr(row, attribute) or 0.0, places=5, msg=f"{tag} {row.name}")
+    self.assertAlmostEqual(float(events["eval/macro_f1"][6]), expected.totals.macro_f1, places=5)
     self.assertAlmostEqual(history.history["eval_macro_f1"][1], expected.totals.macro_f1, places=5)
     # Keras's own validation on the same images agrees with the report's accuracy.
     self.assertAlmostEqual(history.history["val_accuracy"][1], expected.totals.accuracy, places=5)
@@ -119,32 +129,32 @@ class GetCallbacksTest(absltest.TestCase):
     self.assertLen(lines, 2)
     self.assertRegex(lines[1], r"^epoch 2: .*eval_macro_f1 \d\.\d{4}.*\| lr 0\.003 \| [\d,]+ images/s")
 
-  def test_resumed_run_skips_hparams_and_non_chief_writes_nothing(self):
+  def test_resumed_stage_skips_its_note_and_non_chief_writes_nothing(self):
     train, evaluation, _, _ = _datasets(num_rows=384)
     model = small_cnn(len(labels.FER7))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     resumed, worker = self._tmpdir(), self._tmpdir()
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(
         logdir=resumed, label_names=labels.FER7, eval_dataset=evaluation,
-        hparams={"stage": "all"}, initial_epoch=1, epoch_line=False))
+        stage_note="all", initial_epoch=1, epoch_line=False))
     events = read_events(resumed)
-    self.assertNotIn("_hparams_/session_start_info", events)
+    self.assertNotIn(callbacks.STAGE_TAG, events)
     self.assertEqual(set(events["eval/accuracy"]), {1})  # Steps are Keras's absolute epochs.
     self.assertNotIn("train/images_per_second", events)  # No global_batch_size given.
 
-    # The same callbacks through two `fit` calls: hparams once, steps continue.
+    # The same callbacks through two `fit` calls: the note once, steps continue.
     again = self._tmpdir()
     cbs = callbacks.get_callbacks(logdir=again, label_names=labels.FER7, eval_dataset=evaluation,
-                                  hparams={"stage": "all"}, epoch_line=False)
+                                  stage_note="all", epoch_line=False)
     model.fit(train, epochs=1, verbose=0, callbacks=cbs)
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=cbs)
     events = read_events(again)
-    self.assertLen(events["_hparams_/session_start_info"], 1)
+    self.assertLen(events[callbacks.STAGE_TAG], 1)
     self.assertEqual(set(events["eval/macro_f1"]), {0, 1})
 
     model.fit(train, epochs=1, verbose=0, callbacks=callbacks.get_callbacks(
         logdir=worker, label_names=labels.FER7, eval_dataset=evaluation,
-        hparams={"stage": "all"}, is_chief=False, epoch_line=False))
+        stage_note="all", is_chief=False, epoch_line=False))
     self.assertEqual(read_events(worker), {})
 
   def test_float_eval_dataset_is_refused(self):

@@ -26,11 +26,11 @@ def _tempdir(test: absltest.TestCase) -> pathlib.Path:
   return pathlib.Path(path)
 
 
-def _write(logdir: pathlib.Path, tag_values: dict[str, list[float]]) -> None:
+def _write(logdir: pathlib.Path, tag_values: dict[str, list[float]], first_step: int = 0) -> None:
   writer = tf.summary.create_file_writer(str(logdir))
   with writer.as_default():
     for tag, values in tag_values.items():
-      for step, value in enumerate(values):
+      for step, value in enumerate(values, start=first_step):
         tf.summary.scalar(tag, value, step=step)
   writer.close()
 
@@ -45,12 +45,13 @@ class CurvesTest(absltest.TestCase):
     _write(tb / "z_pretrain", {curves.TRAIN_ACCURACY: [0.3, 0.5, 0.6],
                                curves.EVAL_ACCURACY: [0.35, 0.45, 0.55]})
     time.sleep(0.05)
+    # Its epochs count on from the pretraining's three (steps 3, 4).
     _write(tb / "a_head", {curves.TRAIN_ACCURACY: [0.7], curves.EVAL_ACCURACY: [0.6],
-                           curves.EVAL_MACRO_F1: [0.5], "train/loss": [1.0]})
+                           curves.EVAL_MACRO_F1: [0.5], "train/loss": [1.0]}, first_step=3)
     time.sleep(0.05)
-    # A resumed run: a second event file rewrites epoch 0 (step 0) and adds epoch 1.
+    # A resumed run: a second event file rewrites the stage's first epoch (step 3) and adds one.
     _write(tb / "a_head", {curves.TRAIN_ACCURACY: [0.75, 0.8], curves.EVAL_ACCURACY: [0.65, 0.7],
-                           curves.EVAL_MACRO_F1: [0.55, 0.6]})
+                           curves.EVAL_MACRO_F1: [0.55, 0.6]}, first_step=3)
     (tb / "empty_stage").mkdir()
 
   def test_read_run_orders_stages_by_time_and_keeps_the_last_value_of_a_step(self):
@@ -62,11 +63,12 @@ class CurvesTest(absltest.TestCase):
     self.assertSequenceAlmostEqual(head[curves.EVAL_ACCURACY], [0.65, 0.7], places=6)
     self.assertNotIn("train/loss", head)
     self.assertEqual(stages[0].values[curves.EVAL_MACRO_F1], [])
+    self.assertEqual(stages[1].run_epochs(curves.EVAL_ACCURACY), [4, 5])
 
   def test_markdown_table_has_a_row_per_stage_epoch(self):
     table = curves.markdown_table(curves.read_run(self.model_dir))
     self.assertIn("| z_pretrain | 2 | 50.0% | 45.0% | - |", table)
-    self.assertIn("| a_head | 2 | 80.0% | 70.0% | 0.600 |", table)
+    self.assertIn("| a_head | 5 | 80.0% | 70.0% | 0.600 |", table)
     self.assertLen(table.splitlines(), 2 + 3 + 2)
 
   def test_curves_main_prints_the_table_and_writes_a_png(self):
@@ -74,7 +76,7 @@ class CurvesTest(absltest.TestCase):
     done = subprocess.run([sys.executable, str(REPO / "curves_main.py"),
                            f"--model_dir={self.model_dir}", f"--output={png}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
-    self.assertIn("| a_head | 1 | 75.0% | 65.0% | 0.550 |", done.stdout)
+    self.assertIn("| a_head | 4 | 75.0% | 65.0% | 0.550 |", done.stdout)
     image = tf.io.decode_png(png.read_bytes())
     self.assertGreater(image.shape[1], image.shape[0])  # Two panels side by side.
 

@@ -17,8 +17,11 @@ import pytest
 import tensorflow as tf
 
 from emotion_tfds import augment
+from emotion_tfds import curves
+from emotion_tfds import callbacks
 from emotion_tfds import models
 from emotion_tfds import pipeline
+from emotion_tfds import run_summaries
 from emotion_tfds import stages
 from emotion_tfds import training
 
@@ -222,6 +225,26 @@ class ResumeTest(absltest.TestCase):
         np.testing.assert_array_equal(a, b, err_msg=name)
     final = training.read_progress(str(ckpt_dir))
     self.assertEqual((final.stage, final.epoch, final.global_step), (1, 3, 4 * _STEPS))
+
+    # TensorBoard reads the crashed and resumed run as one: epochs count on across stages, each
+    # stage notes its start once, and the run folder holds one HParams trial and its result.
+    tb = model_dir / training.TENSORBOARD_DIR
+
+    def steps(folder: pathlib.Path, tag: str) -> list[int]:
+      return [e.step for e in curves.read_events(folder) if e.summary.value[0].tag == tag]
+
+    self.assertEqual(sorted(set(steps(tb / "stage1_head", "train/loss"))), [0])
+    self.assertEqual(sorted(set(steps(tb / "stage2_all", "train/loss"))), [1, 2, 3])
+    # The note is at the stage's first epoch (written again by the run that restarted the stage
+    # from its beginning, not by the one resumed mid-stage).
+    self.assertEqual(steps(tb / "stage2_all", callbacks.STAGE_TAG), [1, 1])
+    _, start = run_summaries.read_trial(tb)  # Exactly one trial, not rewritten on resume.
+    self.assertEqual(start.group_name, str(model_dir.resolve()))
+    final_accuracy = [e for e in curves.read_events(tb)
+                      if e.summary.value[0].tag == run_summaries.FINAL_ACCURACY]
+    self.assertEqual([e.step for e in final_accuracy], [4])
+    self.assertAlmostEqual(float(tf.make_ndarray(final_accuracy[0].summary.value[0].tensor)),
+                           result.report.totals.accuracy, places=6)
 
     # Another schedule must not continue this run's checkpoint.
     other = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:4:1e-3:16")

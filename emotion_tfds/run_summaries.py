@@ -1,0 +1,163 @@
+"""TensorBoard summaries of a whole training run: its HParams trial, its result, its chart layout.
+
+`<model_dir>/tb` is the run's own TensorBoard run folder; each stage writes its per-epoch curves
+into a subfolder (`<model_dir>/tb/<stage>`, see `emotion_tfds.callbacks`), with one epoch axis that
+counts on across stages. This module writes into the run folder itself:
+
+  hparams         a declared experiment (`HPARAMS` with their domains, `metrics` below) and one
+                  trial: the recipe of the run, named after its model_dir.
+  run/<metric>    the trial's metrics, written when the run ends: final and best validation
+                  accuracy, final macro-F1 and the final F1 of each emotion.
+  custom scalars  one chart per per-emotion metric with every emotion overlaid, and the run's
+                  validation accuracy and learning rate over all stages.
+
+With several model_dirs under one logdir, HParams lists one row per run; their curves stay in the
+stage runs below each.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from emotion_tfds import augment
+from emotion_tfds import callbacks
+from emotion_tfds import curves
+from emotion_tfds import evaluate
+from emotion_tfds import metrics
+from emotion_tfds import models
+from emotion_tfds import stages as stages_lib
+
+if TYPE_CHECKING:
+  from emotion_tfds import training
+
+FINAL_ACCURACY = "run/final_accuracy"
+BEST_ACCURACY = "run/best_accuracy"
+FINAL_MACRO_F1 = "run/final_macro_f1"
+F1_PREFIX = "run/f1/"
+
+# The recipe of a run. Stage-level values are the last stage's (the one training the target's
+# classes); `stages` holds every stage's full spec.
+HPARAMS: tuple[hp.HParam, ...] = (
+    hp.HParam("model", hp.Discrete(sorted(models.MODELS))),
+    hp.HParam("dataset"),
+    hp.HParam("stages"),
+    hp.HParam("epochs", hp.IntInterval(1, 100_000)),
+    hp.HParam("optimizer", hp.Discrete(stages_lib.OPTIMIZERS)),
+    hp.HParam("lr", hp.RealInterval(0.0, 100.0)),
+    hp.HParam("batch", hp.IntInterval(1, 1 << 20)),
+    hp.HParam("schedule", hp.Discrete(stages_lib.SCHEDULES)),
+    hp.HParam("weight_decay", hp.RealInterval(0.0, 1.0)),
+    hp.HParam("label_smoothing", hp.RealInterval(0.0, 1.0)),
+    hp.HParam("balance", hp.Discrete(stages_lib.BALANCES)),
+    hp.HParam("augment_on", hp.Discrete(("device", "host", "none"))),
+    *(hp.HParam(f"augment_{field}", hp.RealInterval(low, high))
+      for field, (low, high) in augment.LIMITS.items()),
+    hp.HParam("keep_best", hp.Discrete(("none", "accuracy", "macro_f1"))),
+    hp.HParam("final_tta", hp.Discrete(evaluate.TTA_MODES)),
+    hp.HParam("pretrained"),
+    hp.HParam("seed", hp.IntInterval(-(1 << 31), (1 << 31) - 1)),
+)
+
+
+def recipe(config: "training.TrainConfig") -> dict[str, bool | int | float | str]:
+  """The HParams values of a run: its recipe, keyed like `HPARAMS`."""
+  last = config.schedule[-1]
+  values = {
+      "model": config.model, "dataset": config.dataset,
+      "stages": " ".join(f"{s.spec()}@{config.stage_dataset(s)}" for s in config.schedule),
+      "epochs": sum(s.epochs for s in config.schedule), "optimizer": last.optimizer,
+      "lr": float(last.lr), "batch": last.global_batch, "schedule": last.schedule,
+      "weight_decay": float(last.weight_decay), "label_smoothing": float(last.label_smoothing),
+      "balance": last.balance, "augment_on": config.augment_on,
+      "keep_best": config.keep_best, "final_tta": config.final_tta,
+      "pretrained": config.pretrained or "", "seed": config.seed,
+  }
+  for field in augment.LIMITS:
+    values[f"augment_{field}"] = float(getattr(config.augment_params, field))
+  return values
+
+
+def metric_tags(label_names: Sequence[str]) -> list[str]:
+  """The declared metrics of a run with these emotions."""
+  return [FINAL_ACCURACY, BEST_ACCURACY, FINAL_MACRO_F1,
+          *(f"{F1_PREFIX}{name}" for name in label_names)]
+
+
+def custom_scalar_layout() -> layout_pb2.Layout:
+  """Per-emotion charts (all emotions overlaid) and the whole run's validation curves."""
+  per_emotion = [
+      layout_pb2.Chart(title=f"{tag} per emotion", multiline=layout_pb2.MultilineChartContent(
+          tag=[rf"^per_emotion/{tag}/"]))
+      for tag in callbacks.PER_EMOTION_TAGS]
+  run = [
+      layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+      for title, regex in (("validation accuracy, every stage", r"^eval/accuracy$"),
+                           ("validation macro-F1, every stage", r"^eval/macro_f1$"),
+                           ("learning rate, every stage", r"^train/learning_rate$"))]
+  return layout_pb2.Layout(category=[layout_pb2.Category(title="per emotion", chart=per_emotion),
+                                     layout_pb2.Category(title="run", chart=run)])
+
+
+def write_run_start(logdir: str | pathlib.Path, config: "training.TrainConfig",
+                    label_names: Sequence[str]) -> None:
+  """Declares the experiment and writes the run's trial and chart layout into `logdir`.
+
+  The trial is named after the model_dir (its resolved path).
+  """
+  with tf.summary.create_file_writer(str(logdir)).as_default() as writer:
+    hp.hparams_config(hparams=list(HPARAMS), metrics=[
+        hp.Metric(tag, display_name=tag.removeprefix("run/"))
+        for tag in metric_tags(label_names)])
+    hp.hparams(recipe(config), trial_id=str(pathlib.Path(config.model_dir).resolve()))
+    tf.summary.experimental.write_raw_pb(
+        custom_scalar_summary.pb(custom_scalar_layout()).SerializeToString(), step=0)
+  writer.close()
+
+
+def write_run_result(logdir: str | pathlib.Path, report: metrics.EmotionReport,
+                     best_accuracy: float, step: int) -> None:
+  """Writes the trial's metrics: the final report's accuracy, macro-F1 and F1 per emotion, and the
+  best validation accuracy of any epoch (step: the run's number of epochs)."""
+  values = {FINAL_ACCURACY: (report.totals.accuracy, "Final model's accuracy."),
+            BEST_ACCURACY: (best_accuracy, "Best per-epoch validation accuracy of the run."),
+            FINAL_MACRO_F1: (report.totals.macro_f1, "Final model's macro-F1.")}
+  for row in report.rows:
+    if row.covered and row.count:
+      values[f"{F1_PREFIX}{row.name}"] = (row.f1 or 0.0, f"Final model's F1 on {row.name}.")
+  with tf.summary.create_file_writer(str(logdir)).as_default(step=step) as writer:
+    for tag, (value, description) in values.items():
+      if value is not None:
+        tf.summary.scalar(tag, value, description=description)
+  writer.close()
+
+
+
+def read_trial(logdir: str | pathlib.Path
+               ) -> tuple[api_pb2.Experiment, plugin_data_pb2.SessionStartInfo]:
+  """(the declared experiment, the trial) that `write_run_start` wrote in `logdir`.
+
+  Raises:
+    ValueError: `logdir` holds no trial, or more than one.
+  """
+  found = {hparams_metadata.EXPERIMENT_TAG: [], hparams_metadata.SESSION_START_INFO_TAG: []}
+  for event in curves.read_events(logdir):
+    for value in event.summary.value:
+      if value.tag in found:
+        found[value.tag].append(value.metadata.plugin_data.content)
+  if any(len(contents) != 1 for contents in found.values()):
+    raise ValueError(f"{logdir}: expected one HParams experiment and one trial, found "
+                     f"{ {tag: len(c) for tag, c in found.items()} }.")
+  return (hparams_metadata.parse_experiment_plugin_data(
+              found[hparams_metadata.EXPERIMENT_TAG][0]),
+          hparams_metadata.parse_session_start_info_plugin_data(
+              found[hparams_metadata.SESSION_START_INFO_TAG][0]))
