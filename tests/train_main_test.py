@@ -99,6 +99,13 @@ class DefaultRunTest(absltest.TestCase):
     printed = re.search(r"\[stage2_all 3/3\] epoch 1/1: .*eval_accuracy ([\d.]+)", output)
     self.assertAlmostEqual(stages[-1].values[curves.EVAL_ACCURACY][0], float(printed[1]),
                            delta=1e-4)
+    # What a person would check in TensorBoard, through its HTTP API (tools/check_tensorboard.py).
+    checked = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "check_tensorboard.py"), f"--logdir={model_dir}/tb"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=_TIMEOUT_S)
+    self.assertEqual(checked.returncode, 0, f"{checked.stdout}\n{checked.stderr[-3000:]}")
+    self.assertIn("stages continue one epoch axis", checked.stdout)
+    self.assertRegex(checked.stdout, r"(\d+) of \1 checks passed")
 
 
 @pytest.mark.usefixtures("data_dir")
