@@ -52,6 +52,13 @@ def get_scheme(name: str) -> tuple[str, ...]:
     raise ValueError(f"Unknown label scheme {name!r}; expected one of {sorted(SCHEMES)}.") from None
 
 
+def display_order(names: tuple[str, ...]) -> tuple[str, ...]:
+  """`names` in the one order every view shows emotions in: FER-2013's csv id order (angry,
+  disgust, fear, happy, sad, surprise, neutral), other names after them as given."""
+  rank = {name: i for i, name in enumerate(FER7)}
+  return tuple(sorted(names, key=lambda name: rank.get(name, len(FER7))))
+
+
 def mapping(src: str | tuple[str, ...], dst: str | tuple[str, ...]) -> np.ndarray:
   """Maps label ids of scheme `src` to ids of scheme `dst`.
 

@@ -203,6 +203,17 @@ class EmotionReport:
         mean_confidence=_ratio(self.true_prob_sum[covered].sum(), covered_count),
         distribution=tuple(int(c) for c in self.confusion.sum(axis=0)))
 
+  def in_display_order(self) -> "EmotionReport":
+    """The same counts with true and predicted emotions in `labels.display_order`, so that a
+    seed6 report and a fer7 one list the emotions they share in one order (views use it; the
+    JSON keeps the label order)."""
+    rows = [self.label_names.index(n) for n in labels_lib.display_order(self.label_names)]
+    cols = [self.pred_names.index(n) for n in labels_lib.display_order(self.pred_names)]
+    return EmotionReport(tuple(self.label_names[i] for i in rows),
+                         tuple(self.pred_names[j] for j in cols),
+                         confusion=self.confusion[np.ix_(rows, cols)],
+                         true_prob_sum=self.true_prob_sum[rows])
+
   def row_normalized(self) -> np.ndarray:
     """float64 confusion with each true emotion's row divided by its count (0 for empty rows)."""
     counts = self.confusion.sum(axis=1, keepdims=True)
@@ -232,16 +243,17 @@ class EmotionReport:
     return json.dumps(self.to_dict(), indent=2)
 
   def _table(self) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells shared by the console, markdown and csv forms."""
+    """Header and text cells of the console and markdown forms, in display order."""
+    shown = self.in_display_order()
     header = ["label", "num image", "accuracy", "precision", "f1", "avg confidence"]
-    header += [f"pred {name}" for name in self.pred_names]
+    header += [f"pred {name}" for name in shown.pred_names]
     body = []
-    for row in self.rows:
+    for row in shown.rows:
       label = row.name if row.covered else f"{row.name} ({NOT_COVERED})"
       body.append([label, str(row.count)] + [
           _fmt(v) for v in (row.accuracy, row.precision, row.f1, row.mean_confidence)
       ] + [str(c) for c in row.distribution])
-    t = self.totals
+    t = shown.totals
     body.append(["total", str(t.count), _fmt(t.accuracy), "-", _fmt(t.macro_f1),
                  _fmt(t.mean_confidence)] + [str(c) for c in t.distribution])
     return header, body
@@ -275,9 +287,12 @@ class EmotionReport:
       lines.append("  ".join(cells))
     return "\n".join(lines + [""] + self._notes())
 
-  def to_markdown(self) -> str:
-    """Markdown table (one column per predicted emotion: the confusion row) and notes."""
+  def to_markdown(self, confusion: bool = True) -> str:
+    """Markdown table (with `confusion`, one column per predicted emotion: the confusion row) and
+    notes. Without the confusion columns it fits a TensorBoard text card."""
     header, body = self._table()
+    if not confusion:
+      header, body = header[:6], [row[:6] for row in body]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -400,30 +415,49 @@ class StreamingEvaluator:
 # Picture.
 
 
-def confusion_image(report: EmotionReport, title: str | None = None) -> bytes:
-  """PNG bytes of the row-normalised confusion matrix with emotion names on both axes."""
+def confusion_image(report: EmotionReport, title: str | None = None,
+                    compact: bool = False) -> bytes:
+  """PNG bytes of the row-normalised confusion matrix with emotion names on both axes.
+
+  `compact` draws it for a TensorBoard card (shown about 250 px wide): a small canvas with large
+  type, percentages as whole numbers and no colour bar, so names and values stay legible there.
+  """
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
+  report = report.in_display_order()
   matrix = report.row_normalized()
   rows = [f"{r.name}\n({NOT_COVERED})" if not r.covered else r.name for r in report.rows]
   counts = report.confusion.sum(axis=1)
-  size = 2.5 + 0.6 * max(len(rows), len(report.pred_names))
-  fig = Figure(figsize=(size + 1.5, size), dpi=100, layout="constrained")
+  cells = max(len(rows), len(report.pred_names))
+  if compact:
+    fig = Figure(figsize=(1.3 + 0.36 * cells, 1.1 + 0.36 * cells), dpi=100, layout="constrained")
+  else:
+    size = 2.5 + 0.6 * cells
+    fig = Figure(figsize=(size + 1.5, size), dpi=100, layout="constrained")
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
-  fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true emotion's images")
-  ax.set_xticks(range(len(report.pred_names)), labels=report.pred_names, rotation=45, ha="right")
-  ax.set_yticks(range(len(rows)), labels=[f"{n} ({c})" for n, c in zip(rows, counts)])
-  ax.set_xlabel("predicted emotion")
-  ax.set_ylabel("true emotion (images)")
+  if compact:
+    ax.set_xticks(range(len(report.pred_names)), labels=[n[:3] for n in report.pred_names],
+                  fontsize=12)
+    ax.set_yticks(range(len(rows)), labels=[r.name for r in report.rows], fontsize=12)
+    ax.set_xlabel("predicted (% of row)", fontsize=11)
+  else:
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true emotion's images")
+    ax.set_xticks(range(len(report.pred_names)), labels=report.pred_names, rotation=45,
+                  ha="right")
+    ax.set_yticks(range(len(rows)), labels=[f"{n} ({c})" for n, c in zip(rows, counts)])
+    ax.set_xlabel("predicted emotion")
+    ax.set_ylabel("true emotion (images)")
   for i in range(matrix.shape[0]):
     for j in range(matrix.shape[1]):
-      ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+      text = f"{100 * matrix[i, j]:.0f}" if compact else f"{matrix[i, j]:.2f}"
+      ax.text(j, i, text, ha="center", va="center", fontsize=10 if compact else 8,
               color="white" if matrix[i, j] > 0.5 else "black")
   t = report.totals
-  fig.suptitle(title or f"accuracy {_fmt(t.accuracy)}, macro-F1 {_fmt(t.macro_f1)}")
+  fig.suptitle(title or f"accuracy {_fmt(t.accuracy)}, macro-F1 {_fmt(t.macro_f1)}",
+               fontsize=11 if compact else None)
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
   return buffer.getvalue()
@@ -441,9 +475,9 @@ def confusion_png(report: EmotionReport, path: str | pathlib.Path, title: str | 
 def write_summaries(report: EmotionReport, step: int) -> None:
   """Writes the confusion-matrix image (CONFUSION_TAG) and the markdown table (REPORT_TAG) to the
   default `tf.summary` writer."""
-  png = confusion_image(report)
+  png = confusion_image(report, compact=True)
   tf.summary.image(CONFUSION_TAG, tf.io.decode_png(png, channels=3)[tf.newaxis], step=step,
                    description="Row-normalised confusion matrix: true emotion (row) against "
                    "predicted emotion (column).")
-  tf.summary.text(REPORT_TAG, report.to_markdown(), step=step,
+  tf.summary.text(REPORT_TAG, report.to_markdown(confusion=False), step=step,
                   description="Per-emotion report: images, recall, precision, F1, confidence.")

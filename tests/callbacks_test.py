@@ -106,7 +106,10 @@ class GetCallbacksTest(absltest.TestCase):
       picture = tf.io.decode_png(png).numpy()
       self.assertEqual(picture.shape[:2], (int(height), int(width)))
       self.assertGreater(picture.std(), 10)
+      # Drawn for a TensorBoard card (~250 px wide) with large type, not scaled down from a page.
+      self.assertLessEqual(int(width), 400)
       report_text = events[metrics.REPORT_TAG][step].item().decode()
+      self.assertNotIn("pred ", report_text)  # Narrow enough for its card; the image has those.
       self.assertEqual(events[f"plugin:{metrics.REPORT_TAG}"], "text")
       for emotion in labels.FER7:
         self.assertIn(f"| {emotion} |", report_text)

@@ -227,6 +227,33 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+class DisplayOrderTest(absltest.TestCase):
+
+  def test_seed6_and_fer7_views_list_shared_emotions_in_one_order(self):
+    self.assertEqual(labels.display_order(labels.SEED6),
+                     ("angry", "disgust", "happy", "sad", "surprise", "neutral"))
+    self.assertEqual(labels.display_order(labels.FER7), labels.FER7)
+    self.assertEqual(labels.display_order(("calm", "sad", "angry")), ("angry", "sad", "calm"))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 200)
+    probs = rng.dirichlet(np.ones(6), 200)
+    report = metrics.EmotionReport(labels.SEED6)
+    report.update(y, probs)
+    shown = report.in_display_order()
+    self.assertEqual(shown.label_names, labels.display_order(labels.SEED6))
+    # The same numbers, moved: each (true, predicted) pair keeps its count.
+    for i, true in enumerate(report.label_names):
+      for j, predicted in enumerate(report.pred_names):
+        self.assertEqual(shown.confusion[shown.label_names.index(true),
+                                         shown.pred_names.index(predicted)],
+                         report.confusion[i, j])
+    for field in ("count", "accuracy", "macro_f1", "balanced_accuracy", "mean_confidence"):
+      self.assertAlmostEqual(getattr(shown.totals, field), getattr(report.totals, field), 12)
+    lines = [l.split(" | ")[0].strip("| ") for l in report.to_markdown().splitlines()[2:8]]
+    self.assertEqual(tuple(lines), labels.display_order(labels.SEED6))
+    self.assertEqual(report.to_dict()["label_names"], list(labels.SEED6))  # JSON: label order.
+
+
 class MirroredStrategyTest(absltest.TestCase):
 
   def test_counts_sum_over_two_replicas(self):
