@@ -19,6 +19,7 @@ from absl import flags
 import tensorflow_datasets as tfds
 
 from emotion_tfds import augment
+from emotion_tfds import errors
 from emotion_tfds import evaluate
 from emotion_tfds import models
 from emotion_tfds import stages
@@ -154,4 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(errors.exit_on_user_error(main))

@@ -14,6 +14,8 @@ import pathlib
 
 import tensorflow as tf
 
+from emotion_tfds import errors
+
 TRAIN_ACCURACY = "train/accuracy"
 EVAL_ACCURACY = "eval/accuracy"
 EVAL_MACRO_F1 = "eval/macro_f1"
@@ -87,7 +89,7 @@ def read_run(model_dir: str | pathlib.Path, tags: tuple[str, ...] = TAGS) -> lis
   stages = [read_stage(d, tags) for d in sorted(tb.glob("*")) if d.is_dir()]
   stages = [s for s in stages if s[1].epochs()]
   if not stages:
-    raise FileNotFoundError(f"{tb}: no TensorBoard stage folder with per-epoch scalars "
+    raise errors.MissingFileError(f"{tb}: no TensorBoard stage folder with per-epoch scalars "
                             f"({', '.join(tags)}); is this a train_main --model_dir?")
   return [curves for _, curves in sorted(stages, key=lambda s: s[0])]
 

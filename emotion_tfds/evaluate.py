@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from emotion_tfds import datasets
+from emotion_tfds import errors
 from emotion_tfds import export
 from emotion_tfds import labels
 from emotion_tfds import metrics
@@ -51,7 +52,7 @@ def load_model(model_path: str | os.PathLike) -> LoadedModel:
   """
   path = pathlib.Path(model_path)
   if not path.exists():
-    raise FileNotFoundError(f"Model {path} does not exist.")
+    raise errors.MissingFileError(f"Model {path} does not exist.")
   if path.is_dir():
     return _load_saved_model(path)
   if path.suffix == ".keras":

@@ -23,6 +23,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
+from emotion_tfds import errors
 from emotion_tfds import evaluate
 from emotion_tfds import export
 from emotion_tfds import faces
@@ -71,7 +72,7 @@ def load_classifier(model_path: str | os.PathLike,
   """
   path = pathlib.Path(model_path)
   if not path.exists():
-    raise FileNotFoundError(f"Model {path} does not exist.")
+    raise errors.MissingFileError(f"Model {path} does not exist.")
   if path.suffix == ".tflite":
     tflite = export.TFLiteClassifier(path)
     return Classifier(tflite.predict, label_names or _names_for(tflite.predict),

@@ -50,6 +50,7 @@ from emotion_tfds import augment
 from emotion_tfds import callbacks as callbacks_lib
 from emotion_tfds import curves
 from emotion_tfds import datasets
+from emotion_tfds import errors
 from emotion_tfds import evaluate as evaluate_lib
 from emotion_tfds import export
 from emotion_tfds import losses
@@ -162,8 +163,26 @@ class TrainConfig:
     return (f"model={self.model};pretrained={self.pretrained or ''};seed={self.seed};"
             f"scale_lr={self.scale_lr}/{self.reference_batch};augment_on={self.augment_on};"
             f"mixed_precision={self.mixed_precision};"
+            f"max_steps_per_epoch={self.max_steps_per_epoch or 0};"
             f"augment={dataclasses.astuple(self.augment_params)};keep_best={self.keep_best};"
             f"stages={specs}")
+
+
+def data_identity(builders: dict) -> str:
+  """Each dataset's name, version and split sizes: what a resumed run must train on again."""
+  return ",".join(
+      f"{name}@{builder.info.version}:" + "/".join(
+          f"{split}={info.num_examples}" for split, info in sorted(builder.info.splits.items()))
+      for name, builder in sorted(builders.items()))
+
+
+def fingerprint_difference(saved: str, current: str) -> str:
+  """The settings that differ between two fingerprints, as "key: saved -> current; ..."."""
+  def fields(fingerprint: str) -> dict[str, str]:
+    return dict(part.partition("=")[::2] for part in fingerprint.split(";"))
+  a, b = fields(saved), fields(current)
+  return "; ".join(f"{key}: {a.get(key, '(none)')} -> {b.get(key, '(none)')}"
+                   for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key))
 
 
 @dataclasses.dataclass
@@ -201,7 +220,12 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
   if name == "multi_worker":
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    try:
+      resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    except ValueError as e:  # No TPU here and no --tpu name: "Please provide a TPU Name ...".
+      raise errors.StrategyUnavailableError(
+          f"--strategy=tpu: no TPU found on this machine ({e}). Pass --tpu=<name or grpc "
+          "address>, or run on a TPU VM.") from None
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
@@ -224,13 +248,13 @@ def get_builder(dataset: str, data_dir: str, generate_rows: int, seed: int = 0):
   """The built dataset `dataset` in `data_dir`, generated (faces) and built first when asked to.
 
   Raises:
-    FileNotFoundError: the dataset is not built and `generate_rows` is 0.
+    errors.DataNotBuiltError: the dataset is not built and `generate_rows` is 0.
   """
   builder = datasets.get_builder(dataset, data_dir)
   if builder.is_prepared():
     return builder
   if generate_rows <= 0:
-    raise FileNotFoundError(
+    raise errors.DataNotBuiltError(
         f"Dataset {dataset} is not built in {data_dir}. Build it first (see BUILD.md, e.g. "
         f"`tfds build builders/fer2013 --config={dataset.split('/')[-1]} --data_dir={data_dir} "
         f"--manual_dir=<folder with fer2013.csv>`), or pass --generate_rows=N to train on N "
@@ -555,11 +579,11 @@ def _check_stage(stage: stages_lib.Stage, strategy: tf.distribute.Strategy,
                  train_size: int) -> None:
   replicas = strategy.num_replicas_in_sync
   if stage.global_batch % replicas:
-    raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch} is not divisible by "
-                     f"the {replicas} replicas.")
+    raise errors.ConfigError(f"Stage {stage.name}: global batch {stage.global_batch} is not "
+                             f"divisible by the {replicas} replicas.")
   if stage.global_batch > train_size:
-    raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch} is larger than the "
-                     f"training split ({train_size} examples).")
+    raise errors.ConfigError(f"Stage {stage.name}: global batch {stage.global_batch} is larger "
+                             f"than the training split ({train_size} examples).")
 
 
 @dataclasses.dataclass
@@ -588,9 +612,11 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     The trained network, the evaluation report and the per-epoch history of this call.
 
   Raises:
-    ValueError: a checkpoint in model_dir written by another schedule, a batch size that does not
-      fit, or an unknown name.
-    FileNotFoundError: a dataset that is not built (and `generate_rows` is 0).
+    errors.CheckpointMismatchError: model_dir holds a checkpoint of other settings or data.
+    errors.ConfigError: a batch size that does not fit the replicas or the data.
+    errors.DataNotBuiltError: a dataset that is not built (and `generate_rows` is 0).
+    errors.StrategyUnavailableError: a strategy this machine cannot run.
+    ValueError: an unknown name.
   """
   _setup(config)
   strategy = strategy or make_strategy(config.strategy, config.tpu)
@@ -611,13 +637,14 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
 
   # Every worker resumes from the chief's checkpoints (model_dir is shared), writes into its own.
   progress = read_progress(str(model_dir / CKPT_DIR))
-  if progress is not None and progress.fingerprint != config.fingerprint():
-    raise ValueError(
-        f"{model_dir / CKPT_DIR} holds a checkpoint of another run:\n  checkpoint: "
-        f"{progress.fingerprint}\n  this run:   {config.fingerprint()}\nUse another --model_dir "
-        "or the same flags as that run.")
+  fingerprint = f"{config.fingerprint()};data={data_identity(builders)}"
+  if progress is not None and progress.fingerprint != fingerprint:
+    raise errors.CheckpointMismatchError(
+        f"{model_dir / CKPT_DIR} holds a checkpoint of another run; what differs: "
+        f"{fingerprint_difference(progress.fingerprint, fingerprint)}. Use another --model_dir "
+        "or the same flags and data as that run.")
   context = _Context(config=config, strategy=strategy, builders=builders,
-                     counters=_Counters(config.fingerprint()), write_dir=write_dir, chief=chief,
+                     counters=_Counters(fingerprint), write_dir=write_dir, chief=chief,
                      history=[], extra_callbacks=tuple(extra_callbacks))
 
   if progress:

@@ -151,5 +151,30 @@ class KillResumeTest(absltest.TestCase):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+class UserErrorsTest(absltest.TestCase):
+  """Errors a user can fix end in one line that says how, not in a traceback."""
+
+  def test_unbuilt_data_and_missing_tpu(self):
+    root = _tempdir(self)
+    cases = {
+        "not built": (["--generate_rows=0"], r"error: Dataset fer2013/seed6 is not built in .*"
+                      r"tfds build builders/fer2013 --config=seed6"),
+        "no tpu": (["--strategy=tpu"], r"error: --strategy=tpu: no TPU found on this machine.*"
+                   r"--tpu="),
+    }
+    processes = {
+        name: subprocess.Popen(_command(root / "empty", root / name, flags), cwd=REPO, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, (flags, _) in cases.items()}
+    for name, process in processes.items():
+      with self.subTest(name):
+        _, stderr = process.communicate(timeout=_TIMEOUT_S)
+        self.assertEqual(process.returncode, 1, stderr[-2000:])
+        self.assertNotIn("Traceback", stderr)
+        error_lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        self.assertLen(error_lines, 1, stderr[-2000:])
+        self.assertRegex(error_lines[0], cases[name][1])
+
+
 if __name__ == "__main__":
   absltest.main()

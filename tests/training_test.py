@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from emotion_tfds import augment
 from emotion_tfds import curves
+from emotion_tfds import errors
 from emotion_tfds import callbacks
 from emotion_tfds import models
 from emotion_tfds import pipeline
@@ -248,8 +249,13 @@ class ResumeTest(absltest.TestCase):
 
     # Another schedule must not continue this run's checkpoint.
     other = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:4:1e-3:16")
-    with self.assertRaisesRegex(ValueError, "holds a checkpoint of another run"):
+    with self.assertRaisesRegex(errors.CheckpointMismatchError,
+                                r"another run; what differs: stages: .*all:3:.* -> .*all:4:"):
       training.run(other)
+    capped = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16",
+                     max_steps_per_epoch=_STEPS + 1)
+    with self.assertRaisesRegex(ValueError, r"what differs: max_steps_per_epoch: 2 -> 3\."):
+      training.run(capped)
 
 
 @pytest.mark.usefixtures("data_dir")
@@ -309,6 +315,16 @@ class ErrorsTest(absltest.TestCase):
     config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
       training.run(config)
+
+  @pytest.mark.usefixtures("data_dir")
+  def test_fingerprint_holds_the_data_and_names_what_differs(self):
+    builder = training.get_builder("fer2013/seed6", self.data_dir, generate_rows=0)
+    identity = training.data_identity({"fer2013/seed6": builder})
+    sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+    self.assertEqual(identity, f"fer2013/seed6@{builder.info.version}:" + "/".join(
+        f"{split}={sizes[split]}" for split in sorted(sizes)))
+    self.assertEqual(training.fingerprint_difference("a=1;b=x=2;d=5", "a=1;b=x=3;c=4"),
+                     "b: x=2 -> x=3; d: 5 -> (none); c: (none) -> 4")
 
   def test_bad_config(self):
     schedule = tuple(stages.parse_stages("all:1:1e-3:8"))
