@@ -20,6 +20,7 @@ from absl.testing import absltest
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from emotion_tfds import curves
 from emotion_tfds import training
@@ -36,6 +37,11 @@ _DEFAULT_RUN = (f"--generate_rows={_ROWS}", "--pretrain_stages=all:2:5e-4:16",
 _KILLED_RUN = ("--pretrain_stages=all:1:1e-3:16", "--stages=head:1:1e-3:16,all:4:1e-3:16",
                "--max_steps_per_epoch=6", "--deterministic", "--progress=none")
 _KILLED_STAGE = 2  # Index of the all stage in the schedule (pretrain, head, all).
+# The GPU/TPU code paths on this CPU: XLA-compiled train step, bfloat16 compute, float32 variables.
+_ACCELERATOR_RUN = ("--dataset=fer2013/fer7", "--model=fastnet", "--pretrain_stages=",
+                    "--stages=main:all:3:0.05:16:nesterov:schedule=cosine:wd=5e-4",
+                    "--max_steps_per_epoch=6", "--jit_compile", "--mixed_precision",
+                    "--progress=none")
 _KILLED_EPOCHS = 4
 
 
@@ -111,20 +117,19 @@ class DefaultRunTest(absltest.TestCase):
 @pytest.mark.usefixtures("data_dir")
 class KillResumeTest(absltest.TestCase):
 
-  def test_sigkill_mid_stage_then_restart_matches_uninterrupted(self):
-    root = _tempdir(self)
-    reference_dir, model_dir = root / "uninterrupted", root / "killed"
-    command = _command(self.data_dir, model_dir, _KILLED_RUN)
+  def _kill_in_stage(self, command: list[str], model_dir: pathlib.Path, stage: int,
+                     epochs: int) -> training.Progress:
+    """Runs `command` and SIGKILLs it once stage `stage` has checkpointed an epoch."""
     process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
       deadline = time.monotonic() + _TIMEOUT_S
       while True:
         progress = _progress(model_dir)
-        if progress and progress.stage == _KILLED_STAGE and progress.epoch >= 1:
+        if progress and progress.stage == stage and progress.epoch >= 1:
           break
         self.assertIsNone(process.poll(), "the run ended before it could be killed")
-        self.assertLess(time.monotonic(), deadline, "no checkpoint of the all stage appeared")
+        self.assertLess(time.monotonic(), deadline, "no checkpoint of the stage appeared")
         time.sleep(0.02)
       process.send_signal(signal.SIGKILL)
       process.wait(timeout=60)
@@ -133,8 +138,15 @@ class KillResumeTest(absltest.TestCase):
         process.kill()
     self.assertEqual(process.returncode, -signal.SIGKILL)
     progress = _progress(model_dir)
-    self.assertEqual(progress.stage, _KILLED_STAGE)
-    self.assertLess(progress.epoch, _KILLED_EPOCHS, "killed after the stage had finished")
+    self.assertEqual(progress.stage, stage)
+    self.assertLess(progress.epoch, epochs, "killed after the stage had finished")
+    return progress
+
+  def test_sigkill_mid_stage_then_restart_matches_uninterrupted(self):
+    root = _tempdir(self)
+    reference_dir, model_dir = root / "uninterrupted", root / "killed"
+    command = _command(self.data_dir, model_dir, _KILLED_RUN)
+    progress = self._kill_in_stage(command, model_dir, _KILLED_STAGE, _KILLED_EPOCHS)
 
     output = _run(command)
     self.assertIn(f"Resuming from {progress.path}: stage {_KILLED_STAGE + 1}/3", output)
@@ -149,6 +161,21 @@ class KillResumeTest(absltest.TestCase):
     uninterrupted = keras.models.load_model(reference_dir / "model.keras").get_weights()
     for a, b in zip(resumed, uninterrupted, strict=True):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+  def test_xla_and_bfloat16_run_resumes_after_sigkill_and_exports_float32(self):
+    """The accelerator code paths on this CPU: an XLA-compiled step with bfloat16 compute."""
+    model_dir = _tempdir(self) / "accelerator"
+    command = _command(self.data_dir, model_dir, _ACCELERATOR_RUN)
+    progress = self._kill_in_stage(command, model_dir, 0, 3)
+    output = _run(command)
+    self.assertIn(f"Resuming from {progress.path}: stage 1/1", output)
+    self.assertIn("[main 1/1] epoch 3/3", output)
+    net = keras.models.load_model(model_dir / "model.keras")
+    self.assertEqual({w.dtype for w in net.weights}, {"float32"})
+    serving = tf.saved_model.load(str(model_dir / "saved_model")).signatures["serving_default"]
+    probabilities = serving(images=tf.zeros([2, 48, 48, 1], tf.uint8))["probabilities"]
+    self.assertEqual(probabilities.dtype, tf.float32)
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-3)
 
 
 class UserErrorsTest(absltest.TestCase):
