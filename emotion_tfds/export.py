@@ -25,6 +25,7 @@ import pathlib
 import tempfile
 from collections.abc import Iterable, Sequence
 
+from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
 import tensorflow as tf
@@ -209,10 +210,10 @@ def export_tflite(saved_model_dir: str | os.PathLike, path: str | os.PathLike,
 
 
 class TFLiteClassifier:
-  """Runs a TFLite model written by `export_tflite` on uint8 batches."""
+  """Runs a TFLite model written by `export_tflite` on uint8 batches, in the LiteRT runtime."""
 
   def __init__(self, path: str | os.PathLike):
-    self._interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
+    self._interpreter = litert.Interpreter(model_path=os.fspath(path))
     self._runner = self._interpreter.get_signature_runner(SERVING_KEY)
 
   def predict(self, images: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ class ExportRunTest(tf.test.TestCase):
       self.assertLess(self.report.sizes[quantization], self.report.sizes["float"] / 2)
 
   def test_int8_model_has_integer_activations(self):
-    interpreter = tf.lite.Interpreter(model_path=str(self.out_dir / "model_int8.tflite"))
+    interpreter = litert.Interpreter(model_path=str(self.out_dir / "model_int8.tflite"))
     dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
     self.assertIn(np.int8, dtypes)
     # The uint8 input of the model stays uint8: no float scaling left to the app.
