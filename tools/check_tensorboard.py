@@ -15,7 +15,8 @@ to 127.0.0.1 on a free port, then asks the server what its dashboards would show
     python tools/check_tensorboard.py --logdir=runs/default/tb
 
 Prints one line per check and exits 1 if any fails. With `--screenshot_dir`, a headless Chromium
-(Debian package `chromium`) also saves the scalars, custom-scalars and HParams dashboards as PNGs
+(Debian package `chromium`) also saves the scalars, custom-scalars, HParams, images and text
+dashboards as PNGs
 (`?forceSVG=true` makes the charts render without a GPU).
 """
 
@@ -187,7 +188,7 @@ def main(argv):
     if _SCREENSHOT_DIR.value:
       out = pathlib.Path(_SCREENSHOT_DIR.value)
       out.mkdir(parents=True, exist_ok=True)
-      for dashboard in ("scalars", "custom_scalars", "hparams"):
+      for dashboard in ("scalars", "custom_scalars", "hparams", "images", "text"):
         path = out / f"tensorboard_{dashboard}.png"
         screenshot(url, dashboard, path, _CHROMIUM.value, _WINDOW.value)
         print(f"wrote {path}")
