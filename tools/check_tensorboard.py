@@ -16,8 +16,7 @@ to 127.0.0.1 on a free port, then asks the server what its dashboards would show
 
 Prints one line per check and exits 1 if any fails. With `--screenshot_dir`, a headless Chromium
 (Debian package `chromium`) also saves the scalars, custom-scalars, HParams, images and text
-dashboards as PNGs
-(`?forceSVG=true` makes the charts render without a GPU).
+dashboards as PNGs (`?forceSVG=true` makes the charts render without a GPU).
 """
 
 from __future__ import annotations
