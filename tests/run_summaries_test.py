@@ -54,7 +54,11 @@ class RunSummariesTest(absltest.TestCase):
     experiment, start = run_summaries.read_trial(logdir)
 
     self.assertEqual(start.group_name, str((logdir / "my_run").resolve()))
-    values = {name: value for name, value in start.hparams.items()}
+    declared = {info.name: info for info in experiment.hparam_infos}
+    # Named by rank so that TensorBoard's name-sorted columns start with the telling ones.
+    self.assertEqual([declared[n].display_name for n in sorted(declared)][:5],
+                     ["model", "dataset", "epochs", "lr", "batch"])
+    values = {declared[name].display_name: value for name, value in start.hparams.items()}
     self.assertEqual(values["model"].string_value, "base_cnn")
     self.assertEqual(values["epochs"].number_value, 13)  # 3 + 2 + 8 over the stages.
     self.assertEqual(values["optimizer"].string_value, "nesterov")  # The last stage's.
@@ -65,7 +69,7 @@ class RunSummariesTest(absltest.TestCase):
     self.assertTrue(values["stages"].string_value.startswith(
         "pretrain1_all:all:3:0.001:64:adam@fer2013/fer7 stage1_head:"), values["stages"])
 
-    declared = {info.name: info for info in experiment.hparam_infos}
+    declared = {info.display_name: info for info in experiment.hparam_infos}
     self.assertEqual(set(declared), set(values))
     self.assertIn("fastnet", [v.string_value for v in declared["model"].domain_discrete.values])
     self.assertEqual(declared["batch"].domain_interval.min_value, 1)

@@ -133,10 +133,14 @@ def check(url: str, logdir: str) -> list[tuple[str, bool, str]]:
     record(f"{parent or '.'}: stages continue one epoch axis", not gaps, "; ".join(gaps))
 
   experiment = post(url, "/data/plugin/hparams/experiment", {"experimentName": ""})
-  hparams = {h["name"]: h for h in experiment.get("hparamInfos", [])}
+  hparams = {h.get("displayName") or h["name"]: h for h in experiment.get("hparamInfos", [])}
   metric_tags = [m["name"]["tag"] for m in experiment.get("metricInfos", [])]
   record("hparams declared", {"model", "stages", "optimizer", "seed"} <= set(hparams),
          f"{sorted(hparams)}")
+  by_name = sorted(hparams, key=lambda n: hparams[n]["name"])  # TensorBoard's column order.
+  shown = by_name[:5]
+  record("the five hparams TensorBoard ticks are the recipe's main ones",
+         shown == ["model", "dataset", "epochs", "lr", "batch"], f"{shown}")
   not_integer = [n for n in _INTEGER_HPARAMS
                  if n in hparams and "domainInterval" not in hparams[n]]
   record("integer hparams have interval domains", not not_integer, f"{not_integer}")
