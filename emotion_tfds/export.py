@@ -29,6 +29,7 @@ from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.lite.tools import flatbuffer_utils
 
 from emotion_tfds import datasets
 from emotion_tfds import labels
@@ -168,7 +169,7 @@ def export_tflite(saved_model_dir: str | os.PathLike, path: str | os.PathLike,
   """Converts the `serving_default` signature of a SavedModel to a TFLite file.
 
   The TFLite model keeps the uint8 [B, 48, 48, 1] input (the 0..1 scaling is inside) and the
-  float32 `probabilities` and int64 `label` outputs.
+  float32 `probabilities` and int64 `label` outputs, with tensors named so too.
 
   Args:
     saved_model_dir: a SavedModel written by `export_saved_model`.
@@ -202,11 +203,25 @@ def export_tflite(saved_model_dir: str | os.PathLike, path: str | os.PathLike,
           yield {IMAGES_KEY: image[np.newaxis]}
 
     converter.representative_dataset = representative_dataset
-  content = converter.convert()
+  content = _name_signature_tensors(converter.convert())
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(content)
   return len(content)
+
+
+def _name_signature_tensors(content: bytes) -> bytes:
+  """The TFLite model with its signature's tensors named as the signature names them.
+
+  The converter leaves graph names (`StatefulPartitionedCall_1:0`) on the input and output tensors;
+  an app that reads the model without the signature API sees `images`, `probabilities` and `label`.
+  """
+  model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+  for signature in model.signatureDefs:
+    tensors = model.subgraphs[signature.subgraphIndex].tensors
+    for end in (*signature.inputs, *signature.outputs):
+      tensors[end.tensorIndex].name = end.name
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 class TFLiteClassifier:

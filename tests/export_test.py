@@ -101,6 +101,10 @@ class ExportRunTest(tf.test.TestCase):
     interpreter = litert.Interpreter(model_path=str(self.out_dir / "model_int8.tflite"))
     dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
     self.assertIn(np.int8, dtypes)
+    # Tensors carry the signature's names, for apps that do not use the signature API.
+    self.assertEqual({d["name"] for d in interpreter.get_output_details()},
+                     {export.PROBABILITIES_KEY, export.LABEL_KEY})
+    self.assertEqual([d["name"] for d in interpreter.get_input_details()], [export.IMAGES_KEY])
     # The uint8 input of the model stays uint8: no float scaling left to the app.
     runner = interpreter.get_signature_runner(export.SERVING_KEY)
     self.assertEqual(runner.get_input_details()[export.IMAGES_KEY]["dtype"], np.uint8)
