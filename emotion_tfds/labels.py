@@ -81,8 +81,9 @@ def fer7_to(scheme: str) -> np.ndarray:
   return mapping(FER7, scheme)
 
 
-def release_to(scheme: str) -> np.ndarray:
-  """Emotion-detection release model.h5 class index -> id in `scheme` (-1 if absent)."""
+def release_to(scheme: str | tuple[str, ...]) -> np.ndarray:
+  """Emotion-detection release model.h5 class index -> id in `scheme` (a scheme name or emotion
+  names; -1 if absent)."""
   names = tuple(_RELEASE_TO_FER7_NAME[n] for n in EMOTION_DETECTION_RELEASE)
   return mapping(names, scheme)
 

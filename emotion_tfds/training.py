@@ -378,11 +378,6 @@ def _label_names(builder) -> tuple[str, ...]:
   return tuple(datasets.label_names(builder))
 
 
-def _scheme_of(dataset: str) -> str | None:
-  config = dataset.split("/")[-1]
-  return config if config in ("fer7", "seed6") else None
-
-
 def build_network(config: TrainConfig, builders: dict, upto_stage: int) -> keras.Model:
   """The network as it is during stage `upto_stage`: built (or loaded), heads swapped as scheduled.
 
@@ -393,7 +388,9 @@ def build_network(config: TrainConfig, builders: dict, upto_stage: int) -> keras
   first = config.stage_dataset(config.schedule[0])
   num_classes = len(_label_names(builders[first]))
   if config.pretrained:
-    net = models.load_pretrained(config.pretrained, num_classes, scheme=_scheme_of(first),
+    # The head's order follows the first stage's ClassLabel names (not the config's name).
+    net = models.load_pretrained(config.pretrained, num_classes,
+                                 label_names=_label_names(builders[first]),
                                  build_fn=models.MODELS[config.model])
   else:
     net = models.MODELS[config.model](num_classes=num_classes)

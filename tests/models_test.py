@@ -181,14 +181,21 @@ class LoadPretrainedTest(tf.test.TestCase):
     for scheme in ("fer7", "seed6"):
       with self.subTest(scheme):
         names = labels.get_scheme(scheme)
-        loaded = models.load_pretrained(path, num_classes=len(names), scheme=scheme)
+        loaded = models.load_pretrained(path, num_classes=len(names), label_names=names)
         new_kernel, new_bias = loaded.get_layer("predictions").get_weights()
         self.assertAllEqual(new_bias, [10 + release_index[n] for n in names])
         for i, name in enumerate(names):
           self.assertAllEqual(new_kernel[:, i], kernel[:, release_index[name]])
 
+    # The order comes from the names, whatever the dataset config is called (e.g. the default
+    # fer2013 config or fer7_ravdess, which have the fer7 names): any order of them is followed.
+    shuffled = ("neutral", "happy", "angry", "surprise", "sad", "fear", "disgust")
+    loaded = models.load_pretrained(path, num_classes=7, label_names=shuffled)
+    self.assertAllEqual(loaded.get_layer("predictions").get_weights()[1],
+                        [10 + release_index[n] for n in shuffled])
+
     # seed6 drops fear: the six remaining classes keep their relative odds.
-    seed6 = models.load_pretrained(path, num_classes=6, scheme="seed6")
+    seed6 = models.load_pretrained(path, num_classes=6, label_names=labels.SEED6)
     full = reference(_images(), training=False).numpy()
     keep = [release_index[n] for n in labels.SEED6]
     expected = full[:, keep] / full[:, keep].sum(axis=1, keepdims=True)
@@ -215,8 +222,8 @@ class LoadPretrainedTest(tf.test.TestCase):
       models.load_pretrained(not_keras2, num_classes=7)
     with self.assertRaisesRegex(ValueError, r"model\.pt: expected a \.keras or \.h5 file"):
       models.load_pretrained(self.tmp / "model.pt", num_classes=7)
-    with self.assertRaisesRegex(ValueError, r"'seed6' has 6 classes, but num_classes=7"):
-      models.load_pretrained(not_keras2, num_classes=7, scheme="seed6")
+    with self.assertRaisesRegex(ValueError, r"has 6 emotions, but num_classes=7"):
+      models.load_pretrained(not_keras2, num_classes=7, label_names=labels.SEED6)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import h5py
 import keras
@@ -21,38 +21,41 @@ from emotion_tfds.models import base_cnn
 from emotion_tfds.models import heads
 
 
-def load_pretrained(path: str | os.PathLike, num_classes: int, scheme: str | None = None,
+def load_pretrained(path: str | os.PathLike, num_classes: int,
+                    label_names: Sequence[str] | None = None,
                     build_fn: Callable[..., keras.Model] = base_cnn.build_base_cnn) -> keras.Model:
   """Loads a pretrained model and fits its head to `num_classes`.
 
   A `.h5` file with 7 classes is taken to be in the Emotion-detection release order
-  (`labels.EMOTION_DETECTION_RELEASE`). When `scheme` is given, such a head is kept and its columns
-  are reordered (and, for seed6, fear's dropped) to the scheme's order. In every other case a head
-  whose class count differs from `num_classes` is replaced by a new one (`heads.replace_head`).
+  (`labels.EMOTION_DETECTION_RELEASE`). When `label_names` (the target dataset's ClassLabel names)
+  are given, such a head is kept and its columns are moved to those names' order by name (emotions
+  the target lacks, e.g. fear for seed6, dropped). In every other case a head whose class count
+  differs from `num_classes` is replaced by a new one (`heads.replace_head`).
 
   Args:
     path: a `.keras` model, or a Keras 2 `.h5` full model or weights file.
     num_classes: classes of the returned model's head.
-    scheme: label scheme of the returned model ('fer7', 'seed6'); must have `num_classes` names.
+    label_names: the emotions of the returned model's head, in order; `num_classes` of them.
     build_fn: builds the architecture of a `.h5` file: `build_fn(num_classes)`.
 
   Returns:
     The model, uncompiled.
 
   Raises:
-    ValueError: unknown suffix, `scheme` inconsistent with `num_classes`, or an `.h5` file whose
+    ValueError: unknown suffix, `label_names` inconsistent with `num_classes`, or an `.h5` file whose
       layers do not match the architecture (the message names the file and the layer).
   """
   path = pathlib.Path(path)
-  if scheme is not None and len(labels.get_scheme(scheme)) != num_classes:
-    raise ValueError(f"Scheme {scheme!r} has {len(labels.get_scheme(scheme))} classes, "
-                     f"but num_classes={num_classes}.")
+  if label_names is not None and len(label_names) != num_classes:
+    raise ValueError(f"label_names {tuple(label_names)} has {len(label_names)} emotions, but "
+                     f"num_classes={num_classes}.")
   if path.suffix == ".keras":
     model = keras.models.load_model(path, compile=False)
   elif path.suffix == ".h5":
     model = _load_keras2_h5(path, build_fn)
-    if scheme is not None and model.output_shape[-1] == len(labels.EMOTION_DETECTION_RELEASE):
-      model = _reorder_head(model, labels.release_to(scheme), num_classes)
+    if label_names is not None and (
+        model.output_shape[-1] == len(labels.EMOTION_DETECTION_RELEASE)):
+      model = _reorder_head(model, labels.release_to(tuple(label_names)), num_classes)
   else:
     raise ValueError(f"{path}: expected a .keras or .h5 file.")
   if model.output_shape[-1] != num_classes:
