@@ -29,6 +29,10 @@ class CheckpointMismatchError(UserError, ValueError):
   """model_dir holds a checkpoint written by a run with other settings."""
 
 
+class UnusableModelError(UserError, ValueError):
+  """A model file that cannot serve as the network (wrong input, no classifier, other layers)."""
+
+
 class ConfigError(UserError, ValueError):
   """Settings that cannot work together or with the data (e.g. a batch larger than the split)."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -71,6 +73,19 @@ def generated_data_dir(tmp_path_factory, generated_csv) -> pathlib.Path:
   for config in ("fer7", "seed6"):
     datasets.build(f"fer2013/{config}", data_dir=data_dir, manual_dir=generated_csv.parent)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def keras2_files(tmp_path_factory) -> pathlib.Path:
+  """A folder of Emotion-detection networks written by real Keras 2 (tf-keras), in a subprocess:
+  weights.h5 (save_weights), model.h5 (save), images.npy and their probabilities.npy
+  (tests/keras2_files.py)."""
+  out_dir = tmp_path_factory.mktemp("keras2_files")
+  script = pathlib.Path(__file__).with_name("keras2_files.py")
+  done = subprocess.run([sys.executable, str(script), str(out_dir)], capture_output=True, text=True,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+  assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
+  return out_dir
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import shutil
 import tempfile
@@ -10,43 +9,17 @@ import tempfile
 import h5py
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
+from keras import layers
 
+from emotion_tfds import errors
 from emotion_tfds import labels
 from emotion_tfds import models
-
-# The Emotion-detection network (src/emotions.py) as Keras 2 names its Sequential layers, in order.
-_KERAS2_LAYERS = (
-    "conv2d", "conv2d_1", "max_pooling2d", "dropout", "conv2d_2", "max_pooling2d_1", "conv2d_3",
-    "max_pooling2d_2", "dropout_1", "flatten", "dense", "dropout_2", "dense_1")
 
 
 def _images(n: int = 4, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).random((n, 48, 48, 1), dtype=np.float32)
-
-
-def _write_keras2_h5(path: pathlib.Path, model: keras.Model, full_model: bool) -> pathlib.Path:
-  """Writes `model`'s weights (a base CNN) in the HDF5 layout of Keras 2 `save`/`save_weights`."""
-  weighted = iter([layer for layer in model.layers if layer.weights])
-  with h5py.File(path, "w") as f:
-    f.attrs["keras_version"] = b"2.4.0"
-    f.attrs["backend"] = b"tensorflow"
-    root = f
-    if full_model:
-      f.attrs["model_config"] = json.dumps({"class_name": "Sequential"}).encode()
-      root = f.create_group("model_weights")
-    root.attrs["layer_names"] = np.array([n.encode() for n in _KERAS2_LAYERS])
-    for name in _KERAS2_LAYERS:
-      group = root.create_group(name)
-      if not name.startswith(("conv2d", "dense")):
-        group.attrs["weight_names"] = np.array([], dtype="S1")
-        continue
-      layer = next(weighted)
-      weight_names = [f"{name}/kernel:0", f"{name}/bias:0"]
-      group.attrs["weight_names"] = np.array([w.encode() for w in weight_names])
-      for weight_name, value in zip(weight_names, layer.get_weights()):
-        group.create_dataset(weight_name, data=value)
-  return path
 
 
 class ArchitectureTest(tf.test.TestCase):
@@ -131,13 +104,38 @@ class HeadTest(tf.test.TestCase):
                      ["predictions/kernel", "predictions/bias"])
 
 
+# Class i of the Emotion-detection release (alphabetical, "surprise" for FER's surprised).
+_RELEASE_INDEX = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "neutral": 4, "sad": 5,
+                  "surprise": 6}
+
+
+@pytest.fixture(scope="class")
+def keras2_release(request, keras2_files):
+  request.cls.keras2 = keras2_files
+
+
+def _user_sequential(head: str) -> keras.Model:
+  """A small CNN as a user's own script writes it: a Sequential with default layer names."""
+  classifier = {"softmax": [layers.Dense(7, activation="softmax")],
+                "logits": [layers.Dense(7)],
+                "logits+softmax": [layers.Dense(7), layers.Softmax()],
+                "no classifier": [layers.Dense(7, activation="relu")]}[head]
+  return keras.Sequential([keras.Input((48, 48, 1)), layers.Conv2D(8, 3, activation="relu"),
+                           layers.MaxPooling2D(4), layers.Flatten(), layers.Dropout(0.5),
+                           *classifier])
+
+
+@pytest.mark.usefixtures("keras2_release")
 class LoadPretrainedTest(tf.test.TestCase):
+  """Files written by other tools: real Keras 2 (tf-keras) .h5 files, plain Keras 3 Sequentials."""
 
   def setUp(self):
     super().setUp()
     keras.utils.set_random_seed(1)
     self.tmp = pathlib.Path(tempfile.mkdtemp())
     self.addCleanup(shutil.rmtree, self.tmp)
+    self.images = np.load(self.keras2 / "images.npy")
+    self.probabilities = np.load(self.keras2 / "probabilities.npy")
 
   def test_keras_round_trip(self):
     model = models.build_vgg(6)
@@ -152,76 +150,100 @@ class LoadPretrainedTest(tf.test.TestCase):
     self.assertAllEqual(swapped.get_layer("block4_conv2").get_weights()[0],
                         model.get_layer("block4_conv2").get_weights()[0])
 
-  def test_keras2_h5_matches_reference_model(self):
-    reference = models.build_base_cnn(7)
-    expected = reference(_images(), training=False)
-    for full_model in (True, False):
-      with self.subTest(full_model=full_model):
-        path = _write_keras2_h5(self.tmp / f"model_{full_model}.h5", reference, full_model)
-        loaded = models.load_pretrained(path, num_classes=7)
-        self.assertAllClose(loaded(_images(), training=False), expected, rtol=1e-6, atol=1e-7)
+  def test_keras2_files_predict_as_keras2_did(self):
+    for name in ("weights.h5", "model.h5"):
+      with self.subTest(name):
+        loaded = models.load_pretrained(self.keras2 / name, num_classes=7)
+        self.assertAllClose(loaded(self.images, training=False), self.probabilities,
+                            rtol=1e-5, atol=1e-6)
 
-  def test_keras2_h5_head_replaced_without_scheme(self):
-    reference = models.build_base_cnn(7)
-    path = _write_keras2_h5(self.tmp / "model.h5", reference, full_model=False)
-    loaded = models.load_pretrained(path, num_classes=3)
+  def test_keras2_head_replaced_without_label_names(self):
+    loaded = models.load_pretrained(self.keras2 / "weights.h5", num_classes=3)
     self.assertEqual(loaded.output_shape, (None, 3))
+    kept = models.load_pretrained(self.keras2 / "weights.h5", num_classes=7)
     self.assertAllEqual(loaded.get_layer("fc1").get_weights()[0],
-                        reference.get_layer("fc1").get_weights()[0])
+                        kept.get_layer("fc1").get_weights()[0])
 
-  def test_release_order_is_remapped_to_scheme(self):
-    reference = models.build_base_cnn(7)
-    kernel, _ = reference.get_layer("predictions").get_weights()
-    release_bias = np.arange(10.0, 17.0, dtype=np.float32)  # class i of the release: bias 10 + i
-    reference.get_layer("predictions").set_weights([kernel, release_bias])
-    path = _write_keras2_h5(self.tmp / "release.h5", reference, full_model=True)
-    release_index = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "neutral": 4, "sad": 5,
-                     "surprise": 6}
-
-    for scheme in ("fer7", "seed6"):
-      with self.subTest(scheme):
-        names = labels.get_scheme(scheme)
-        loaded = models.load_pretrained(path, num_classes=len(names), label_names=names)
-        new_kernel, new_bias = loaded.get_layer("predictions").get_weights()
-        self.assertAllEqual(new_bias, [10 + release_index[n] for n in names])
-        for i, name in enumerate(names):
-          self.assertAllEqual(new_kernel[:, i], kernel[:, release_index[name]])
-
-    # The order comes from the names, whatever the dataset config is called (e.g. the default
-    # fer2013 config or fer7_ravdess, which have the fer7 names): any order of them is followed.
+  def test_release_order_follows_the_label_names(self):
+    # The order comes from the names, whatever the dataset config is called (the default fer2013
+    # config and fer7_ravdess have the fer7 names): fer7's, and any other order of them.
     shuffled = ("neutral", "happy", "angry", "surprise", "sad", "fear", "disgust")
-    loaded = models.load_pretrained(path, num_classes=7, label_names=shuffled)
-    self.assertAllEqual(loaded.get_layer("predictions").get_weights()[1],
-                        [10 + release_index[n] for n in shuffled])
+    for names in (labels.get_scheme("fer7"), shuffled):
+      for file_name in ("weights.h5", "model.h5"):
+        with self.subTest(names=names, file=file_name):
+          loaded = models.load_pretrained(self.keras2 / file_name, num_classes=7, label_names=names)
+          expected = self.probabilities[:, [_RELEASE_INDEX[n] for n in names]]
+          self.assertAllClose(loaded(self.images, training=False), expected, rtol=1e-5, atol=1e-6)
 
     # seed6 drops fear: the six remaining classes keep their relative odds.
-    seed6 = models.load_pretrained(path, num_classes=6, label_names=labels.SEED6)
-    full = reference(_images(), training=False).numpy()
-    keep = [release_index[n] for n in labels.SEED6]
-    expected = full[:, keep] / full[:, keep].sum(axis=1, keepdims=True)
-    self.assertAllClose(seed6(_images(), training=False), expected, rtol=1e-5)
+    seed6 = models.load_pretrained(self.keras2 / "model.h5", num_classes=6,
+                                   label_names=labels.SEED6)
+    kept = self.probabilities[:, [_RELEASE_INDEX[n] for n in labels.SEED6]]
+    self.assertAllClose(seed6(self.images, training=False), kept / kept.sum(axis=1, keepdims=True),
+                        rtol=1e-5, atol=1e-6)
+
+  def test_user_sequential_keras_file_becomes_a_base_and_head(self):
+    for head in ("softmax", "logits", "logits+softmax"):
+      with self.subTest(head):
+        user = _user_sequential(head)
+        path = self.tmp / f"{head}.keras"
+        user.save(path)
+        expected = user(_images(), training=False)
+        if head == "logits":
+          expected = tf.nn.softmax(expected)
+
+        loaded = models.load_pretrained(path, num_classes=7)
+        self.assertEqual(loaded.layers[-1].name, "predictions")
+        self.assertAllClose(loaded(_images(), training=False), expected, rtol=1e-5, atol=1e-6)
+        self.assertEqual([layer.name for layer in models.head_layers(loaded)], ["predictions"])
+        self.assertEqual([type(layer).__name__ for layer in models.base_layers(loaded)],
+                         ["Conv2D", "MaxPooling2D", "Flatten", "Dropout"])
+
+        swapped = models.load_pretrained(path, num_classes=6)
+        self.assertEqual(swapped.output_shape, (None, 6))
+        self.assertAllEqual(swapped.layers[1].get_weights()[0], user.layers[0].get_weights()[0])
+
+  def test_unusable_models_name_the_file_and_the_reason(self):
+    no_classifier = self.tmp / "relu_head.keras"
+    _user_sequential("no classifier").save(no_classifier)
+    rgb = self.tmp / "rgb.keras"
+    keras.Sequential([keras.Input((48, 48, 3)), layers.Flatten(), layers.Dense(7)]).save(rgb)
+    features = self.tmp / "features.keras"
+    keras.Sequential([keras.Input((48, 48, 1)), layers.Conv2D(4, 3)]).save(features)
+    cases = {
+        no_classifier: r"relu_head\.keras: its last layer, Dense '\w+', has activation 'relu'",
+        rgb: r"rgb\.keras: the model takes inputs of shape \(48, 48, 3\); expected \(48, 48, 1\)",
+        features: r"features\.keras: its last layer '\w+' is a Conv2D; expected a Dense"}
+    for path, message in cases.items():
+      with self.subTest(path.name):
+        with self.assertRaisesRegex(errors.UnusableModelError, message):
+          models.load_pretrained(path, num_classes=7)
 
   def test_mismatching_h5_names_file_and_layer(self):
-    path = _write_keras2_h5(self.tmp / "other.h5", models.build_base_cnn(7), full_model=True)
+    path = self.tmp / "other.h5"
+    shutil.copy(self.keras2 / "model.h5", path)
     with h5py.File(path, "r+") as f:
       del f["model_weights/dense/dense/kernel:0"]
       f["model_weights/dense/dense/kernel:0"] = np.zeros((2048, 512), np.float32)
-    with self.assertRaisesRegex(ValueError, r"other\.h5: layer 'dense' .*\(2048, 512\).*'fc1'"):
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"other\.h5: layer 'dense' .*\(2048, 512\).*'fc1'"):
       models.load_pretrained(path, num_classes=7)
 
   def test_h5_of_another_architecture_names_both_layer_lists(self):
-    path = _write_keras2_h5(self.tmp / "cnn.h5", models.build_base_cnn(7), full_model=False)
-    with self.assertRaisesRegex(ValueError, r"cnn\.h5: the file has 6 layers .* model 'vgg' has 19"):
-      models.load_pretrained(path, num_classes=7, build_fn=models.build_vgg)
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"weights\.h5: the file has 6 layers .* model 'vgg' has 19"):
+      models.load_pretrained(self.keras2 / "weights.h5", num_classes=7, build_fn=models.build_vgg)
 
   def test_bad_inputs_raise_clear_errors(self):
     not_keras2 = self.tmp / "plain.h5"
     with h5py.File(not_keras2, "w") as f:
       f["x"] = np.zeros(3)
-    with self.assertRaisesRegex(ValueError, r"plain\.h5: not a Keras 2 HDF5"):
+    with self.assertRaisesRegex(errors.UnusableModelError, r"plain\.h5: not a Keras 2 HDF5"):
       models.load_pretrained(not_keras2, num_classes=7)
-    with self.assertRaisesRegex(ValueError, r"model\.pt: expected a \.keras or \.h5 file"):
+    with self.assertRaisesRegex(errors.UnusableModelError, r"model\.pt: expected a \.keras or \.h5"):
       models.load_pretrained(self.tmp / "model.pt", num_classes=7)
+    with self.assertRaisesRegex(errors.MissingFileError, r"absent\.keras: no such model file"):
+      models.load_pretrained(self.tmp / "absent.keras", num_classes=7)
     with self.assertRaisesRegex(ValueError, r"has 6 emotions, but num_classes=7"):
       models.load_pretrained(not_keras2, num_classes=7, label_names=labels.SEED6)
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from absl.testing import absltest
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -176,6 +177,60 @@ class KillResumeTest(absltest.TestCase):
     probabilities = serving(images=tf.zeros([2, 48, 48, 1], tf.uint8))["probabilities"]
     self.assertEqual(probabilities.dtype, tf.float32)
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-3)
+
+
+@pytest.fixture(scope="class")
+def keras2_release(request, keras2_files):
+  request.cls.keras2 = keras2_files
+
+
+@pytest.mark.usefixtures("data_dir", "keras2_release")
+class PretrainedRunTest(absltest.TestCase):
+  """--pretrained with files this project did not write, through the whole main."""
+
+  def test_keras2_h5_and_user_sequential_train_and_an_unusable_model_is_refused(self):
+    root = _tempdir(self)
+    user = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                             keras.layers.MaxPooling2D(4), keras.layers.Flatten(),
+                             keras.layers.Dense(7, activation="softmax")])
+    user.save(root / "user.keras")
+    keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3)]).save(root / "bad.keras")
+    head_only = ("--pretrain_stages=", "--stages=head:1:1e-3:16", "--max_steps_per_epoch=3",
+                 "--progress=none")
+    runs = {"keras2": ("--dataset=fer2013/seed6", f"--pretrained={self.keras2 / 'weights.h5'}"),
+            "user": ("--dataset=fer2013/fer7", f"--pretrained={root / 'user.keras'}"),
+            "bad": ("--dataset=fer2013/fer7", f"--pretrained={root / 'bad.keras'}")}
+    processes = {
+        name: subprocess.Popen(_command(self.data_dir, root / name, (*head_only, *flags)),
+                               cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        for name, flags in runs.items()}
+    results = {name: (p.communicate(timeout=_TIMEOUT_S), p.returncode)
+               for name, p in processes.items()}
+
+    for name in ("keras2", "user"):
+      (_, stderr), returncode = results[name]
+      self.assertEqual(returncode, 0, f"{name}: {stderr[-3000:]}")
+    # A head-only stage leaves the pretrained base as the file had it.
+    trained = keras.models.load_model(root / "keras2" / "model.keras")
+    self.assertEqual(trained.output_shape, (None, 6))
+    keras2_kernel = _keras2_layer_weights(self.keras2 / "weights.h5", "conv2d")[0]
+    np.testing.assert_array_equal(trained.get_layer("block1_conv1").get_weights()[0], keras2_kernel)
+    trained = keras.models.load_model(root / "user" / "model.keras")
+    self.assertEqual(trained.layers[-1].name, "predictions")
+    np.testing.assert_array_equal(trained.layers[1].get_weights()[0], user.layers[0].get_weights()[0])
+
+    (_, stderr), returncode = results["bad"]
+    self.assertEqual(returncode, 1, stderr[-2000:])
+    self.assertNotIn("Traceback", stderr)
+    self.assertRegex(stderr, r"error: .*bad\.keras: its last layer '\w+' is a Conv2D; expected a "
+                             r"Dense classifier")
+
+
+def _keras2_layer_weights(path: pathlib.Path, layer: str) -> list[np.ndarray]:
+  """The arrays of one layer of a Keras 2 save_weights file, read with h5py."""
+  with h5py.File(path, "r") as f:
+    return [np.asarray(f[layer][name]) for name in f[layer].attrs["weight_names"]]
 
 
 class UserErrorsTest(absltest.TestCase):

@@ -4,6 +4,11 @@ Keras 3 cannot always read Keras 2 HDF5 files, so `.h5` files are read with h5py
 layers that have any are taken in file order (from the `model_weights` group of a full-model save, or
 the root of a `save_weights` file) and assigned, shape-checked, to the weighted layers of a freshly
 built model in model order.
+
+A `.keras` model need not follow the project's layer names (e.g. a plain `Sequential` of a user's
+script): its classifier is found by structure, as the last layer when that is a Dense with a softmax
+or linear (logits) activation, or a Dense followed by a softmax layer, and it becomes the
+"predictions" head of `heads`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import h5py
 import keras
 import numpy as np
 
+from emotion_tfds import errors
 from emotion_tfds import labels
+from emotion_tfds import preprocess
 from emotion_tfds.models import base_cnn
 from emotion_tfds.models import heads
 
@@ -42,25 +49,85 @@ def load_pretrained(path: str | os.PathLike, num_classes: int,
     The model, uncompiled.
 
   Raises:
-    ValueError: unknown suffix, `label_names` inconsistent with `num_classes`, or an `.h5` file whose
-      layers do not match the architecture (the message names the file and the layer).
+    ValueError: `label_names` inconsistent with `num_classes`.
+    errors.MissingFileError: `path` does not exist.
+    errors.UnusableModelError: unknown suffix, a model that cannot be a 48x48x1 classifier, or an
+      `.h5` file whose layers do not match the architecture (the message names the file and the
+      reason).
   """
   path = pathlib.Path(path)
   if label_names is not None and len(label_names) != num_classes:
     raise ValueError(f"label_names {tuple(label_names)} has {len(label_names)} emotions, but "
                      f"num_classes={num_classes}.")
+  if path.suffix not in (".keras", ".h5"):
+    raise errors.UnusableModelError(f"{path}: expected a .keras or .h5 file.")
+  if not path.is_file():
+    raise errors.MissingFileError(f"{path}: no such model file.")
   if path.suffix == ".keras":
-    model = keras.models.load_model(path, compile=False)
-  elif path.suffix == ".h5":
+    model = with_predictions_head(keras.models.load_model(path, compile=False), path)
+  else:
     model = _load_keras2_h5(path, build_fn)
     if label_names is not None and (
         model.output_shape[-1] == len(labels.EMOTION_DETECTION_RELEASE)):
       model = _reorder_head(model, labels.release_to(tuple(label_names)), num_classes)
-  else:
-    raise ValueError(f"{path}: expected a .keras or .h5 file.")
   if model.output_shape[-1] != num_classes:
     model = heads.replace_head(model, num_classes)
   return model
+
+
+def _classifier_of(model: keras.Model, path: pathlib.Path) -> keras.layers.Dense:
+  """The Dense whose output (maybe through a final softmax layer) is `model`'s output."""
+  last = model.layers[-1]
+  activation = last.get_config().get("activation")
+  if isinstance(last, keras.layers.Softmax) or (
+      isinstance(last, keras.layers.Activation) and activation == "softmax"):
+    if len(model.layers) < 2 or not isinstance(model.layers[-2], keras.layers.Dense):
+      raise errors.UnusableModelError(
+          f"{path}: its final softmax {last.name!r} does not follow a Dense layer, so the model has "
+          "no classifier to fine-tune.")
+    dense, activation = model.layers[-2], model.layers[-2].get_config()["activation"]
+    if activation != "linear":
+      raise errors.UnusableModelError(
+          f"{path}: Dense {dense.name!r} has activation {activation!r} before the final softmax; "
+          "expected logits (a linear Dense).")
+    return dense
+  if not isinstance(last, keras.layers.Dense):
+    raise errors.UnusableModelError(
+        f"{path}: its last layer {last.name!r} is a {type(last).__name__}; expected a Dense "
+        "classifier (softmax or logits), optionally followed by a softmax layer.")
+  if activation not in ("softmax", "linear"):
+    raise errors.UnusableModelError(
+        f"{path}: its last layer, Dense {last.name!r}, has activation {activation!r}; expected "
+        "'softmax' or logits ('linear').")
+  return last
+
+
+def with_predictions_head(model: keras.Model, path: pathlib.Path) -> keras.Model:
+  """`model` as a functional model whose classifier is the float32 softmax Dense "predictions".
+
+  The project's own models are returned unchanged. Any other single-input model of 48x48x1 images
+  whose classifier `_classifier_of` finds gets a "predictions" Dense with that classifier's kernel
+  and bias (softmax of its logits when it had none), on the same base layers.
+
+  Raises:
+    errors.UnusableModelError: the model cannot be used; the message names `path` and the reason.
+  """
+  if len(model.inputs) != 1 or len(model.outputs) != 1:
+    raise errors.UnusableModelError(
+        f"{path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+        "expected one image input and one class output.")
+  if tuple(model.inputs[0].shape[1:]) != preprocess.IMAGE_SHAPE:
+    raise errors.UnusableModelError(
+        f"{path}: the model takes inputs of shape {tuple(model.inputs[0].shape[1:])}; expected "
+        f"{preprocess.IMAGE_SHAPE} (48x48 grayscale faces).")
+  if model.layers[-1].name == heads.PREDICTIONS:
+    return model
+  dense = _classifier_of(model, path)
+  predictions = keras.layers.Dense(dense.units, activation="softmax", use_bias=dense.use_bias,
+                                   dtype="float32", name=heads.PREDICTIONS)
+  outputs = predictions(dense.input)
+  predictions.set_weights(dense.get_weights())
+  return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def _reorder_head(model: keras.Model, src_to_dst: np.ndarray, num_classes: int) -> keras.Model:
@@ -88,7 +155,7 @@ def _read_keras2_weights(path: pathlib.Path) -> list[tuple[str, list[tuple[str, 
     root = f["model_weights"] if "model_weights" in f else f
     layer_names = _attr_strings(root, "layer_names")
     if layer_names is None:
-      raise ValueError(f"{path}: not a Keras 2 HDF5 model or weights file (no 'layer_names' "
+      raise errors.UnusableModelError(f"{path}: not a Keras 2 HDF5 model or weights file (no 'layer_names' "
                        "attribute at the root or in 'model_weights').")
     out = []
     for layer_name in layer_names:
@@ -103,12 +170,12 @@ def _load_keras2_h5(path: pathlib.Path, build_fn: Callable[..., keras.Model]) ->
   """Builds `build_fn`'s architecture with the file's class count and assigns the file's weights."""
   file_layers = _read_keras2_weights(path)
   if not file_layers:
-    raise ValueError(f"{path}: the file holds no layer weights.")
+    raise errors.UnusableModelError(f"{path}: the file holds no layer weights.")
   num_classes = file_layers[-1][1][-1][1].shape[-1]
   model = build_fn(num_classes)
   model_layers = [layer for layer in model.layers if layer.weights]
   if len(model_layers) != len(file_layers):
-    raise ValueError(
+    raise errors.UnusableModelError(
         f"{path}: the file has {len(file_layers)} layers with weights "
         f"({', '.join(n for n, _ in file_layers)}) but model {model.name!r} has {len(model_layers)} "
         f"({', '.join(layer.name for layer in model_layers)}).")
@@ -116,7 +183,7 @@ def _load_keras2_h5(path: pathlib.Path, build_fn: Callable[..., keras.Model]) ->
     expected = [tuple(w.shape) for w in layer.weights]
     found = [a.shape for _, a in file_weights]
     if expected != found:
-      raise ValueError(
+      raise errors.UnusableModelError(
           f"{path}: layer {file_layer!r} has weights "
           f"{[(n, a.shape) for n, a in file_weights]} but model layer {layer.name!r} expects shapes "
           f"{expected}.")
