@@ -154,6 +154,26 @@ class AugmentBatchTest(tf.test.TestCase):
       expected = (source + centre) / (_SIZE - 1)
       self.assertAllClose(out[:, inside, inside], expected[:, inside, inside], atol=1e-5)
 
+  def test_rotation_is_three_edge_repeating_bilinear_shears_over_the_whole_image(self):
+    # The ramp test above stays away from the border; here the reference (numpy, float64) covers
+    # it too: samples beyond a row or column repeat its edge pixel.
+    def shear_rows(x, amount):  # out[b, i, j] = x[b, i, j + amount[b] * (i - centre)], clamped.
+      columns = np.arange(_SIZE) + amount[:, None, None] * (np.arange(_SIZE) - centre)[:, None]
+      columns = np.clip(columns, 0, _SIZE - 1)
+      left = np.floor(columns).astype(int)
+      right, t = np.minimum(left + 1, _SIZE - 1), columns - left
+      return ((1 - t) * np.take_along_axis(x, left, axis=2)
+              + t * np.take_along_axis(x, right, axis=2))
+
+    batch, params, centre = 16, _only(rotate=45.0), (_SIZE - 1) / 2
+    faces = preprocess.to_model_input(_random_faces(batch)).numpy()
+    angles = augment.rotation_angles(_SEED, batch, params).numpy().astype(np.float64)
+    expected = shear_rows(faces[..., 0].astype(np.float64), -np.tan(angles / 2))
+    expected = shear_rows(expected.transpose(0, 2, 1), np.sin(angles)).transpose(0, 2, 1)
+    expected = shear_rows(expected, -np.tan(angles / 2))
+    out = augment.augment_batch(faces, _SEED, params).numpy()[..., 0]
+    self.assertAllClose(out, expected, atol=1e-5)
+
   def test_positive_rotation_turns_counter_clockwise(self):
     image = np.zeros((1, _SIZE, _SIZE, 1), np.float32)
     image[0, 23:25, 38:42] = 1.0  # a block right of the centre
