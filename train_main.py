@@ -28,7 +28,9 @@ from emotion_tfds import training
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
     "$TFDS_DATA_DIR).")
-_DATASET = flags.DEFINE_string("dataset", "fer2013/seed6", "Target dataset name/config.")
+_DATASET = flags.DEFINE_string(
+    "dataset", "fer2013/seed6", "Target dataset name/config, or a mixture with the RAVDESS crops, "
+    "e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
 _MODEL = flags.DEFINE_enum("model", "base_cnn", sorted(models.MODELS),
                            "Architecture (models_main.py lists their sizes).")
 _PRETRAINED = flags.DEFINE_string(

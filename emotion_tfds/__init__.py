@@ -4,8 +4,9 @@ The modules follow the data flow; import the one you need (this file imports not
 `import emotion_tfds.labels` does not pull in TensorFlow):
 
     labels, preprocess          label schemes and mappings; uint8 -> model input
-    facegen, ravdess, faces     generated faces; RAVDESS video -> face crops (OpenCV)
-    datasets                    the TFDS builders (builders/) by name: build, load
+    facegen, ravdess, faces     generated faces; RAVDESS video -> face crops (OpenCV, Beam)
+    ravdess_crops               the crops folder (manifest.csv + PNGs) between ravdess and its builder
+    datasets, mixtures          the TFDS builders (builders/) by name; FER + RAVDESS crops at input time
     pipeline, augment           tf.data input; batched augmentation (host or device)
     models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss

@@ -1,5 +1,8 @@
 """Small helpers around the TFDS builders: find, build and describe a dataset such as "fer2013/seed6".
 
+A name "A+B" is the input-time mixture of FER-2013 dataset A with face-crops dataset B
+(`mixtures.FillGapMixture`), e.g. "fer2013/seed6+ravdess_crops".
+
 `ensure_generated` gives every command a dataset without downloads: it writes generated faces
 (`emotion_tfds.facegen`) to `<data_dir>/manual/generated/fer2013.csv` and builds from there.
 """
@@ -14,16 +17,37 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import builders.fer2013  # noqa: F401  (registers "fer2013" with TFDS)
+import builders.ravdess_crops  # noqa: F401  (registers "ravdess_crops" with TFDS)
 from emotion_tfds import facegen
+from emotion_tfds import mixtures
 
+MIXTURE_SEPARATOR = "+"
 # Rows of the generated-faces csv that `ensure_generated` writes unless told otherwise.
 GENERATED_ROWS = 10_000
 _GENERATED_PARAMS = "generated.json"
 
 
-def get_builder(dataset: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
-  """Returns the builder of `dataset` ("fer2013", "fer2013/seed6", ...) under `data_dir`."""
+def get_builder(dataset: str, data_dir: str | os.PathLike
+                ) -> tfds.core.DatasetBuilder | mixtures.FillGapMixture:
+  """Returns the builder of `dataset` ("fer2013", "fer2013/seed6", ...) under `data_dir`, or the
+  mixture of an "A+B" name."""
+  if MIXTURE_SEPARATOR in dataset:
+    fer, crops = mixture_parts(dataset)
+    return mixtures.FillGapMixture(get_builder(fer, data_dir), get_builder(crops, data_dir))
   return tfds.builder(dataset, data_dir=os.fspath(data_dir))
+
+
+def mixture_parts(dataset: str) -> tuple[str, str]:
+  """("fer2013/seed6", "ravdess_crops") of "fer2013/seed6+ravdess_crops".
+
+  Raises:
+    ValueError: unless the name has exactly two non-empty parts.
+  """
+  parts = dataset.split(MIXTURE_SEPARATOR)
+  if len(parts) != 2 or not all(parts):
+    raise ValueError(f"{dataset!r}: a mixture is named <FER-2013 dataset>+<crops dataset>, e.g. "
+                     "fer2013/seed6+ravdess_crops.")
+  return parts[0], parts[1]
 
 
 def build(dataset: str, data_dir: str | os.PathLike,
@@ -34,6 +58,8 @@ def build(dataset: str, data_dir: str | os.PathLike,
     builders.fer2013.CsvError: for a bad csv (nothing usable is left in `data_dir`).
     FileNotFoundError: when `manual_dir` holds no fer2013.csv(.gz).
   """
+  if MIXTURE_SEPARATOR in dataset:
+    raise ValueError(f"{dataset!r} is a mixture, read at input time: build each of its datasets.")
   builder = get_builder(dataset, data_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))

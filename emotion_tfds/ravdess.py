@@ -13,17 +13,14 @@ Run:
   python -m emotion_tfds.ravdess --ravdess_dir=... --out=... --executor=beam \
       [Beam pipeline options, e.g. --runner=FlinkRunner --flink_master=HOST:8081]
 
-Selection (used by the fer2013 builder's *_ravdess configs): `select_fill_gap` adds crops to each
-emotion of FER-2013's train split up toward the largest emotion's count, capped per emotion.
+The crops folder's format (manifest rows, reading crops) is `emotion_tfds.ravdess_crops`; the
+`ravdess_crops` TFDS dataset is built from it, and `emotion_tfds.mixtures` mixes it into FER-2013.
 """
 
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
-import hashlib
-import io
 import json
 import os
 import re
@@ -31,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -41,17 +38,15 @@ from absl import logging
 
 from emotion_tfds import faces
 from emotion_tfds import labels
+from emotion_tfds.ravdess_crops import Crop
+from emotion_tfds.ravdess_crops import write_manifest
 
 VIDEO_SUFFIXES = (".mp4", ".avi")
 # Modality field of a RAVDESS file name: 01 full audio-video, 02 video-only (the same video
 # without sound), 03 audio-only.
 VIDEO_MODALITIES = (1, 2)
 DEFAULT_MODALITY = 2
-MANIFEST_NAME = "manifest.csv"
 SUMMARY_NAME = "summary.json"
-MANIFEST_FIELDS = (
-    "crop_file", "emotion", "emotion_code", "intensity", "vocal_channel", "statement",
-    "repetition", "actor", "source_video", "frame_index", "face_x", "face_y", "face_w", "face_h")
 # RAVDESS: 24 actors; emotion 01-08; intensity 01 normal / 02 strong; statement, repetition 01-02.
 _NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 _FIELD_RANGES = {
@@ -59,8 +54,6 @@ _FIELD_RANGES = {
     "statement": (1, 2), "repetition": (1, 2), "actor": (1, 24)}
 # Containers report frame counts; a non-positive or absurd count means "count by decoding".
 _MAX_PLAUSIBLE_FRAMES = 10_000_000
-# Default cap of `select_fill_gap`: RAVDESS may at most double an emotion's FER train count.
-DEFAULT_CAP_RATIO = 1.0
 
 # Names of the counters in `Stats.counts`, in summary order, with their meaning.
 COUNTERS = {
@@ -91,25 +84,6 @@ class RavdessName:
   statement: int
   repetition: int
   actor: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Crop:
-  """One face crop: a manifest row. `crop_file` is relative to the crops folder, '/'-separated."""
-  crop_file: str
-  emotion: str  # FER-2013 emotion name (labels.FER7), e.g. "fear" for RAVDESS "fearful".
-  emotion_code: int  # RAVDESS emotion code 1..8 (2 = calm, kept as "neutral" on request).
-  intensity: int  # 1 normal, 2 strong.
-  vocal_channel: int  # 1 speech, 2 song.
-  statement: int
-  repetition: int
-  actor: int
-  source_video: str  # Relative to the RAVDESS folder.
-  frame_index: int  # 0-based frame number in the source video.
-  face_x: int
-  face_y: int
-  face_w: int
-  face_h: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,66 +297,6 @@ def run_beam(ravdess_dir: str, out_dir: str, options: ExtractOptions = ExtractOp
   return read_summary(out_dir)
 
 
-def write_manifest(out_dir: str, crops: Iterable[Crop]) -> str:
-  """Writes out_dir/manifest.csv (rows sorted by crop_file) atomically; returns its path."""
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-  writer.writeheader()
-  for crop in sorted(crops, key=lambda c: c.crop_file):
-    writer.writerow(dataclasses.asdict(crop))
-  return _write_atomic(out_dir, MANIFEST_NAME, buffer.getvalue().encode("utf-8"))
-
-
-def read_manifest(crops_dir: str) -> list[Crop]:
-  """Reads crops_dir/manifest.csv.
-
-  Raises:
-    FileNotFoundError: if the manifest is missing.
-    ValueError: naming the file and row for a bad header or value.
-  """
-  FileSystems = _filesystems()  # pylint: disable=invalid-name
-  path = FileSystems.join(crops_dir, MANIFEST_NAME)
-  if not FileSystems.exists(path):
-    raise FileNotFoundError(f"RAVDESS crops manifest {path} does not exist.")
-  with FileSystems.open(path, compression_type="uncompressed") as f:
-    text = f.read().decode("utf-8")
-  reader = csv.DictReader(io.StringIO(text, newline=""))
-  if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
-    raise ValueError(f"{path}: header {reader.fieldnames} != expected {list(MANIFEST_FIELDS)}")
-  crops = []
-  for row_number, row in enumerate(reader, start=1):
-    try:
-      crop = Crop(**{f.name: int(row[f.name]) if f.type == "int" else row[f.name]
-                     for f in dataclasses.fields(Crop)})
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"{path}: row {row_number}: {e}") from None
-    if crop.emotion not in labels.FER7:
-      raise ValueError(f"{path}: row {row_number}: unknown emotion {crop.emotion!r}")
-    crops.append(crop)
-  return crops
-
-
-def read_crop(crops_dir: str, crop: Crop) -> bytes:
-  """The PNG bytes of `crop`, checked to decode to a uint8 48x48 grayscale image.
-
-  Raises:
-    FileNotFoundError: if the PNG is missing.
-    ValueError: naming the file if it does not decode to a 48x48 grayscale image.
-  """
-  FileSystems = _filesystems()  # pylint: disable=invalid-name
-  path = FileSystems.join(crops_dir, *crop.crop_file.split("/"))
-  if not FileSystems.exists(path):
-    raise FileNotFoundError(f"RAVDESS crop {path} (listed in the manifest) does not exist.")
-  with FileSystems.open(path, compression_type="uncompressed") as f:
-    data = f.read()
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-  size = faces.CROP_SIZE
-  if image is None or image.dtype != np.uint8 or image.shape != (size, size):
-    shape = None if image is None else (image.shape, image.dtype)
-    raise ValueError(f"{path}: expected a {size}x{size} grayscale uint8 PNG, got {shape}.")
-  return data
-
-
 def write_summary(out_dir: str, stats: Stats) -> str:
   """Writes out_dir/summary.json atomically; returns its path."""
   data = json.dumps(stats.to_json(), indent=2).encode("utf-8")
@@ -395,105 +309,6 @@ def read_summary(out_dir: str) -> Stats:
   with FileSystems.open(FileSystems.join(out_dir, SUMMARY_NAME),
                         compression_type="uncompressed") as f:
     return Stats.from_json(json.load(f))
-
-
-def crops_by_split(crops: Iterable[Crop],
-                   split_actors: Mapping[str, Collection[int]]) -> dict[str, list[Crop]]:
-  """Groups crops into splits by actor, so that no actor is in two splits.
-
-  Args:
-    crops: crops from `read_manifest`.
-    split_actors: split name -> actors whose crops it gets; actors listed nowhere are left out.
-
-  Returns:
-    split name -> its crops (every split of `split_actors`, possibly empty).
-
-  Raises:
-    ValueError: if an actor is given to more than one split.
-  """
-  owner = {}
-  for split, actors in split_actors.items():
-    for actor in actors:
-      if actor in owner:
-        raise ValueError(f"Actor {actor} is assigned to splits {owner[actor]!r} and {split!r}.")
-      owner[actor] = split
-  out = {split: [] for split in split_actors}
-  for crop in crops:
-    if crop.actor in owner:
-      out[owner[crop.actor]].append(crop)
-  return out
-
-
-def fill_gap_counts(fer_counts: Mapping[str, int], available: Mapping[str, int],
-                    cap_ratio: float = DEFAULT_CAP_RATIO) -> dict[str, int]:
-  """How many RAVDESS crops each emotion gets (the rule documented in BUILD.md).
-
-  target = the largest FER count; emotion e gets
-  min(target - fer[e], floor(cap_ratio * fer[e]), available[e]).
-
-  Args:
-    fer_counts: emotion name -> FER-2013 train examples, for every emotion of the scheme.
-    available: emotion name -> RAVDESS crops available (missing = 0).
-    cap_ratio: RAVDESS crops per FER example an emotion may get at most (1.0: at most double).
-
-  Returns:
-    emotion name -> number of crops to add, for every emotion of `fer_counts`.
-  """
-  if cap_ratio < 0:
-    raise ValueError(f"cap_ratio must be >= 0, got {cap_ratio}.")
-  target = max(fer_counts.values(), default=0)
-  return {e: max(0, min(target - n, int(np.floor(cap_ratio * n)), available.get(e, 0)))
-          for e, n in fer_counts.items()}
-
-
-def select_fill_gap(fer_counts: Mapping[str, int], crops: Iterable[Crop], scheme: str,
-                    cap_ratio: float = DEFAULT_CAP_RATIO, seed: int = 0) -> list[Crop]:
-  """Chooses RAVDESS crops that bring every emotion of `scheme` up toward the largest one.
-
-  The choice is deterministic (a hash of `seed` and the file names, not the manifest order) and
-  spread out: every video gives its first frame before any video gives a second one.
-
-  Args:
-    fer_counts: emotion name -> FER-2013 train count, for each emotion of `scheme`.
-    crops: candidate crops (emotions outside the scheme, e.g. fear for seed6, are never chosen).
-    scheme: label scheme name.
-    cap_ratio: see `fill_gap_counts`.
-    seed: changes which crops are chosen, not how many.
-
-  Returns:
-    The chosen crops, sorted by crop_file.
-  """
-  names = labels.get_scheme(scheme)
-  missing = set(names) - set(fer_counts)
-  if missing:
-    raise ValueError(f"fer_counts lacks emotions {sorted(missing)} of scheme {scheme!r}.")
-  by_emotion = collections.defaultdict(list)
-  for crop in crops:
-    if crop.emotion in names:
-      by_emotion[crop.emotion].append(crop)
-  quota = fill_gap_counts({e: fer_counts[e] for e in names},
-                          {e: len(c) for e, c in by_emotion.items()}, cap_ratio)
-  chosen = []
-  for emotion, candidates in by_emotion.items():
-    chosen += _spread_order(candidates, seed)[:quota[emotion]]
-  return sorted(chosen, key=lambda c: c.crop_file)
-
-
-def _spread_order(candidates: Iterable[Crop], seed: int) -> list[Crop]:
-  """Orders crops by (rank of the frame within its video, video hash): round-robin over videos."""
-  by_video = collections.defaultdict(list)
-  for crop in candidates:
-    by_video[crop.source_video].append(crop)
-  keyed = []
-  for video, video_crops in by_video.items():
-    video_hash = _hash(seed, video)
-    for rank, crop in enumerate(sorted(video_crops, key=lambda c: _hash(seed, c.crop_file))):
-      keyed.append(((rank, video_hash, crop.crop_file), crop))
-  return [crop for _, crop in sorted(keyed, key=lambda kc: kc[0])]
-
-
-def _hash(seed: int, text: str) -> str:
-  return hashlib.sha256(f"{seed}:{text}".encode("utf-8")).hexdigest()
 
 
 def _emotion_name(code: int, calm_as_neutral: bool) -> str | None:
@@ -601,7 +416,7 @@ def _write_atomic(out_dir: str, relative: str, data: bytes) -> str:
 
 def _filesystems():
   """Beam's FileSystems (local, gs://, hdfs://, ...), imported on first use: importing Beam takes
-  seconds, and the fer2013 builder imports this module only to read manifests."""
+  seconds, and the direct executor does not need it."""
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
   return FileSystems
 

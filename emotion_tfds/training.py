@@ -38,7 +38,6 @@ import os
 import pathlib
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 
 from absl import logging
@@ -55,6 +54,7 @@ from emotion_tfds import evaluate as evaluate_lib
 from emotion_tfds import export
 from emotion_tfds import losses
 from emotion_tfds import metrics
+from emotion_tfds import mixtures
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
@@ -250,9 +250,19 @@ def get_builder(dataset: str, data_dir: str, generate_rows: int, seed: int = 0):
   Raises:
     errors.DataNotBuiltError: the dataset is not built and `generate_rows` is 0.
   """
+  if datasets.MIXTURE_SEPARATOR in dataset:
+    fer, crops = datasets.mixture_parts(dataset)
+    return mixtures.FillGapMixture(get_builder(fer, data_dir, generate_rows, seed),
+                                   get_builder(crops, data_dir, 0))
   builder = datasets.get_builder(dataset, data_dir)
   if builder.is_prepared():
     return builder
+  if builder.name == "ravdess_crops":
+    raise errors.DataNotBuiltError(
+        f"Dataset {dataset} is not built in {data_dir}. Extract the crops from the RAVDESS videos "
+        "and build it (BUILD.md, \"RAVDESS crops\"): `python -m emotion_tfds.ravdess "
+        "--ravdess_dir=<RAVDESS videos> --out=<crops folder>`, then `tfds build "
+        f"builders/ravdess_crops --manual_dir=<crops folder> --data_dir={data_dir}`.")
   if generate_rows <= 0:
     raise errors.DataNotBuiltError(
         f"Dataset {dataset} is not built in {data_dir}. Build it first (see BUILD.md, e.g. "

@@ -166,7 +166,7 @@ class LoadPretrainedTest(tf.test.TestCase):
 
   def test_release_order_follows_the_label_names(self):
     # The order comes from the names, whatever the dataset config is called (the default fer2013
-    # config and fer7_ravdess have the fer7 names): fer7's, and any other order of them.
+    # config and the fer7 mixture have the fer7 names): fer7's, and any other order of them.
     shuffled = ("neutral", "happy", "angry", "surprise", "sad", "fear", "disgust")
     for names in (labels.get_scheme("fer7"), shuffled):
       for file_name in ("weights.h5", "model.h5"):

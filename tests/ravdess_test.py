@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.ravdess: crops from real-face clips (direct and Beam), and selection.
+"""Tests for emotion_tfds.ravdess: crops from real-face clips (direct and Beam), names, summary.
 
 The clips are written with cv2.VideoWriter from real photographs (the shared RAVDESS frames, else
 scikit-image's astronaut) under RAVDESS-style names, next to a blank clip, truncated files and
@@ -7,12 +7,9 @@ badly named files.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import json
 import os
 import pathlib
-import random
 import shutil
 import subprocess
 import sys
@@ -24,8 +21,8 @@ import pytest
 from absl.testing import absltest
 
 from emotion_tfds import faces
-from emotion_tfds import labels
 from emotion_tfds import ravdess
+from emotion_tfds import ravdess_crops
 
 FRAMES_PER_CLIP = 8
 K = 3  # Sampled frames 1, 4 and 6 of 8.
@@ -133,7 +130,7 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
     self.assertIn(TRUNCATED_AVI, self.direct_stats.format())
 
   def test_manifest_labels_and_frames(self):
-    crops = ravdess.read_manifest(str(self.direct_dir))
+    crops = ravdess_crops.read_manifest(str(self.direct_dir))
     self.assertLen(crops, 3 * K)
     for clip, (emotion, actor, intensity) in FACE_CLIPS.items():
       clip_crops = [c for c in crops if c.source_video == clip]
@@ -146,7 +143,7 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
     self.assertEqual(crops[0].crop_file, "Actor_01/02-01-07-01-01-01-01_f0001.png")
 
   def test_crops_are_48x48_faces(self):
-    crops = ravdess.read_manifest(str(self.direct_dir))
+    crops = ravdess_crops.read_manifest(str(self.direct_dir))
     for crop in crops:
       image = cv2.imread(str(self.direct_dir / crop.crop_file), cv2.IMREAD_UNCHANGED)
       self.assertEqual((image.shape, image.dtype), ((48, 48), np.uint8), crop.crop_file)
@@ -158,24 +155,25 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
     self.assertEqual(sorted(p.name for p in self.direct_dir.rglob("*.tmp-*")), [])
 
   def test_read_crop(self):
-    crops = ravdess.read_manifest(str(self.direct_dir))
-    data = ravdess.read_crop(str(self.direct_dir), crops[0])
+    crops = ravdess_crops.read_manifest(str(self.direct_dir))
+    data = ravdess_crops.read_crop(str(self.direct_dir), crops[0])
     np.testing.assert_array_equal(
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED),
         cv2.imread(str(self.direct_dir / crops[0].crop_file), cv2.IMREAD_UNCHANGED))
     bad_dir = pathlib.Path(self._tempdir())
     (bad_dir / "Actor_01").mkdir()
     with self.assertRaisesRegex(FileNotFoundError, "f0001.png"):
-      ravdess.read_crop(str(bad_dir), crops[0])
+      ravdess_crops.read_crop(str(bad_dir), crops[0])
     cv2.imwrite(str(bad_dir / crops[0].crop_file), np.zeros((48, 48, 3), np.uint8))
-    with self.assertRaisesRegex(ValueError, "f0001.png: expected a 48x48 grayscale"):
-      ravdess.read_crop(str(bad_dir), crops[0])
+    with self.assertRaisesRegex(ValueError, "f0001.png: expected a 48x48 8-bit grayscale PNG, got "
+                                "48x48, bit depth 8, colour type 2"):
+      ravdess_crops.read_crop(str(bad_dir), crops[0])
 
   def test_beam_matches_direct(self):
-    self.assertEqual(ravdess.read_manifest(str(self.beam_dir)),
-                     ravdess.read_manifest(str(self.direct_dir)))
+    self.assertEqual(ravdess_crops.read_manifest(str(self.beam_dir)),
+                     ravdess_crops.read_manifest(str(self.direct_dir)))
     self.assertEqual(self.beam_stats.to_json(), self.direct_stats.to_json())
-    for crop in ravdess.read_manifest(str(self.direct_dir)):
+    for crop in ravdess_crops.read_manifest(str(self.direct_dir)):
       self.assertEqual((self.beam_dir / crop.crop_file).read_bytes(),
                        (self.direct_dir / crop.crop_file).read_bytes(), crop.crop_file)
 
@@ -207,7 +205,7 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
         capture_output=True, text=True, timeout=300, check=False)
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertRegex(result.stdout, r"faces found \(= crops written\) +2\n")
-    self.assertEqual([c.emotion for c in ravdess.read_manifest(out)], ["neutral", "neutral"])
+    self.assertEqual([c.emotion for c in ravdess_crops.read_manifest(out)], ["neutral", "neutral"])
 
   def test_missing_folder(self):
     with self.assertRaisesRegex(FileNotFoundError, "does-not-exist"):
@@ -236,103 +234,7 @@ class NameTest(absltest.TestCase):
     self.assertEqual(ravdess.sample_indices(2, 5), [0, 1])
 
 
-def _crop(emotion: str, actor: int, video: int, frame: int) -> ravdess.Crop:
-  code = {v: k for k, v in labels.RAVDESS_EMOTIONS.items()}[emotion]
-  stem = f"02-01-{code:02d}-01-01-{video:02d}-{actor:02d}"
-  return ravdess.Crop(
-      crop_file=f"Actor_{actor:02d}/{stem}_f{frame:04d}.png", emotion=emotion, emotion_code=code,
-      intensity=1, vocal_channel=1, statement=1, repetition=video, actor=actor,
-      source_video=f"Actor_{actor:02d}/{stem}.mp4", frame_index=frame,
-      face_x=0, face_y=0, face_w=10, face_h=10)
-
-
-def synthetic_crops() -> list[ravdess.Crop]:
-  """disgust 20, happy 10, fear 8, angry 3 and neutral 100 (10 actors x 10 frames) crops."""
-  crops = [_crop("disgust", actor, 1, f) for actor in (1, 2) for f in range(10)]
-  crops += [_crop("happy", 3, 1, f) for f in range(10)]
-  crops += [_crop("fear", 4, 1, f) for f in range(8)]
-  crops += [_crop("angry", 5, 1, f) for f in range(3)]
-  crops += [_crop("neutral", actor, 1, f) for actor in range(1, 11) for f in range(10)]
-  return crops
-
-
-FER_COUNTS = {"angry": 50, "disgust": 5, "fear": 40, "happy": 100, "sad": 60, "surprise": 30,
-              "neutral": 70}
-
-
-class SelectTest(absltest.TestCase):
-
-  def test_fill_gap_counts(self):
-    available = {"disgust": 20, "happy": 10, "fear": 8, "angry": 3, "neutral": 100}
-    self.assertEqual(
-        ravdess.fill_gap_counts(FER_COUNTS, available, cap_ratio=1.0),
-        {"angry": 3, "disgust": 5, "fear": 8, "happy": 0, "sad": 0, "surprise": 0, "neutral": 30})
-    self.assertEqual(ravdess.fill_gap_counts(FER_COUNTS, available, cap_ratio=3.0)["disgust"], 15)
-    with self.assertRaisesRegex(ValueError, "cap_ratio"):
-      ravdess.fill_gap_counts(FER_COUNTS, available, cap_ratio=-1)
-
-  def _counts(self, crops):
-    return {e: sum(c.emotion == e for c in crops) for e in {c.emotion for c in crops}}
-
-  def test_select_fer7(self):
-    chosen = ravdess.select_fill_gap(FER_COUNTS, synthetic_crops(), "fer7")
-    self.assertEqual(self._counts(chosen),
-                     {"angry": 3, "disgust": 5, "fear": 8, "neutral": 30})
-    # Spread: 30 neutral crops from 10 videos are 3 frames of each video.
-    per_video = self._counts([dataclasses.replace(c, emotion=c.source_video)
-                              for c in chosen if c.emotion == "neutral"])
-    self.assertEqual(sorted(per_video.values()), [3] * 10)
-
-  def test_select_seed6_drops_fear(self):
-    seed6_counts = {e: FER_COUNTS[e] for e in labels.SEED6}
-    chosen = ravdess.select_fill_gap(seed6_counts, synthetic_crops(), "seed6")
-    self.assertEqual(self._counts(chosen), {"angry": 3, "disgust": 5, "neutral": 30})
-
-  def test_deterministic_and_seeded(self):
-    crops = synthetic_crops()
-    first = ravdess.select_fill_gap(FER_COUNTS, crops, "fer7", seed=0)
-    random.Random(1).shuffle(crops)
-    self.assertEqual(ravdess.select_fill_gap(FER_COUNTS, crops, "fer7", seed=0), first)
-    other = ravdess.select_fill_gap(FER_COUNTS, crops, "fer7", seed=1)
-    self.assertEqual(self._counts(other), self._counts(first))
-    self.assertNotEqual(other, first)
-
-  def test_missing_fer_count(self):
-    with self.assertRaisesRegex(ValueError, "surprise"):
-      ravdess.select_fill_gap({e: 1 for e in labels.FER7 if e != "surprise"}, [], "fer7")
-
-  def test_crops_by_split_keeps_actors_apart(self):
-    split = ravdess.crops_by_split(synthetic_crops(), {"train": range(1, 9), "test": [9, 10]})
-    self.assertEqual({c.actor for c in split["test"]}, {9, 10})
-    self.assertEqual({c.actor for c in split["train"]}, set(range(1, 9)))
-    self.assertLen(split["test"], 20)
-    with self.assertRaisesRegex(ValueError, "Actor 3"):
-      ravdess.crops_by_split([], {"train": [1, 2, 3], "validation": [3]})
-
-
-class ManifestTest(_TempDirMixin, absltest.TestCase):
-
-  def test_round_trip(self):
-    out = self._tempdir()
-    crops = synthetic_crops()
-    ravdess.write_manifest(out, reversed(crops))
-    self.assertEqual(ravdess.read_manifest(out), sorted(crops, key=lambda c: c.crop_file))
-
-  def test_bad_manifests(self):
-    out = pathlib.Path(self._tempdir())
-    with self.assertRaisesRegex(FileNotFoundError, "manifest.csv"):
-      ravdess.read_manifest(str(out))
-    ravdess.write_manifest(str(out), synthetic_crops()[:2])
-    good = (out / "manifest.csv").read_text().splitlines()
-    (out / "manifest.csv").write_text("\n".join(["a,b"] + good[1:]) + "\n")
-    with self.assertRaisesRegex(ValueError, "header"):
-      ravdess.read_manifest(str(out))
-    (out / "manifest.csv").write_text("\n".join(good[:2] + [good[2].replace(",1,", ",x,", 1)]))
-    with self.assertRaisesRegex(ValueError, "row 2"):
-      ravdess.read_manifest(str(out))
-    (out / "manifest.csv").write_text("\n".join(good[:2] + [good[2].replace("disgust", "calm")]))
-    with self.assertRaisesRegex(ValueError, "row 2: unknown emotion 'calm'"):
-      ravdess.read_manifest(str(out))
+class SummaryTest(_TempDirMixin, absltest.TestCase):
 
   def test_summary_json(self):
     out = self._tempdir()
@@ -342,90 +244,6 @@ class ManifestTest(_TempDirMixin, absltest.TestCase):
     path = ravdess.write_summary(out, stats)
     self.assertEqual(json.loads(pathlib.Path(path).read_text())["counts"]["files"], 3)
     self.assertEqual(ravdess.read_summary(out), stats)
-
-
-# Copies of the extracted crops per emotion for the build test: (emotion, actors); 3 crops each.
-BUILD_CROP_ACTORS = {"disgust": range(1, 9), "fear": range(9, 13), "happy": range(13, 15)}
-
-
-def write_manual_dir(root: pathlib.Path, crops_dir: pathlib.Path) -> pathlib.Path:
-  """fer2013.csv (600 generated rows, FER-2013's class shares) + ravdess_crops/ (real crops).
-
-  The extracted crops (3 per emotion) are copied as if they came from more actors: 24 disgust,
-  12 fear and 6 happy crops.
-  """
-  from emotion_tfds import facegen  # pylint: disable=g-import-not-at-top
-  facegen.write_csv(root / "fer2013.csv", num_rows=600, seed=0, distribution="fer")
-  out = root / "ravdess_crops"
-  copies = []
-  for crop in ravdess.read_manifest(str(crops_dir)):
-    for actor in BUILD_CROP_ACTORS[crop.emotion]:
-      stem = crop.source_video.rsplit("/", 1)[1].rsplit(".", 1)[0][:-2] + f"{actor:02d}"
-      copy = dataclasses.replace(
-          crop, actor=actor, source_video=f"Actor_{actor:02d}/{stem}.mp4",
-          crop_file=f"Actor_{actor:02d}/{stem}_f{crop.frame_index:04d}.png")
-      (out / copy.crop_file).parent.mkdir(parents=True, exist_ok=True)
-      shutil.copy(crops_dir / crop.crop_file, out / copy.crop_file)
-      copies.append(copy)
-  ravdess.write_manifest(str(out), copies)
-  return root
-
-
-def fer_train_counts(csv_path: pathlib.Path) -> dict[str, int]:
-  """Training rows per FER-2013 emotion name, counted straight from the csv."""
-  counts = dict.fromkeys(labels.FER7, 0)
-  for line in csv_path.read_text().splitlines()[1:]:
-    emotion, _, usage = line.split(",")
-    if usage == "Training":
-      counts[labels.FER7[int(emotion)]] += 1
-  return counts
-
-
-class FillGapBuildTest(absltest.TestCase):
-  """Builds fer2013/fer7_ravdess and fer2013/seed6_ravdess from generated rows + real crops."""
-
-  @pytest.fixture(autouse=True)
-  def _build(self, extracted, tmp_path):
-    from emotion_tfds import datasets  # pylint: disable=g-import-not-at-top
-    self.manual_dir = write_manual_dir(tmp_path / "manual", extracted[1])
-    self.data_dir = tmp_path / "tfds"
-    self.build = lambda config: datasets.build(f"fer2013/{config}", self.data_dir, self.manual_dir)
-
-  def _counts(self, builder, split):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    names = builder.info.features["label"].names
-    counts = collections.Counter()
-    for example in tfds.as_numpy(builder.as_dataset(split=split)):
-      source = example["source"].decode()
-      counts[source, names[example["label"]]] += 1
-      self.assertEqual(example["row"] == -1, source == "ravdess")
-      self.assertEqual(example["image"].shape, (48, 48, 1))
-    return counts
-
-  def test_train_is_filled_toward_the_largest_emotion(self):
-    fer = fer_train_counts(self.manual_dir / "fer2013.csv")
-    # The generated rows keep FER-2013's imbalance: happy is the largest, disgust tiny.
-    self.assertEqual(max(fer, key=fer.get), "happy")
-    self.assertLess(fer["disgust"], 24)
-    self.assertGreater(min(fer["happy"] - fer["fear"], fer["fear"]), 12)
-    for config, scheme in (("fer7_ravdess", labels.FER7), ("seed6_ravdess", labels.SEED6)):
-      builder = self.build(config)
-      train = self._counts(builder, "train")
-      # disgust: capped at its own FER count (24 crops there); fear (fer7 only): all 12 crops
-      # there; happy, the largest: nothing (its 6 crops stay out).
-      added = {"disgust": fer["disgust"]}
-      if "fear" in scheme:
-        added["fear"] = 12
-      self.assertEqual({e: n for (s, e), n in train.items() if s == "fer2013"},
-                       {e: fer[e] for e in scheme}, config)
-      self.assertEqual({e: n for (s, e), n in train.items() if s == "ravdess"}, added, config)
-      for split in ("validation", "test"):
-        self.assertEqual({s for s, _ in self._counts(builder, split)}, {"fer2013"}, config)
-
-  def test_missing_crops_folder(self):
-    (self.manual_dir / "ravdess_crops" / "manifest.csv").unlink()
-    with self.assertRaisesRegex(FileNotFoundError, "manifest.csv"):
-      self.build("fer7_ravdess")
 
 
 if __name__ == "__main__":

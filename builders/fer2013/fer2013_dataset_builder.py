@@ -1,8 +1,9 @@
 """FER-2013 (Kaggle's fer2013.csv) as a TFDS dataset: 48x48 grayscale faces labelled with emotions.
 
 Build with `tfds build builders/fer2013 --manual_dir=DIR --data_dir=DIR [--config=seed6]`, or use
-`tfds.builder("fer2013/seed6")` after `import builders.fer2013`. The `*_ravdess` configs add RAVDESS
-face crops (`emotion_tfds.ravdess`) to the train split; see BUILD.md, "RAVDESS crops".
+`tfds.builder("fer2013/seed6")` after `import builders.fer2013`. Every config is built from the csv
+alone; RAVDESS face crops are a dataset of their own (`builders/ravdess_crops`), mixed into train
+at input time (`emotion_tfds.mixtures`; BUILD.md, "RAVDESS crops").
 
 Row numbers in examples (`row`) and in error messages are 1-based *data* rows: the first row after
 the header is row 1 (it sits on file line 2). Blank lines are skipped and not counted.
@@ -23,7 +24,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from emotion_tfds import labels
-from emotion_tfds import ravdess
 
 _CSV_NAMES = ("fer2013.csv", "fer2013.csv.gz")  # Looked up in this order in manual_dir.
 _COLUMNS = ("emotion", "pixels", "Usage")
@@ -33,12 +33,6 @@ _EMOTION_IDS = {str(i).encode(): i for i in range(len(labels.FER7))}
 _USAGES = tuple(labels.USAGE_TO_SPLIT)  # Training, PublicTest, PrivateTest.
 _USAGE_IDS = {usage.encode(): i for i, usage in enumerate(_USAGES)}
 _SOURCE = "fer2013"
-_RAVDESS_SOURCE = "ravdess"
-_RAVDESS_DIR = "ravdess_crops"  # In manual_dir: manifest.csv + Actor_NN/*.png.
-# Whole actors per split. Only train gets RAVDESS crops, so validation and test stay FER-2013 and
-# results stay comparable; were a RAVDESS split added here, no actor could be in two splits.
-_RAVDESS_SPLIT_ACTORS = {"train": range(1, 25)}
-_RAVDESS_SEED = 0  # Which crops `ravdess.select_fill_gap` picks (not how many).
 # Shards per split. TFDS sizes shards by bytes (>= 64 MiB), which would give the ~55 MB real train
 # split one shard, and 4.9.10 ignores DownloadConfig(min_shard_size=...); num_shards works.
 _NUM_SHARDS = 4
@@ -57,11 +51,8 @@ class Fer2013Config(tfds.core.BuilderConfig):
 
   Attributes:
     scheme: label scheme name in `emotion_tfds.labels.SCHEMES` ("fer7" or "seed6").
-    with_ravdess: add RAVDESS crops from manual_dir/ravdess_crops/ to train, filling each emotion
-      up toward the largest one (`emotion_tfds.ravdess.select_fill_gap`).
   """
   scheme: str = "fer7"
-  with_ravdess: bool = False
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -81,23 +72,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   row-major), Usage Training / PublicTest / PrivateTest (-> splits train / validation / test; a
   Usage the file lacks gives no such split). Generated faces in the same format:
   `python -m emotion_tfds.facegen --out=DIR --num_rows=N`.
-  The configs fer7_ravdess and seed6_ravdess also need `manual_dir/ravdess_crops/`: the output
-  folder (manifest.csv + Actor_NN/*.png) of
-  `python -m emotion_tfds.ravdess --ravdess_dir=RAVDESS --out=MANUAL_DIR/ravdess_crops`, run on the
-  RAVDESS videos (Video_Speech_Actor_NN.zip and Video_Song_Actor_NN.zip, unzipped) from
-  https://zenodo.org/record/1188976
   """
   BUILDER_CONFIGS = [
       Fer2013Config(name="fer7", scheme="fer7",
                     description="All seven FER-2013 emotions, labels in csv id order."),
       Fer2013Config(name="seed6", scheme="seed6",
                     description="Six emotions without fear (fear rows dropped), alphabetical."),
-      Fer2013Config(name="fer7_ravdess", scheme="fer7", with_ravdess=True,
-                    description="fer7; train also gets RAVDESS face crops that fill each emotion "
-                    "up toward the largest one. Validation and test: FER-2013 only."),
-      Fer2013Config(name="seed6_ravdess", scheme="seed6", with_ravdess=True,
-                    description="seed6; train also gets RAVDESS face crops that fill each emotion "
-                    "up toward the largest one. Validation and test: FER-2013 only."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "fer7"
 
@@ -120,7 +100,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "row": tfds.features.Scalar(
                 dtype=np.int64, doc="1-based data row in the csv (header excluded); -1 if none."),
             "source": tfds.features.Text(
-                doc="Where the example comes from: 'fer2013', or 'ravdess' (*_ravdess configs)."),
+                doc="Where the example comes from: always 'fer2013' in this dataset."),
         }),
         supervised_keys=("image", "label"),
         homepage=_HOMEPAGE,
@@ -160,9 +140,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       scheme = self.builder_config.scheme
       raise CsvError(f"{table.path}: no rows with an emotion of scheme {scheme!r} "
                      f"({', '.join(labels.get_scheme(scheme))}).")
-    if self.builder_config.with_ravdess:
-      splits = _add_ravdess(splits, epath.Path(dl_manager.manual_dir) / _RAVDESS_DIR,
-                            self.builder_config.scheme)
     return splits
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -171,13 +148,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for split, examples in self._examples.items()}
 
   def _generate_examples(self, examples: _Examples):
-    """Yields (row, example) for the csv rows of one split, then ("ravdess/<crop file>", example)
-    for its RAVDESS crops."""
+    """Yields (row, example) for the csv rows of one split."""
     for png, label, row in zip(_encode_png(examples.images), examples.labels, examples.rows):
       yield int(row), {"image": png, "label": int(label), "row": int(row), "source": _SOURCE}
-    for crop_file, png, label in examples.crops:
-      yield f"{_RAVDESS_SOURCE}/{crop_file}", {
-          "image": png, "label": label, "row": -1, "source": _RAVDESS_SOURCE}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +159,6 @@ class _Examples:
   images: np.ndarray  # uint8 [N, 48, 48, 1]
   labels: np.ndarray  # int64 [N], ids in the config's scheme
   rows: np.ndarray  # int64 [N], 1-based csv data rows
-  crops: tuple[tuple[str, bytes, int], ...] = ()  # RAVDESS (crop file, PNG, label id), if any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,35 +169,6 @@ class _Table:
   emotions: np.ndarray  # int64 [N], FER-2013 ids 0..6
   usages: np.ndarray  # int64 [N], index into _USAGES
   rows: np.ndarray  # int64 [N], 1-based data row numbers
-
-
-def _add_ravdess(splits: dict[str, _Examples], crops_dir: epath.Path,
-                 scheme: str) -> dict[str, _Examples]:
-  """Adds RAVDESS crops to the splits of `_RAVDESS_SPLIT_ACTORS` (BUILD.md, "RAVDESS crops").
-
-  Each such split gets the crops of its actors that `ravdess.select_fill_gap` picks for its csv
-  counts, read and checked here (before anything is written).
-
-  Raises:
-    FileNotFoundError: if manifest.csv or a crop it lists is missing.
-    ValueError: for a bad manifest row or crop image (naming the file).
-  """
-  names = labels.get_scheme(scheme)
-  crops = ravdess.crops_by_split(ravdess.read_manifest(str(crops_dir)), _RAVDESS_SPLIT_ACTORS)
-  out = dict(splits)
-  for split, split_crops in crops.items():
-    if split not in splits:
-      continue
-    counts = np.bincount(splits[split].labels, minlength=len(names))
-    chosen = ravdess.select_fill_gap(dict(zip(names, counts.tolist())), split_crops, scheme,
-                                     seed=_RAVDESS_SEED)
-    out[split] = dataclasses.replace(splits[split], crops=tuple(
-        (c.crop_file, ravdess.read_crop(str(crops_dir), c), names.index(c.emotion))
-        for c in chosen))
-    logging.info("%s: %d of %d RAVDESS crops added to %s (%s).", crops_dir, len(chosen),
-                 len(split_crops), split,
-                 ", ".join(f"{e} {sum(c.emotion == e for c in chosen)}" for e in names))
-  return out
 
 
 def _find_csv(manual_dir: epath.Path) -> epath.Path:

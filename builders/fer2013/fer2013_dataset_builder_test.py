@@ -9,7 +9,10 @@ PrivateTest), made with
 from __future__ import annotations
 
 import gzip
+import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 import zlib
@@ -33,6 +36,25 @@ class Seed6Test(tfds.testing.DatasetBuilderTestCase):
   DATASET_CLASS = fer2013.Builder
   BUILDER_CONFIG_NAMES_TO_TEST = ["seed6"]
   SPLITS = {"train": 12, "validation": 6, "test": 6}  # The fear rows (2/1/1) are dropped.
+
+
+class PlainTfdsBuildTest(absltest.TestCase):
+  """The first command a TFDS user types: `tfds build builders/fer2013`, no --config."""
+
+  def test_builds_every_config_from_the_csv_alone(self):
+    root = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory()))
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", "from tensorflow_datasets.scripts.cli.main import launch_cli; "
+         "launch_cli()", "build", str(repo / "builders" / "fer2013"),
+         f"--manual_dir={_DUMMY_CSV.parent}", f"--data_dir={root}"],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    for config in fer2013.Builder.BUILDER_CONFIGS:
+      builder = fer2013.Builder(config=config.name, data_dir=str(root))
+      self.assertTrue(builder.is_prepared(), config.name)
+    self.assertEqual(sorted(c.name for c in fer2013.Builder.BUILDER_CONFIGS), ["fer7", "seed6"])
 
 
 def _dummy_lines() -> list[bytes]:
