@@ -5,8 +5,8 @@ The modules follow the data flow; import the one you need (this file imports not
 
     labels, preprocess          label schemes and mappings; uint8 -> model input
     facegen, ravdess, faces     generated faces; RAVDESS video -> face crops (OpenCV, Beam)
-    ravdess_crops               the crops folder (manifest.csv + PNGs) between ravdess and its builder
-    datasets, mixtures          the TFDS builders (builders/) by name; FER + RAVDESS crops at input time
+    ravdess_crops               the crops folder (manifest.csv + PNGs): ravdess -> its builder
+    datasets, mixtures          the TFDS builders (builders/) by name; FER + crops at input time
     pipeline, augment           tf.data input; batched augmentation (host or device)
     models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss

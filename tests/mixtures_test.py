@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import pathlib
 import random
 import shutil
+import subprocess
+import sys
+import tempfile
 
 from absl.testing import absltest
 import numpy as np
@@ -169,6 +173,27 @@ class FillGapMixtureTest(absltest.TestCase):
     self.assertEqual(images.dtype, tf.uint8)
     self.assertEqual(np.bincount(batch_labels.numpy(), minlength=7).tolist(),
                      list(datasets.class_counts(mixture, "train")))
+
+  def test_train_main_trains_on_the_mixture_and_names_an_unbuilt_crops_dataset(self):
+    command = [sys.executable, str(REPO / "train_main.py"), "--dataset=fer2013/seed6+ravdess_crops",
+               "--pretrain_stages=", "--stages=all:1:1e-3:16", "--max_steps_per_epoch=3",
+               "--progress=none", "--generate_rows=0"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    root = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory()))
+    unbuilt = root / "fer_only"
+    shutil.copytree(self.data_dir / "fer2013", unbuilt / "fer2013")
+    runs = {name: subprocess.Popen([*command, f"--data_dir={data_dir}", f"--model_dir={root / name}"],
+                                   cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            for name, data_dir in (("mixture", self.data_dir), ("unbuilt", unbuilt))}
+    (stdout, stderr), code = runs["mixture"].communicate(timeout=300), runs["mixture"].returncode
+    self.assertEqual(code, 0, stderr[-3000:])
+    self.assertIn("Evaluation of the final model on fer2013/seed6+ravdess_crops test", stdout)
+    (_, stderr), code = runs["unbuilt"].communicate(timeout=300), runs["unbuilt"].returncode
+    self.assertEqual(code, 1, stderr[-3000:])
+    self.assertNotIn("Traceback", stderr)
+    self.assertRegex(stderr, r"error: Dataset ravdess_crops is not built in .*fer_only.*"
+                             r"python -m emotion_tfds\.ravdess .*tfds build builders/ravdess_crops")
 
   def test_names_and_unbuilt_parts(self):
     with self.assertRaisesRegex(ValueError, "<FER-2013 dataset>\\+<crops dataset>"):

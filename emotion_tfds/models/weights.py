@@ -83,8 +83,8 @@ def _classifier_of(model: keras.Model, path: pathlib.Path) -> keras.layers.Dense
       isinstance(last, keras.layers.Activation) and activation == "softmax"):
     if len(model.layers) < 2 or not isinstance(model.layers[-2], keras.layers.Dense):
       raise errors.UnusableModelError(
-          f"{path}: its final softmax {last.name!r} does not follow a Dense layer, so the model has "
-          "no classifier to fine-tune.")
+          f"{path}: its final softmax {last.name!r} does not follow a Dense layer, so the model "
+          "has no classifier to fine-tune.")
     dense, activation = model.layers[-2], model.layers[-2].get_config()["activation"]
     if activation != "linear":
       raise errors.UnusableModelError(
@@ -155,7 +155,8 @@ def _read_keras2_weights(path: pathlib.Path) -> list[tuple[str, list[tuple[str, 
     root = f["model_weights"] if "model_weights" in f else f
     layer_names = _attr_strings(root, "layer_names")
     if layer_names is None:
-      raise errors.UnusableModelError(f"{path}: not a Keras 2 HDF5 model or weights file (no 'layer_names' "
+      raise errors.UnusableModelError(
+          f"{path}: not a Keras 2 HDF5 model or weights file (no 'layer_names' "
                        "attribute at the root or in 'model_weights').")
     out = []
     for layer_name in layer_names:
