@@ -156,8 +156,8 @@ def _read_keras2_weights(path: pathlib.Path) -> list[tuple[str, list[tuple[str, 
     layer_names = _attr_strings(root, "layer_names")
     if layer_names is None:
       raise errors.UnusableModelError(
-          f"{path}: not a Keras 2 HDF5 model or weights file (no 'layer_names' "
-                       "attribute at the root or in 'model_weights').")
+          f"{path}: not a Keras 2 HDF5 model or weights file (no 'layer_names' attribute at the "
+          "root or in 'model_weights').")
     out = []
     for layer_name in layer_names:
       group = root[layer_name]
