@@ -18,9 +18,9 @@ import sys
 from absl import app
 from absl import flags
 
+from emotion_tfds import datasets
 from emotion_tfds import evaluate
 from emotion_tfds import labels
-from emotion_tfds import training
 
 _MODEL_PATH = flags.DEFINE_string(
     "model_path", None, "Trained model: a .keras file or a SavedModel directory.")
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
   try:
     evaluate.run(
         model_path=_MODEL_PATH.value, dataset=_DATASET.value,
-        data_dir=_DATA_DIR.value or training.default_data_dir(), split=_SPLIT.value,
+        data_dir=_DATA_DIR.value or datasets.default_data_dir(), split=_SPLIT.value,
         batch_size=_BATCH_SIZE.value, tta=_TTA.value, model_scheme=_MODEL_SCHEME.value,
         output=_OUTPUT.value, logdir=_LOGDIR.value, confusion_png=_CONFUSION_PNG.value)
   except (ValueError, FileNotFoundError) as error:  # Bad input: the message says what and where.

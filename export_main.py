@@ -16,8 +16,8 @@ import sys
 from absl import app
 from absl import flags
 
+from emotion_tfds import datasets
 from emotion_tfds import export
-from emotion_tfds import training
 
 _MODEL_PATH = flags.DEFINE_string("model_path", None, "Trained Keras model (.keras).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for the SavedModel and TFLite files.")
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
   del argv
   try:
     report = export.run(_MODEL_PATH.value, _OUT_DIR.value,
-                        _DATA_DIR.value or training.default_data_dir(), _DATASET.value,
+                        _DATA_DIR.value or datasets.default_data_dir(), _DATASET.value,
                         _PARITY_SPLIT.value, _NUM_REPRESENTATIVE.value, _BATCH_SIZE.value)
   except (ValueError, FileNotFoundError) as error:  # Bad input: the message says what and where.
     sys.exit(f"export_main: {error}")

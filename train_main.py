@@ -19,10 +19,12 @@ from absl import flags
 import tensorflow_datasets as tfds
 
 from emotion_tfds import augment
+from emotion_tfds import datasets
 from emotion_tfds import errors
 from emotion_tfds import evaluate
 from emotion_tfds import models
 from emotion_tfds import stages
+from emotion_tfds import strategies
 from emotion_tfds import training
 
 _DATA_DIR = flags.DEFINE_string(
@@ -48,7 +50,7 @@ _PRETRAIN_STAGES = flags.DEFINE_string(
     "when the label scheme changes. Skipped when --pretrained is given.")
 _PRETRAIN_DATASET = flags.DEFINE_string(
     "pretrain_dataset", "fer2013/fer7", "Dataset of --pretrain_stages.")
-_STRATEGY = flags.DEFINE_enum("strategy", "default", list(training.STRATEGIES),
+_STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
 _MIXED_PRECISION = flags.DEFINE_bool(
@@ -124,7 +126,7 @@ def make_config() -> training.TrainConfig:
     raise app.UsageError(f"--augment_*: {e}") from None
   return training.TrainConfig(
       model_dir=_MODEL_DIR.value,
-      data_dir=_DATA_DIR.value or training.default_data_dir(),
+      data_dir=_DATA_DIR.value or datasets.default_data_dir(),
       schedule=tuple(schedule),
       dataset=_DATASET.value,
       model=_MODEL.value,

@@ -10,6 +10,8 @@ The modules follow the data flow; import the one you need (this file imports not
     pipeline, augment           tf.data input; batched augmentation (host or device)
     models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss
+    strategies, seeds           tf.distribute strategies by name, chief; the run's seed streams
+    stage_inputs, checkpoints   a run's datasets and per-stage input fns; checkpoint state, resume
     training                    the stages under tf.distribute, resume, best epoch, final TTA
     metrics, callbacks          per-emotion report; per-epoch TensorBoard summaries
     run_summaries, curves       the run's HParams trial and chart layout; curves read back

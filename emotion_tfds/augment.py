@@ -49,6 +49,7 @@ import math
 import tensorflow as tf
 
 from emotion_tfds import preprocess
+from emotion_tfds import seeds
 
 # Columns of the per-image uniform draw [B, _NUM_DRAWS].
 _SCALE, _OFFSET_Y, _OFFSET_X, _FLIP, _BLUR, _CONTRAST, _BRIGHTNESS, _NOISE = range(8)
@@ -181,14 +182,14 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor,
 
 def _split(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """(seed of the per-image draws, seed of the noise key) from the caller's seed."""
-  seeds = tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), 2, alg=_ALG)
-  return tuple(tf.unstack(seeds))
+  halves = tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), 2, alg=_ALG)
+  return tuple(tf.unstack(halves))
 
 
 def _per_image_draws(seed: tf.Tensor,
                      batch_size: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """float32 [B, _NUM_DRAWS] and [B, _NUM_EXTRA_DRAWS] uniform in [0, 1)."""
-  extra_seed = tf.random.experimental.stateless_fold_in(seed, 1, alg=_ALG)
+  extra_seed = tf.random.experimental.stateless_fold_in(seed, seeds.EXTRA_AUGMENT_DRAW, alg=_ALG)
   return (_uniform([batch_size, _NUM_DRAWS], seed),
           _uniform([batch_size, _NUM_EXTRA_DRAWS], extra_seed))
 

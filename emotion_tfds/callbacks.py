@@ -1,4 +1,5 @@
-"""Keras callbacks for training: per-emotion TensorBoard summaries, throughput, one line per epoch.
+"""Keras callbacks for training: per-emotion TensorBoard summaries, throughput, one line per epoch
+and the best epoch's weights (`KeepBest`).
 
 `get_callbacks` is the factory the training loop calls once per stage (one TensorBoard run folder per
 stage, e.g. `<model_dir>/tb/<stage>`). The step of every summary is the run's epoch index: a stage
@@ -23,14 +24,18 @@ runs the evaluation (its collective ops need all of them) but only the chief wri
 
 from __future__ import annotations
 
+import os
+import pathlib
 import time
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
+from emotion_tfds import checkpoints
 from emotion_tfds import metrics
 from emotion_tfds import preprocess
+from emotion_tfds import strategies
 
 # Per-emotion scalar tag name -> (`metrics.EmotionRow` attribute, the tag's description).
 PER_EMOTION_TAGS: dict[str, tuple[str, str]] = {
@@ -94,15 +99,6 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
   if epoch_line:
     callbacks.append(EpochLine(is_chief=is_chief))
   return callbacks
-
-
-def is_chief_worker(strategy: tf.distribute.Strategy) -> bool:
-  """True unless `strategy` runs on a cluster in which this task is not the chief."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.task_type or resolver.task_type == "chief":
-    return True
-  return (resolver.task_type == "worker" and resolver.task_id == 0
-          and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def current_learning_rate(model: keras.Model) -> float | None:
@@ -178,7 +174,8 @@ class EmotionTensorBoard(keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     strategy = self.model.distribute_strategy
-    self._chief = self._is_chief if self._is_chief is not None else is_chief_worker(strategy)
+    self._chief = (self._is_chief if self._is_chief is not None
+                   else strategies.is_chief_worker(strategy))
     self._writer = (tf.summary.create_file_writer(self._logdir) if self._chief
                     else tf.summary.create_noop_writer())
     if self._stage_note:
@@ -216,22 +213,34 @@ class EmotionTensorBoard(keras.callbacks.Callback):
 
 
 class EpochLine(keras.callbacks.Callback):
-  """Prints one line per epoch with every log value, throughput and learning rate (chief only)."""
+  """Prints one line per epoch with every log value, learning rate and throughput (chief only).
 
-  def __init__(self, is_chief: bool | None = None):
+  With `label` and `epochs` the line reads "[label] epoch e/E: ...", else "epoch e: ...". With
+  `history`, every worker also appends {"stage": stage, "epoch": e, **logs} to it.
+  """
+
+  def __init__(self, is_chief: bool | None = None, label: str | None = None,
+               epochs: int | None = None, history: list | None = None, stage: str | None = None):
     super().__init__()
     self._is_chief = is_chief
+    self._prefix = f"[{label}] " if label else ""
+    self._epochs = f"/{epochs}" if epochs else ""
+    self._history = history
+    self._stage = stage
 
   def on_epoch_end(self, epoch, logs=None):
+    logs = {k: float(v) for k, v in (logs or {}).items()}
+    if self._history is not None:
+      self._history.append({"stage": self._stage, "epoch": epoch + 1, **logs})
     chief = (self._is_chief if self._is_chief is not None
-             else is_chief_worker(self.model.distribute_strategy))
+             else strategies.is_chief_worker(self.model.distribute_strategy))
     if not chief:
       return
-    logs = dict(logs or {})
     rate = logs.pop("images_per_second", None)
     seconds = logs.pop("epoch_seconds", None)
     learning_rate = logs.pop("learning_rate", None)
-    parts = [f"epoch {epoch + 1}:"] + [f"{k} {float(v):.4f}" for k, v in sorted(logs.items())]
+    parts = [f"{self._prefix}epoch {epoch + 1}{self._epochs}:"]
+    parts += [f"{k} {v:.4f}" for k, v in sorted(logs.items())]
     if learning_rate is not None:
       parts.append(f"| lr {learning_rate:.3g}")
     if rate is not None:
@@ -239,6 +248,38 @@ class EpochLine(keras.callbacks.Callback):
     if seconds is not None:
       parts.append(f"({seconds:.1f} s of training)")
     print(" ".join(parts), flush=True)
+
+
+class KeepBest(keras.callbacks.Callback):
+  """Writes `net`'s weights to `path` whenever the epoch's `monitor` beats the best so far.
+
+  The best value and its (stage, epoch) live in the checkpointed `counters`; the weights are written
+  to a temporary file and renamed, so `path` always holds one whole epoch's network. Placed before
+  the checkpoint callback: a kill in between repeats the epoch, which may then overwrite `path`.
+  """
+
+  def __init__(self, net: keras.Model, monitor: str, counters: checkpoints.Counters, stage_index: int,
+               path: pathlib.Path):
+    super().__init__()
+    self._net = net
+    self._monitor = monitor
+    self._counters = counters
+    self._stage_index = stage_index
+    self._path = path
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self._monitor)
+    if value is None:
+      raise ValueError(f"keep_best needs {self._monitor!r} in the epoch logs (a validation "
+                       "split and validate=True).")
+    if value <= float(self._counters.best_value.numpy()):
+      return
+    partial = self._path.with_name("best-partial.weights.h5")
+    self._net.save_weights(partial)
+    os.replace(partial, self._path)
+    self._counters.best_value.assign(value)
+    self._counters.best_stage.assign(self._stage_index)
+    self._counters.best_epoch.assign(epoch + 1)
 
 
 def report_scalars(report: metrics.EmotionReport) -> dict[str, float]:

@@ -27,6 +27,11 @@ GENERATED_ROWS = 10_000
 _GENERATED_PARAMS = "generated.json"
 
 
+def default_data_dir() -> str:
+  """`./data/tfds` (ignored by git), or $TFDS_DATA_DIR when set."""
+  return os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))
+
+
 def get_builder(dataset: str, data_dir: str | os.PathLike
                 ) -> tfds.core.DatasetBuilder | mixtures.FillGapMixture:
   """Returns the builder of `dataset` ("fer2013", "fer2013/seed6", ...) under `data_dir`, or the

@@ -17,6 +17,7 @@ import os
 import pathlib
 from collections.abc import Callable, Sequence
 
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -29,6 +30,7 @@ from emotion_tfds import pipeline
 from emotion_tfds import preprocess
 
 TTA_MODES = ("none", "flip", "ten-crop")
+EVAL_BATCH = 256
 CROP_SIZE = 40  # Ten-crop: 4 corners + center of 40x40, and their mirror images.
 
 PredictFn = Callable[[tf.Tensor], tf.Tensor]
@@ -167,6 +169,33 @@ def evaluate_dataset(model: LoadedModel, dataset: tf.data.Dataset, label_names: 
   return evaluator.evaluate(dataset)
 
 
+def report_split(builder, split: str) -> str:
+  """`split` if the dataset has it, else "validation" (real FER-2013 has no PrivateTest rows)."""
+  if split in builder.info.splits:
+    return split
+  logging.warning("%s has no %r split; evaluating on 'validation'.", builder.info.full_name, split)
+  return "validation"
+
+
+def evaluate_network(net: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
+                     tta: str = "none") -> metrics.EmotionReport:
+  """Per-emotion report of a network in training (float [0, 1] input) on `split` of `builder`
+  (`report_split`), streamed and summed over the strategy's replicas.
+
+  `tta` is applied as for a loaded model (`with_tta`, the same code path as eval_main --tta).
+  """
+
+  @tf.autograph.experimental.do_not_convert  # Plain TF ops; spares AutoGraph's closure warning.
+  def predict(images):
+    return net(preprocess.to_model_input(images), training=False)
+
+  evaluator = metrics.StreamingEvaluator(with_tta(predict, tta), datasets.label_names(builder),
+                                         strategy=strategy)
+  images, _ = pipeline.make_dataset(builder, report_split(builder, split), EVAL_BATCH,
+                                    training=False)
+  return evaluator.evaluate(images)
+
+
 def write_text_summary(report: metrics.EmotionReport, logdir: str | os.PathLike) -> None:
   """Writes the report's markdown table and confusion image to a TensorBoard run folder (step 0)."""
   writer = tf.summary.create_file_writer(str(logdir))
@@ -176,7 +205,7 @@ def write_text_summary(report: metrics.EmotionReport, logdir: str | os.PathLike)
 
 
 def run(*, model_path: str | os.PathLike, dataset: str, data_dir: str | os.PathLike,
-        split: str = "test", batch_size: int = 256, tta: str = "none",
+        split: str = "test", batch_size: int = EVAL_BATCH, tta: str = "none",
         model_scheme: str | None = None, output: str | os.PathLike | None = None,
         logdir: str | os.PathLike | None = None,
         confusion_png: str | os.PathLike | None = None) -> metrics.EmotionReport:

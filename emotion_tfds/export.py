@@ -36,6 +36,7 @@ from emotion_tfds import labels
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
 
+MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILES = {"float": "model_float.tflite", "dynamic": "model_dynamic.tflite",
                 "int8": "model_int8.tflite"}
@@ -80,6 +81,16 @@ def float32_model(model: keras.Model) -> keras.Model:
   clone = keras.models.clone_model(model, clone_function=clone_layer)
   clone.set_weights(model.get_weights())
   return clone
+
+
+def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequence[str],
+                 announce: bool = True) -> None:
+  """Writes a trained network as `write_dir/model.keras` and the uint8-input SavedModel beside it."""
+  path = write_dir / MODEL_FILE
+  net.save(path)
+  export_saved_model(net, write_dir / SAVED_MODEL_DIR, label_names=label_names)
+  if announce:
+    print(f"Saved {path} and {write_dir / SAVED_MODEL_DIR}", flush=True)
 
 
 class _ServingModule(tf.Module):

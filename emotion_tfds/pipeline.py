@@ -39,6 +39,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from emotion_tfds import augment
+from emotion_tfds import seeds
 
 # A fixed generator, so a seed gives the same epochs on any device (as in `augment`).
 _ALG = "philox"
@@ -166,7 +167,7 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int,
   def epoch(examples, epoch_seed):
     images, labels = examples
     count = tf.shape(labels, out_type=tf.int64)[0]
-    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 1, alg=_ALG)
+    order_seed = tf.random.experimental.stateless_fold_in(epoch_seed, seeds.ORDER_DRAW, alg=_ALG)
     order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=order_seed,
                                                      alg=_ALG)
     full_batches = count // batch_size
@@ -179,7 +180,8 @@ def _shuffled_batches(ds: tf.data.Dataset, batch_size: int, num_examples: int,
     if augment_on_host is None:
       return batches
     # One augmentation seed per batch, a function of the epoch's seed alone.
-    augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, 2, alg=_ALG)
+    augment_seed = tf.random.experimental.stateless_fold_in(epoch_seed, seeds.HOST_AUGMENT_DRAW,
+                                                              alg=_ALG)
     batch_seeds = tf.random.stateless_uniform([steps, 2], augment_seed, minval=None, maxval=None,
                                               dtype=tf.int64, alg=_ALG)
     return tf.data.Dataset.zip(batches, tf.data.Dataset.from_tensor_slices(batch_seeds))

@@ -17,36 +17,36 @@ Design:
     of an epoch are the same whether the run was interrupted or not. Every epoch is
     `train_examples // global_batch` steps (a pipeline's permutation repeats to fill them), so
     workers with uneven shards still step together.
-  * The checkpoint (`tf.train.CheckpointManager` in `<model_dir>/ckpt`, written after every epoch)
-    holds the network, the stage's optimizer (slots and step counter), the Keras dropout
-    seed-generator states, the stage index, the epochs done in it, the global step and a
-    fingerprint of the run's flags. TF writes the data and index files first and atomically
-    replaces the small `checkpoint` state file last, so a kill during a write leaves the previous
-    checkpoint in use.
+  * The checkpoint (`emotion_tfds.checkpoints`, written after every epoch) holds the network, the
+    stage's optimizer, the dropout RNG states, the progress counters and a fingerprint of the
+    run's settings and data; a restart with other settings is refused, naming what differs.
   * Every stage gets a fresh optimizer. On resume inside a stage the network is rebuilt as it was in
     that stage (head swaps replayed), the stage's trainability set and its optimizer built; then
     everything is restored and checked to match, so the optimizer slots come back. A checkpoint
     that closes a stage restores only the network, and the next stage starts its optimizer.
   * Multi-worker: every worker runs the same calls; only the chief writes into `model_dir`, the
     others write their checkpoints and exports into temporary folders (the standard MWMS pattern).
+
+The jobs around it have their own modules: strategies (`strategies`), the run's datasets and input
+functions (`stage_inputs`), seed streams (`seeds`), checkpoint state (`checkpoints`), callbacks
+(`callbacks`), the final evaluation (`evaluate.evaluate_network`) and the saved files
+(`export.save_trained`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from emotion_tfds import augment
 from emotion_tfds import callbacks as callbacks_lib
+from emotion_tfds import checkpoints
 from emotion_tfds import curves
 from emotion_tfds import datasets
 from emotion_tfds import errors
@@ -54,25 +54,20 @@ from emotion_tfds import evaluate as evaluate_lib
 from emotion_tfds import export
 from emotion_tfds import losses
 from emotion_tfds import metrics
-from emotion_tfds import mixtures
 from emotion_tfds import models
-from emotion_tfds import pipeline
 from emotion_tfds import preprocess
 from emotion_tfds import run_summaries
 from emotion_tfds import schedules
+from emotion_tfds import seeds
+from emotion_tfds import stage_inputs
 from emotion_tfds import stages as stages_lib
+from emotion_tfds import strategies
 
-STRATEGIES: tuple[str, ...] = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 AUGMENT_ON: tuple[str, ...] = ("device", "host", "none")
 KEEP_BEST: tuple[str, ...] = ("none", "accuracy", "macro_f1")
 BEST_WEIGHTS = "best.weights.h5"  # <model_dir>/best.weights.h5: the best epoch's network.
-CKPT_DIR = "ckpt"
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
 TENSORBOARD_DIR = "tb"
 REPORT_PREFIX = "eval_"  # <model_dir>/eval_<split>.json and .md: the final evaluation.
-EVAL_BATCH = 256
-_SEED_STATE = "seed_generator_state"  # Name of Keras' SeedGenerator state variables (dropout RNG).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +81,7 @@ class TrainConfig:
     dataset: the target dataset ("fer2013/seed6"); stages with `dataset=None` train on it.
     model: architecture name in `models.MODELS`.
     pretrained: `.keras`/`.h5` file to start from instead of fresh weights.
-    strategy: one of STRATEGIES.
+    strategy: one of `strategies.STRATEGIES`.
     tpu: TPU name or address for strategy "tpu".
     mixed_precision: float16 compute (bfloat16 on TPU and CPU), float32 variables.
     augment_on: "device" (inside the train step), "host" (tf.data map) or "none".
@@ -134,8 +129,9 @@ class TrainConfig:
   final_tta: str = "none"
 
   def __post_init__(self):
-    if self.strategy not in STRATEGIES:
-      raise ValueError(f"Unknown strategy {self.strategy!r}; expected one of {STRATEGIES}.")
+    if self.strategy not in strategies.STRATEGIES:
+      raise ValueError(f"Unknown strategy {self.strategy!r}; expected one of "
+                       f"{strategies.STRATEGIES}.")
     if self.augment_on not in AUGMENT_ON:
       raise ValueError(f"Unknown augment_on {self.augment_on!r}; expected one of {AUGMENT_ON}.")
     if self.model not in models.MODELS:
@@ -168,23 +164,6 @@ class TrainConfig:
             f"stages={specs}")
 
 
-def data_identity(builders: dict) -> str:
-  """Each dataset's name, version and split sizes: what a resumed run must train on again."""
-  return ",".join(
-      f"{name}@{builder.info.version}:" + "/".join(
-          f"{split}={info.num_examples}" for split, info in sorted(builder.info.splits.items()))
-      for name, builder in sorted(builders.items()))
-
-
-def fingerprint_difference(saved: str, current: str) -> str:
-  """The settings that differ between two fingerprints, as "key: saved -> current; ..."."""
-  def fields(fingerprint: str) -> dict[str, str]:
-    return dict(part.partition("=")[::2] for part in fingerprint.split(";"))
-  a, b = fields(saved), fields(current)
-  return "; ".join(f"{key}: {a.get(key, '(none)')} -> {b.get(key, '(none)')}"
-                   for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key))
-
-
 @dataclasses.dataclass
 class RunResult:
   """What `run` returns.
@@ -199,124 +178,6 @@ class RunResult:
   report: metrics.EmotionReport
   history: list[dict]
   resumed_from: tuple[int, int] | None
-
-
-# -------------------------------------------------------------------------------------------------
-# Strategy and workers.
-
-
-def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
-  """Creates the tf.distribute strategy `name` (see STRATEGIES).
-
-  "multi_worker" reads the cluster from TF_CONFIG; "tpu" connects to `tpu` ("" = local TPU VM).
-  """
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "one_device":
-    device = "/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0"
-    return tf.distribute.OneDeviceStrategy(device)
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if name == "tpu":
-    try:
-      resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    except ValueError as e:  # No TPU here and no --tpu name: "Please provide a TPU Name ...".
-      raise errors.StrategyUnavailableError(
-          f"--strategy=tpu: no TPU found on this machine ({e}). Pass --tpu=<name or grpc "
-          "address>, or run on a TPU VM.") from None
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
-
-
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-  """Whether `strategy` is a MultiWorkerMirroredStrategy over more than one task."""
-  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    return False
-  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
-  return sum(len(tasks) for tasks in cluster.values()) > 1
-
-
-# -------------------------------------------------------------------------------------------------
-# Data.
-
-
-def get_builder(dataset: str, data_dir: str, generate_rows: int, seed: int = 0):
-  """The built dataset `dataset` in `data_dir`, generated (faces) and built first when asked to.
-
-  Raises:
-    errors.DataNotBuiltError: the dataset is not built and `generate_rows` is 0.
-  """
-  if datasets.MIXTURE_SEPARATOR in dataset:
-    fer, crops = datasets.mixture_parts(dataset)
-    return mixtures.FillGapMixture(get_builder(fer, data_dir, generate_rows, seed),
-                                   get_builder(crops, data_dir, 0))
-  builder = datasets.get_builder(dataset, data_dir)
-  if builder.is_prepared():
-    return builder
-  if builder.name == "ravdess_crops":
-    raise errors.DataNotBuiltError(
-        f"Dataset {dataset} is not built in {data_dir}. Extract the crops from the RAVDESS videos "
-        "and build it (BUILD.md, \"RAVDESS crops\"): `python -m emotion_tfds.ravdess "
-        "--ravdess_dir=<RAVDESS videos> --out=<crops folder>`, then `tfds build "
-        f"builders/ravdess_crops --manual_dir=<crops folder> --data_dir={data_dir}`.")
-  if generate_rows <= 0:
-    raise errors.DataNotBuiltError(
-        f"Dataset {dataset} is not built in {data_dir}. Build it first (see BUILD.md, e.g. "
-        f"`tfds build builders/fer2013 --config={dataset.split('/')[-1]} --data_dir={data_dir} "
-        f"--manual_dir=<folder with fer2013.csv>`), or pass --generate_rows=N to train on N "
-        "generated faces.")
-  print(f"{dataset} is not built in {data_dir}: generating {generate_rows} faces and building it.",
-        flush=True)
-  return datasets.ensure_generated(dataset, data_dir, num_rows=generate_rows, seed=seed)
-
-
-def _split_size(builder, split: str) -> int:
-  return builder.info.splits[split].num_examples
-
-
-def derive_seed(*parts: int) -> int:
-  """A non-negative int31 seed that depends only on `parts` (non-negative ints)."""
-  return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)
-
-
-def epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
-  """The shuffle seed of one epoch: a function of (run seed, stage, epoch) only."""
-  return derive_seed(seed, 1, stage_index, epoch)
-
-
-def _train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: int,
-                      first_epoch: int, steps: int, deterministic: bool,
-                      host_augment: augment.AugmentParams | None,
-                      data_service_address: str | None = None,
-                      ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
-  """The per-input-pipeline training dataset of a stage, for `distribute_datasets_from_function`.
-
-  Epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches shuffled with
-  `epoch_seed(seed, stage_index, epoch)` over one cached read of the split: the batches of an epoch
-  do not depend on where the run (re)started, and every worker has its steps even when shards
-  differ in size.
-  """
-
-  def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-    ds, _ = pipeline.make_dataset(
-        builder, "train", input_context.get_per_replica_batch_size(stage.global_batch),
-        training=True, input_context=input_context, seed=derive_seed(seed, 2, stage_index),
-        epoch_seeds=[epoch_seed(seed, stage_index, epoch)
-                     for epoch in range(first_epoch, stage.epochs)],
-        steps_per_epoch=steps, deterministic=deterministic, augment_on_host=host_augment,
-        data_service_address=data_service_address)
-    return ds
-
-  return dataset_fn
-
-
-def _eval_dataset(builder, split: str, batch: int) -> tf.data.Dataset:
-  ds, _ = pipeline.make_dataset(builder, split, batch, training=False)
-  return ds
 
 
 # -------------------------------------------------------------------------------------------------
@@ -361,7 +222,7 @@ class TrainingModel(keras.Model):
 
   def train_step(self, data):
     logs = super().train_step(data)
-    if is_multi_worker(self.distribute_strategy):
+    if strategies.is_multi_worker(self.distribute_strategy):
       # Keras 3.15 averages the step's logs over workers with strategy.reduce(MEAN, v, axis=0),
       # which needs a batch axis: give each scalar one (keras-team/keras#20585).
       logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
@@ -420,7 +281,7 @@ def next_stage_network(config: TrainConfig, builders: dict, net: keras.Model,
   after = _label_names(builders[config.stage_dataset(config.schedule[index])])
   if after == before:
     return net
-  keras.utils.set_random_seed(derive_seed(config.seed, 2, index))
+  keras.utils.set_random_seed(seeds.stage_seed(config.seed, seeds.Stream.STAGE, index))
   return models.replace_head(net, len(after))
 
 
@@ -432,140 +293,6 @@ def set_trainable(net: keras.Model, trainable: str) -> None:
     layer.trainable = True
 
 
-def _rng_states(net: keras.Model) -> list:
-  """The Keras seed-generator states (dropout RNG): not tracked by tf.train.Checkpoint otherwise."""
-  return [v for v in net.non_trainable_variables if v.name == _SEED_STATE]
-
-
-# -------------------------------------------------------------------------------------------------
-# Checkpoints.
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-  """Where a checkpoint stands: `epoch` epochs of stage `stage` are done."""
-  path: str
-  stage: int
-  epoch: int
-  global_step: int
-  fingerprint: str
-
-
-def read_progress(ckpt_dir: str) -> Progress | None:
-  """The latest checkpoint's progress in `ckpt_dir`, or None when there is none."""
-  path = tf.train.latest_checkpoint(ckpt_dir)
-  if path is None:
-    return None
-  reader = tf.train.load_checkpoint(path)
-
-  def value(name):
-    return reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
-
-  return Progress(path=path, stage=int(value("stage")), epoch=int(value("epoch")),
-                  global_step=int(value("global_step")),
-                  fingerprint=value("fingerprint").decode("utf8"))
-
-
-class _Counters:
-  """The checkpointed progress variables."""
-
-  def __init__(self, fingerprint: str):
-    self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
-    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    self.fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False,
-                                   name="fingerprint")
-    # keep_best: the best validation value so far and where it was (stage index, epoch 1-based).
-    self.best_value = tf.Variable(-np.inf, dtype=tf.float32, trainable=False, name="best_value")
-    self.best_stage = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_stage")
-    self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
-
-  def objects(self) -> dict:
-    return {"stage": self.stage, "epoch": self.epoch, "global_step": self.global_step,
-            "fingerprint": self.fingerprint, "best_value": self.best_value,
-            "best_stage": self.best_stage, "best_epoch": self.best_epoch}
-
-
-# -------------------------------------------------------------------------------------------------
-# Callbacks.
-
-
-class _SaveCheckpoint(keras.callbacks.Callback):
-  """Saves the checkpoint at the end of every epoch (after the callbacks placed before it)."""
-
-  def __init__(self, manager: tf.train.CheckpointManager, counters: "_Counters", steps: int):
-    super().__init__()
-    self._manager = manager
-    self._counters = counters
-    self._steps = steps
-
-  def on_epoch_end(self, epoch, logs=None):
-    self._counters.epoch.assign(epoch + 1)
-    self._counters.global_step.assign_add(self._steps)
-    self._manager.save(checkpoint_number=int(self._counters.global_step.numpy()))
-
-
-class KeepBest(keras.callbacks.Callback):
-  """Writes `net`'s weights to `path` whenever the epoch's `monitor` beats the best so far.
-
-  The best value and its (stage, epoch) live in the checkpointed `counters`; the weights are written
-  to a temporary file and renamed, so `path` always holds one whole epoch's network. Placed before
-  the checkpoint callback: a kill in between repeats the epoch, which may then overwrite `path`.
-  """
-
-  def __init__(self, net: keras.Model, monitor: str, counters: "_Counters", stage_index: int,
-               path: pathlib.Path):
-    super().__init__()
-    self._net = net
-    self._monitor = monitor
-    self._counters = counters
-    self._stage_index = stage_index
-    self._path = path
-
-  def on_epoch_end(self, epoch, logs=None):
-    value = (logs or {}).get(self._monitor)
-    if value is None:
-      raise ValueError(f"keep_best needs {self._monitor!r} in the epoch logs (a validation "
-                       "split and validate=True).")
-    if value <= float(self._counters.best_value.numpy()):
-      return
-    partial = self._path.with_name("best-partial.weights.h5")
-    self._net.save_weights(partial)
-    os.replace(partial, self._path)
-    self._counters.best_value.assign(value)
-    self._counters.best_stage.assign(self._stage_index)
-    self._counters.best_epoch.assign(epoch + 1)
-
-
-class EpochSummary(keras.callbacks.Callback):
-  """Prints one line per epoch (stage, epoch, metrics, images/s) and records it in `history`.
-
-  Reads the throughput that `callbacks.EpochTimer` (placed before it) adds to the logs.
-  """
-
-  def __init__(self, stage: str, label: str, epochs: int, history: list, chief: bool):
-    super().__init__()
-    self._stage = stage
-    self._label = label
-    self._epochs = epochs
-    self._history = history
-    self._chief = chief
-
-  def on_epoch_end(self, epoch, logs=None):
-    logs = {k: float(v) for k, v in (logs or {}).items()}
-    self._history.append({"stage": self._stage, "epoch": epoch + 1, **logs})
-    if not self._chief:
-      return
-    shown = {k: v for k, v in logs.items()
-             if k not in ("images_per_second", "epoch_seconds", "learning_rate")}
-    values = " ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
-    rate = logs.get("images_per_second")
-    speed = f" | {rate:,.0f} images/s" if rate is not None else ""
-    seconds = logs.get("epoch_seconds")
-    timing = f" ({seconds:.1f} s of training)" if seconds is not None else ""
-    print(f"[{self._label}] epoch {epoch + 1}/{self._epochs}: {values}{speed}{timing}", flush=True)
-
-
 # -------------------------------------------------------------------------------------------------
 # The run.
 
@@ -574,12 +301,6 @@ def _setup(config: TrainConfig) -> None:
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
-
-
-def _mixed_precision_policy(strategy: tf.distribute.Strategy) -> str:
-  if isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
-    return "mixed_bfloat16"
-  return "mixed_float16"
 
 
 def _check_stage(stage: stages_lib.Stage, strategy: tf.distribute.Strategy,
@@ -599,7 +320,7 @@ class _Context:
   config: TrainConfig
   strategy: tf.distribute.Strategy
   builders: dict
-  counters: _Counters
+  counters: checkpoints.Counters
   write_dir: pathlib.Path
   chief: bool
   history: list
@@ -612,7 +333,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
 
   Args:
     config: the run.
-    strategy: an existing strategy (default: `make_strategy(config.strategy, config.tpu)`).
+    strategy: an existing strategy (default: `strategies.make_strategy(config.strategy, ...)`).
     extra_callbacks: more Keras callbacks for every `fit` call.
 
   Returns:
@@ -626,32 +347,34 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     ValueError: an unknown name.
   """
   _setup(config)
-  strategy = strategy or make_strategy(config.strategy, config.tpu)
+  strategy = strategy or strategies.make_strategy(config.strategy, config.tpu)
   keras.mixed_precision.set_global_policy(
-      _mixed_precision_policy(strategy) if config.mixed_precision else "float32")
-  chief = callbacks_lib.is_chief_worker(strategy)
+      strategies.mixed_precision_policy(strategy) if config.mixed_precision else "float32")
+  chief = strategies.is_chief_worker(strategy)
   model_dir = pathlib.Path(config.model_dir)
   write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
   write_dir.mkdir(parents=True, exist_ok=True)
 
   # Workers of a cluster must not generate and build into one data_dir at once.
-  generate_rows = 0 if is_multi_worker(strategy) else config.generate_rows
+  generate_rows = 0 if strategies.is_multi_worker(strategy) else config.generate_rows
   needed = [config.dataset] + [config.stage_dataset(s) for s in config.schedule]
-  builders = {name: get_builder(name, config.data_dir, generate_rows, config.seed)
+  builders = {name: stage_inputs.built_dataset(name, config.data_dir, generate_rows, config.seed)
               for name in dict.fromkeys(needed)}
   for stage in config.schedule:
-    _check_stage(stage, strategy, _split_size(builders[config.stage_dataset(stage)], "train"))
+    _check_stage(stage, strategy,
+                 stage_inputs.split_size(builders[config.stage_dataset(stage)], "train"))
 
   # Every worker resumes from the chief's checkpoints (model_dir is shared), writes into its own.
-  progress = read_progress(str(model_dir / CKPT_DIR))
-  fingerprint = f"{config.fingerprint()};data={data_identity(builders)}"
+  progress = checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR))
+  fingerprint = f"{config.fingerprint()};data={checkpoints.data_identity(builders)}"
   if progress is not None and progress.fingerprint != fingerprint:
     raise errors.CheckpointMismatchError(
-        f"{model_dir / CKPT_DIR} holds a checkpoint of another run; what differs: "
-        f"{fingerprint_difference(progress.fingerprint, fingerprint)}. Use another --model_dir "
+        f"{model_dir / checkpoints.CKPT_DIR} holds a checkpoint of another run; what differs: "
+        f"{checkpoints.fingerprint_difference(progress.fingerprint, fingerprint)}. Use another "
+        "--model_dir "
         "or the same flags and data as that run.")
   context = _Context(config=config, strategy=strategy, builders=builders,
-                     counters=_Counters(fingerprint), write_dir=write_dir, chief=chief,
+                     counters=checkpoints.Counters(fingerprint), write_dir=write_dir, chief=chief,
                      history=[], extra_callbacks=tuple(extra_callbacks))
 
   if progress:
@@ -673,8 +396,8 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
   target = builders[config.dataset]
   if config.keep_best != "none":
     _load_best(net, context)
-  split = report_split(target, config.eval_split)
-  report = evaluate(net, target, split, strategy, tta=config.final_tta)
+  split = evaluate_lib.report_split(target, config.eval_split)
+  report = evaluate_lib.evaluate_network(net, target, split, strategy, tta=config.final_tta)
   if chief:
     print(f"\nEvaluation of the final model on {config.dataset} {split} (TTA "
           f"{config.final_tta}):\n{report.format_table()}", flush=True)
@@ -684,7 +407,7 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     run_summaries.write_run_result(write_dir / TENSORBOARD_DIR, report,
                                    _best_validation_accuracy(config, context),
                                    step=sum(s.epochs for s in config.schedule))
-  _save(net, write_dir, _label_names(target), chief)
+  export.save_trained(net, write_dir, _label_names(target), announce=chief)
   if not chief:
     shutil.rmtree(write_dir, ignore_errors=True)
   return RunResult(model=net, report=report, history=context.history,
@@ -727,8 +450,8 @@ def _load_best(net: keras.Model, context: "_Context") -> None:
 
 
 def _starting_point(config: TrainConfig, strategy: tf.distribute.Strategy, builders: dict,
-                    progress: Progress | None
-                    ) -> tuple[keras.Model, int, int, Progress | None]:
+                    progress: checkpoints.Progress | None
+                    ) -> tuple[keras.Model, int, int, checkpoints.Progress | None]:
   """(network, stage index, first epoch, checkpoint to restore in that stage) to continue from.
 
   A checkpoint that closes a stage is restored here (network and dropout RNG only) and the run
@@ -740,7 +463,7 @@ def _starting_point(config: TrainConfig, strategy: tf.distribute.Strategy, build
     net = build_network(config, builders, stage)
   if progress is None or epoch < config.schedule[stage].epochs:
     return net, stage, epoch, progress
-  status = tf.train.Checkpoint(model=net, rng=_rng_states(net)).restore(progress.path)
+  status = tf.train.Checkpoint(model=net, rng=checkpoints.rng_states(net)).restore(progress.path)
   status.expect_partial().assert_existing_objects_matched()
   if stage + 1 < len(config.schedule):
     with strategy.scope():
@@ -749,7 +472,7 @@ def _starting_point(config: TrainConfig, strategy: tf.distribute.Strategy, build
 
 
 def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int,
-               restore_from: Progress | None) -> None:
+               restore_from: checkpoints.Progress | None) -> None:
   """Trains stage `index` of the schedule from `first_epoch`, restoring `restore_from` first."""
   config, strategy = context.config, context.strategy
   stage = config.schedule[index]
@@ -758,7 +481,7 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   lr = stages_lib.scaled_lr(stage, config.scale_lr, config.reference_batch)
   augment_on = config.augment_on if stage.augment else "none"
   augment_params = None if augment_on == "none" else config.augment_params
-  steps = _split_size(builder, "train") // stage.global_batch
+  steps = stage_inputs.split_size(builder, "train") // stage.global_batch
   if config.max_steps_per_epoch:
     steps = min(steps, config.max_steps_per_epoch)
   weights = None
@@ -767,7 +490,7 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   with strategy.scope():
     set_trainable(net, stage.trainable)
     trainer = TrainingModel(net, augment_params if augment_on == "device" else None,
-                            stage_seed=derive_seed(config.seed, 0, index),
+                            stage_seed=seeds.stage_seed(config.seed, seeds.Stream.AUGMENT, index),
                             host_augmented=augment_on == "host")
     optimizer = stages_lib.make_optimizer(
         stage.optimizer, schedules.learning_rate(stage, lr, steps),
@@ -781,17 +504,17 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   if stage.schedule == "plateau":
     stage_callbacks.append(schedules.PlateauCallback(stage.lr_factor, stage.patience))
   if config.keep_best != "none" and index >= keep_best_from(config, context.builders):
-    stage_callbacks.append(KeepBest(net, f"eval_{config.keep_best}", counters, index,
+    stage_callbacks.append(callbacks_lib.KeepBest(net, f"eval_{config.keep_best}", counters, index,
                                     context.write_dir / BEST_WEIGHTS))
   extra_state = {k: v for c in stage_callbacks for k, v in getattr(c, "variables", {}).items()}
-  checkpoint = tf.train.Checkpoint(model=net, optimizer=trainer.optimizer, rng=_rng_states(net),
+  checkpoint = tf.train.Checkpoint(model=net, optimizer=trainer.optimizer, rng=checkpoints.rng_states(net),
                                    **counters.objects(), **extra_state)
   if restore_from is not None:
     # Everything must match: the stage's optimizer slots and step counter come back.
     checkpoint.restore(restore_from.path).assert_consumed()
   counters.stage.assign(index)
   counters.epoch.assign(first_epoch)
-  manager = tf.train.CheckpointManager(checkpoint, str(context.write_dir / CKPT_DIR),
+  manager = tf.train.CheckpointManager(checkpoint, str(context.write_dir / checkpoints.CKPT_DIR),
                                        max_to_keep=2)
 
   label = f"{stage.name} {index + 1}/{len(config.schedule)}"
@@ -802,9 +525,9 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
           f"{strategy.num_replicas_in_sync} replica(s).", flush=True)
   validation = None
   if config.validate and "validation" in builder.info.splits:
-    validation = _eval_dataset(builder, "validation", EVAL_BATCH)
+    validation = stage_inputs.eval_dataset(builder, "validation")
   host_augment = augment_params if augment_on == "host" else None
-  train = strategy.distribute_datasets_from_function(_train_dataset_fn(
+  train = strategy.distribute_datasets_from_function(stage_inputs.train_dataset_fn(
       builder, stage, config.seed, index, first_epoch, steps, config.deterministic, host_augment,
       config.data_service_address))
   callbacks = [
@@ -815,10 +538,11 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
           epoch_offset=sum(s.epochs for s in config.schedule[:index]),
           global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
       keras.callbacks.ProgbarLogger(),  # Before the summary line (Keras would append it last).
-      EpochSummary(stage.name, label, stage.epochs, context.history, context.chief),
+      callbacks_lib.EpochLine(is_chief=context.chief, label=label, epochs=stage.epochs,
+                              history=context.history, stage=stage.name),
       *stage_callbacks,
       *context.extra_callbacks,
-      _SaveCheckpoint(manager, counters, steps),
+      checkpoints.SaveCheckpoint(manager, counters, steps),
   ]
   # One fit per stage: with steps_per_epoch, Keras reads the epochs off one iterator.
   trainer.fit(train, epochs=stage.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
@@ -826,40 +550,3 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
               verbose=config.verbose if context.chief else 0)
 
 
-def report_split(builder, split: str) -> str:
-  """`split` if the dataset has it, else "validation" (real FER-2013 has no PrivateTest rows)."""
-  if split in builder.info.splits:
-    return split
-  logging.warning("%s has no %r split; evaluating on 'validation'.", builder.info.full_name, split)
-  return "validation"
-
-
-def evaluate(net: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
-             tta: str = "none") -> metrics.EmotionReport:
-  """Per-emotion report of `net` on `split` of `builder` (streamed, summed over replicas).
-
-  `tta` is applied as in eval_main (`evaluate.with_tta`, the same code path).
-  """
-  names = _label_names(builder)
-
-  @tf.autograph.experimental.do_not_convert  # Plain TF ops; spares AutoGraph's closure warning.
-  def predict(images):
-    return net(preprocess.to_model_input(images), training=False)
-
-  evaluator = metrics.StreamingEvaluator(evaluate_lib.with_tta(predict, tta), names,
-                                         strategy=strategy)
-  return evaluator.evaluate(_eval_dataset(builder, report_split(builder, split), EVAL_BATCH))
-
-
-def _save(net: keras.Model, write_dir: pathlib.Path, names: Sequence[str], chief: bool) -> None:
-  """Writes `model.keras` and the uint8-input SavedModel into write_dir."""
-  path = write_dir / MODEL_FILE
-  net.save(path)
-  export.export_saved_model(net, write_dir / SAVED_MODEL_DIR, label_names=names)
-  if chief:
-    print(f"Saved {path} and {write_dir / SAVED_MODEL_DIR}", flush=True)
-
-
-def default_data_dir() -> str:
-  """`./data/tfds` (ignored by git), or $TFDS_DATA_DIR when set."""
-  return os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))

@@ -28,7 +28,7 @@ _CHILD = r'''
 import json, sys
 import numpy as np
 import tensorflow as tf
-from emotion_tfds import callbacks, stages, training
+from emotion_tfds import stages, strategies, training
 
 mode, data_dir, model_dir, out = sys.argv[1:5]
 if mode == "mirrored":
@@ -36,7 +36,7 @@ if mode == "mirrored":
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 else:
-  strategy = training.make_strategy("multi_worker")
+  strategy = strategies.make_strategy("multi_worker")
 config = training.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
     schedule=tuple(stages.parse_stages("all:1:1e-3:16")), strategy=mode,
@@ -49,7 +49,7 @@ for v in result.model.weights:
   spread = max([spread] + [float(np.max(np.abs(c - copies[0]))) for c in copies])
 np.savez(out, *result.model.get_weights())
 print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "spread": spread,
-                              "chief": callbacks.is_chief_worker(strategy),
+                              "chief": strategies.is_chief_worker(strategy),
                               "steps": [h["epoch"] for h in result.history]}))
 '''
 

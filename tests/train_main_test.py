@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from emotion_tfds import checkpoints
 from emotion_tfds import curves
-from emotion_tfds import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 300
@@ -64,9 +64,9 @@ def _run(command: list[str]) -> str:
   return done.stdout
 
 
-def _progress(model_dir: pathlib.Path) -> training.Progress | None:
+def _progress(model_dir: pathlib.Path) -> checkpoints.Progress | None:
   try:
-    return training.read_progress(str(model_dir / training.CKPT_DIR))
+    return checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR))
   except Exception:  # pylint: disable=broad-except  (a checkpoint being replaced while read)
     return None
 
@@ -119,7 +119,7 @@ class DefaultRunTest(absltest.TestCase):
 class KillResumeTest(absltest.TestCase):
 
   def _kill_in_stage(self, command: list[str], model_dir: pathlib.Path, stage: int,
-                     epochs: int) -> training.Progress:
+                     epochs: int) -> checkpoints.Progress:
     """Runs `command` and SIGKILLs it once stage `stage` has checkpointed an epoch."""
     process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -17,12 +17,16 @@ import pytest
 import tensorflow as tf
 
 from emotion_tfds import augment
+from emotion_tfds import checkpoints
 from emotion_tfds import curves
 from emotion_tfds import errors
 from emotion_tfds import callbacks
+from emotion_tfds import evaluate
+from emotion_tfds import export
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import run_summaries
+from emotion_tfds import stage_inputs
 from emotion_tfds import stages
 from emotion_tfds import training
 
@@ -115,11 +119,11 @@ class StagesTest(absltest.TestCase):
     # Evaluation, report files, model.keras and a uint8 SavedModel.
     self.assertEqual(result.report.totals.count, 120)  # seed6 test split of the generated data.
     self.assertTrue((self.model_dir / "eval_test.json").exists())
-    loaded = keras.models.load_model(self.model_dir / training.MODEL_FILE)
+    loaded = keras.models.load_model(self.model_dir / export.MODEL_FILE)
     images = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
                                result.model.predict(images, verbose=0), atol=1e-6)
-    serving = tf.saved_model.load(str(self.model_dir / training.SAVED_MODEL_DIR))
+    serving = tf.saved_model.load(str(self.model_dir / export.SAVED_MODEL_DIR))
     signature = serving.signatures["serving_default"]
     spec = signature.structured_input_signature[1]["images"]
     self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
@@ -186,13 +190,13 @@ class ResumeTest(absltest.TestCase):
 
   def test_crashes_at_a_stage_end_and_mid_stage_resume_with_optimizer_state(self):
     model_dir = pathlib.Path(_tempdir(self))
-    ckpt_dir = model_dir / training.CKPT_DIR
+    ckpt_dir = model_dir / checkpoints.CKPT_DIR
     config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16")
 
     # 1. Crash in the all stage's first epoch: the last checkpoint closes the head stage.
     with self.assertRaises(_StopAt.Stop):
       training.run(config, extra_callbacks=[_StopAt(fit_index=2, epoch=0)])
-    progress = training.read_progress(str(ckpt_dir))
+    progress = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (0, 1, _STEPS))
 
     # 2. Resumed, the all stage starts with a fresh optimizer; crash before its 2nd checkpoint.
@@ -200,7 +204,7 @@ class ResumeTest(absltest.TestCase):
     with self.assertRaises(_StopAt.Stop):
       training.run(config, extra_callbacks=[first, stop])
     self.assertEqual(first.state["iterations"], 0)
-    progress = training.read_progress(str(ckpt_dir))
+    progress = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (1, 1, 2 * _STEPS))
 
     # Leftovers of a checkpoint write killed half-way (newer number, never made current).
@@ -208,7 +212,7 @@ class ResumeTest(absltest.TestCase):
     (ckpt_dir / "ckpt-99_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 7)
     data = next(ckpt_dir.glob(pathlib.Path(progress.path).name + ".data-*"))
     (ckpt_dir / "ckpt-99.data-00000-of-00001").write_bytes(data.read_bytes()[:100])
-    self.assertEqual(training.read_progress(str(ckpt_dir)), progress)
+    self.assertEqual(checkpoints.read_progress(str(ckpt_dir)), progress)
 
     # 3. Resumed mid-stage: the stage's optimizer comes back (step counter, Adam moments) with
     # the weights, and the run finishes the stage.
@@ -224,7 +228,7 @@ class ResumeTest(absltest.TestCase):
     for name, weights in stop.saved_state["weights"].items():
       for a, b in zip(first.state["weights"][name], weights, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
-    final = training.read_progress(str(ckpt_dir))
+    final = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((final.stage, final.epoch, final.global_step), (1, 3, 4 * _STEPS))
 
     # TensorBoard reads the crashed and resumed run as one: epochs count on across stages, each
@@ -271,7 +275,7 @@ class RecipeOptionsTest(absltest.TestCase):
         final_tta="flip")
     with self.assertRaises(_StopAt.Stop):
       training.run(config, extra_callbacks=[_StopAt(fit_index=1, epoch=2)])
-    self.assertEqual(training.read_progress(str(model_dir / training.CKPT_DIR)).epoch, 2)
+    self.assertEqual(checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR)).epoch, 2)
     result = training.run(config)
     self.assertEqual(result.resumed_from, (0, 2))
 
@@ -286,9 +290,9 @@ class RecipeOptionsTest(absltest.TestCase):
       for a, b in zip(weights, _layer_weights(result.model)[name], strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
     # The report is of that network with flip TTA (the eval_main code path).
-    builder = training.get_builder("fer2013/seed6", self.data_dir, 0)
-    plain = training.evaluate(result.model, builder, "test", tf.distribute.get_strategy())
-    flip = training.evaluate(result.model, builder, "test", tf.distribute.get_strategy(),
+    builder = stage_inputs.built_dataset("fer2013/seed6", self.data_dir, 0)
+    plain = evaluate.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy())
+    flip = evaluate.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy(),
                              tta="flip")
     np.testing.assert_allclose(result.report.true_prob_sum, flip.true_prob_sum, rtol=1e-5)
     self.assertFalse(np.array_equal(result.report.true_prob_sum, plain.true_prob_sum))
@@ -336,7 +340,7 @@ class ErrorsTest(absltest.TestCase):
   def test_dataset_not_built(self):
     data_dir = _tempdir(self)
     with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
-      training.get_builder("fer2013/seed6", data_dir, generate_rows=0)
+      stage_inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
 
   @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
@@ -346,12 +350,12 @@ class ErrorsTest(absltest.TestCase):
 
   @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
-    builder = training.get_builder("fer2013/seed6", self.data_dir, generate_rows=0)
-    identity = training.data_identity({"fer2013/seed6": builder})
+    builder = stage_inputs.built_dataset("fer2013/seed6", self.data_dir, generate_rows=0)
+    identity = checkpoints.data_identity({"fer2013/seed6": builder})
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
     self.assertEqual(identity, f"fer2013/seed6@{builder.info.version}:" + "/".join(
         f"{split}={sizes[split]}" for split in sorted(sizes)))
-    self.assertEqual(training.fingerprint_difference("a=1;b=x=2;d=5", "a=1;b=x=3;c=4"),
+    self.assertEqual(checkpoints.fingerprint_difference("a=1;b=x=2;d=5", "a=1;b=x=3;c=4"),
                      "b: x=2 -> x=3; d: 5 -> (none); c: (none) -> 4")
 
   def test_bad_config(self):
