@@ -15,5 +15,6 @@ The modules follow the data flow; import the one you need (this file imports not
     training                    the stages under tf.distribute, resume, best epoch, final TTA
     metrics, callbacks          per-emotion report; per-epoch TensorBoard summaries
     run_summaries, curves       the run's HParams trial and chart layout; curves read back
+    serving                     one loader (.keras, SavedModel, .tflite): uint8 faces -> probabilities
     evaluate, export, predict   eval_main, export_main (SavedModel, TFLite), predict_main
 """

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from emotion_tfds import checkpoints
 from emotion_tfds import metrics
-from emotion_tfds import preprocess
+from emotion_tfds import serving
 from emotion_tfds import strategies
 
 # Per-emotion scalar tag name -> (`metrics.EmotionRow` attribute, the tag's description).
@@ -184,7 +184,7 @@ class EmotionTensorBoard(keras.callbacks.Callback):
       self._stage_note = None  # Once per stage, also when `fit` is called again.
     if self._eval_dataset is not None and self._evaluator is None:
       self._evaluator = metrics.StreamingEvaluator(
-          lambda images: self.model(preprocess.to_model_input(images), training=False),
+          serving.network_predict_fn(self.model),
           self._label_names, self._pred_names, strategy=strategy)
 
   def on_epoch_end(self, epoch, logs=None):

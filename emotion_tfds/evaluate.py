@@ -1,8 +1,8 @@
 """Evaluates a trained model on a dataset split: the per-emotion report, with optional TTA.
 
-Models: a Keras `.keras` file (taking `preprocess.to_model_input` floats, as trained here) or a
-SavedModel directory from `export.export_saved_model` (uint8 `serving_default` signature; its
-`assets/labels.txt` names its classes). Either way the evaluation feeds the stored uint8 images.
+Models: any file `serving.load` reads (a `.keras` file, a SavedModel directory from
+`export.export_saved_model`, whose `assets/labels.txt` names its classes, or a `.tflite` file).
+Either way the evaluation feeds the stored uint8 images.
 
 Label schemes: the model's emotions are, in this order of precedence, `model_scheme` when given,
 the SavedModel's own label names, else the dataset's. A model whose class count does not match them
@@ -12,89 +12,28 @@ report maps labels by emotion name and lists the dataset emotions the model lack
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from absl import logging
 import keras
 import tensorflow as tf
 
 from emotion_tfds import datasets
-from emotion_tfds import errors
-from emotion_tfds import export
 from emotion_tfds import labels
 from emotion_tfds import metrics
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
+from emotion_tfds import serving
 
 TTA_MODES = ("none", "flip", "ten-crop")
 EVAL_BATCH = 256
 CROP_SIZE = 40  # Ten-crop: 4 corners + center of 40x40, and their mirror images.
 
-PredictFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-  """A model behind one interface: uint8 images [B, 48, 48, 1] -> probabilities [B, num_classes]."""
-  predict_fn: PredictFn
-  num_classes: int
-  label_names: tuple[str, ...] | None  # Known for SavedModels from export_saved_model.
-  source: str
-
-
-def load_model(model_path: str | os.PathLike) -> LoadedModel:
-  """Loads a `.keras` file or a SavedModel directory (see the module docstring).
-
-  Raises:
-    FileNotFoundError: `model_path` does not exist.
-    ValueError: another kind of file, or a SavedModel without a uint8 `serving_default`.
-  """
-  path = pathlib.Path(model_path)
-  if not path.exists():
-    raise errors.MissingFileError(f"Model {path} does not exist.")
-  if path.is_dir():
-    return _load_saved_model(path)
-  if path.suffix == ".keras":
-    model = keras.models.load_model(path, compile=False)
-    return LoadedModel(
-        predict_fn=lambda images: model(preprocess.to_model_input(images), training=False),
-        num_classes=int(model.output_shape[-1]), label_names=None, source=str(path))
-  hint = (" For a Keras 2 .h5 file, load it with models.load_pretrained and save it as .keras."
-          if path.suffix == ".h5" else "")
-  raise ValueError(f"Cannot evaluate {path}: expected a .keras file or a SavedModel directory.{hint}")
-
-
-def _load_saved_model(path: pathlib.Path) -> LoadedModel:
-  loaded = tf.saved_model.load(str(path))
-  if export.SERVING_KEY not in loaded.signatures:
-    raise ValueError(f"SavedModel {path} has no {export.SERVING_KEY!r} signature "
-                     f"(it has {sorted(loaded.signatures)}).")
-  serve = loaded.signatures[export.SERVING_KEY]
-  inputs = serve.structured_input_signature[1]
-  if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.uint8:
-    raise ValueError(f"SavedModel {path}: {export.SERVING_KEY} must take one uint8 image input, "
-                     f"it takes {inputs}.")
-  input_key = next(iter(inputs))
-  outputs = serve.structured_outputs
-  if export.PROBABILITIES_KEY not in outputs:
-    raise ValueError(f"SavedModel {path}: {export.SERVING_KEY} has no "
-                     f"{export.PROBABILITIES_KEY!r} output (it has {sorted(outputs)}).")
-  num_classes = outputs[export.PROBABILITIES_KEY].shape[-1]
-  names_file = path / "assets" / export.LABELS_ASSET
-  names = export.saved_model_label_names(path) if names_file.exists() else None
-
-  def predict_fn(images: tf.Tensor) -> tf.Tensor:
-    # Through `loaded`, which must stay alive: the signature alone does not keep its variables.
-    serve = loaded.signatures[export.SERVING_KEY]
-    return serve(**{input_key: images})[export.PROBABILITIES_KEY]
-
-  return LoadedModel(predict_fn, int(num_classes), names, str(path))
-
-
-def with_tta(predict_fn: PredictFn, tta: str) -> PredictFn:
+def with_tta(predict_fn: serving.PredictFn, tta: str) -> serving.PredictFn:
   """Wraps a uint8-in predict_fn with test-time augmentation; probabilities are averaged.
 
   Args:
@@ -133,7 +72,7 @@ def _ten_crop_views(images: tf.Tensor) -> list[tf.Tensor]:
   return views + [tf.image.flip_left_right(v) for v in views]
 
 
-def model_emotions(model: LoadedModel, dataset: str, label_names: Sequence[str],
+def model_emotions(model: serving.LoadedModel, dataset: str, label_names: Sequence[str],
                    model_scheme: str | None = None) -> tuple[str, ...]:
   """The model's emotions in output order, checked against its class count.
 
@@ -162,8 +101,8 @@ def model_emotions(model: LoadedModel, dataset: str, label_names: Sequence[str],
   return tuple(names)
 
 
-def evaluate_dataset(model: LoadedModel, dataset: tf.data.Dataset, label_names: Sequence[str],
-                     pred_names: Sequence[str], tta: str = "none") -> metrics.EmotionReport:
+def evaluate_dataset(model: serving.LoadedModel, dataset: tf.data.Dataset,
+                     label_names: Sequence[str], pred_names: Sequence[str], tta: str = "none") -> metrics.EmotionReport:
   """Streams (uint8 images, labels) batches through the model into a report."""
   evaluator = metrics.StreamingEvaluator(with_tta(model.predict_fn, tta), label_names, pred_names)
   return evaluator.evaluate(dataset)
@@ -185,12 +124,8 @@ def evaluate_network(net: keras.Model, builder, split: str, strategy: tf.distrib
   `tta` is applied as for a loaded model (`with_tta`, the same code path as eval_main --tta).
   """
 
-  @tf.autograph.experimental.do_not_convert  # Plain TF ops; spares AutoGraph's closure warning.
-  def predict(images):
-    return net(preprocess.to_model_input(images), training=False)
-
-  evaluator = metrics.StreamingEvaluator(with_tta(predict, tta), datasets.label_names(builder),
-                                         strategy=strategy)
+  evaluator = metrics.StreamingEvaluator(with_tta(serving.network_predict_fn(net), tta),
+                                         datasets.label_names(builder), strategy=strategy)
   images, _ = pipeline.make_dataset(builder, report_split(builder, split), EVAL_BATCH,
                                     training=False)
   return evaluator.evaluate(images)
@@ -233,7 +168,7 @@ def run(*, model_path: str | os.PathLike, dataset: str, data_dir: str | os.PathL
   if split not in builder.info.splits:
     raise ValueError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "
                      f"{sorted(builder.info.splits)}.")
-  model = load_model(model_path)
+  model = serving.load(model_path)
   pred_names = model_emotions(model, dataset, label_names, model_scheme)
   images, num_examples = pipeline.make_dataset(builder, split, batch_size, training=False)
   report = evaluate_dataset(model, images, label_names, pred_names, tta)

@@ -25,7 +25,6 @@ import pathlib
 import tempfile
 from collections.abc import Iterable, Sequence
 
-from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
 import tensorflow as tf
@@ -35,33 +34,11 @@ from emotion_tfds import datasets
 from emotion_tfds import labels
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
+from emotion_tfds import serving
 
-MODEL_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILES = {"float": "model_float.tflite", "dynamic": "model_dynamic.tflite",
                 "int8": "model_int8.tflite"}
-SERVING_KEY = "serving_default"
-PHOTOS_KEY = "serve_photos"
-LABEL_NAMES_KEY = "label_names"
-IMAGES_KEY = "images"
-PROBABILITIES_KEY = "probabilities"
-LABEL_KEY = "label"
-LABELS_ASSET = "labels.txt"
 QUANTIZATIONS = ("float", "dynamic", "int8")
-
-
-def default_label_names(num_classes: int) -> tuple[str, ...]:
-  """The scheme whose size is `num_classes` (7 -> fer7, 6 -> seed6).
-
-  Raises:
-    ValueError: when no scheme has `num_classes` emotions.
-  """
-  for names in labels.SCHEMES.values():
-    if len(names) == num_classes:
-      return names
-  sizes = {name: len(names) for name, names in labels.SCHEMES.items()}
-  raise ValueError(
-      f"No label scheme has {num_classes} classes (scheme sizes {sizes}); pass label_names.")
 
 
 def float32_model(model: keras.Model) -> keras.Model:
@@ -86,11 +63,11 @@ def float32_model(model: keras.Model) -> keras.Model:
 def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequence[str],
                  announce: bool = True) -> None:
   """Writes a trained network as `write_dir/model.keras` and the uint8-input SavedModel beside it."""
-  path = write_dir / MODEL_FILE
+  path = write_dir / serving.MODEL_FILE
   net.save(path)
-  export_saved_model(net, write_dir / SAVED_MODEL_DIR, label_names=label_names)
+  export_saved_model(net, write_dir / serving.SAVED_MODEL_DIR, label_names=label_names)
   if announce:
-    print(f"Saved {path} and {write_dir / SAVED_MODEL_DIR}", flush=True)
+    print(f"Saved {path} and {write_dir / serving.SAVED_MODEL_DIR}", flush=True)
 
 
 class _ServingModule(tf.Module):
@@ -108,18 +85,18 @@ class _ServingModule(tf.Module):
   def _outputs(self, model_input: tf.Tensor) -> dict[str, tf.Tensor]:
     probabilities = tf.cast(self.model(model_input, training=False), tf.float32)
     return {
-        PROBABILITIES_KEY: probabilities,
-        LABEL_KEY: tf.argmax(probabilities, axis=-1, output_type=tf.int64),
+        serving.PROBABILITIES_KEY: probabilities,
+        serving.LABEL_KEY: tf.argmax(probabilities, axis=-1, output_type=tf.int64),
     }
 
   @tf.function(autograph=False, input_signature=[
-      tf.TensorSpec([None, *preprocess.IMAGE_SHAPE], tf.uint8, name=IMAGES_KEY)])
+      tf.TensorSpec([None, *preprocess.IMAGE_SHAPE], tf.uint8, name=serving.IMAGES_KEY)])
   def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """uint8 [B, 48, 48, 1] face crops -> probabilities and label."""
     return self._outputs(preprocess.to_model_input(images))
 
   @tf.function(autograph=False, input_signature=[
-      tf.TensorSpec([None, None, None, None], tf.uint8, name=IMAGES_KEY)])
+      tf.TensorSpec([None, None, None, None], tf.uint8, name=serving.IMAGES_KEY)])
   def serve_photos(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """uint8 [B, H, W, 1 or 3] face crops of any size -> probabilities and label."""
     # `photo_to_model_input` needs a static channel count; pick the branch at run time.
@@ -132,7 +109,7 @@ class _ServingModule(tf.Module):
   @tf.function(autograph=False, input_signature=[])
   def label_names(self) -> dict[str, tf.Tensor]:
     """The class names, in the order of the probabilities."""
-    return {LABEL_NAMES_KEY: tf.constant(self._label_names, dtype=tf.string)}
+    return {serving.LABEL_NAMES_KEY: tf.constant(self._label_names, dtype=tf.string)}
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike,
@@ -150,28 +127,19 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
     ValueError: when `label_names` does not match the model's number of classes.
   """
   num_classes = int(model.output_shape[-1])
-  names = tuple(label_names) if label_names is not None else default_label_names(num_classes)
+  names = tuple(label_names) if label_names is not None else labels.scheme_of_size(num_classes)
   if len(names) != num_classes:
     raise ValueError(f"{len(names)} label names {names} for a model with {num_classes} outputs.")
   with tempfile.TemporaryDirectory() as tmp:
-    labels_file = pathlib.Path(tmp) / LABELS_ASSET  # Copied into the SavedModel's assets/.
+    labels_file = pathlib.Path(tmp) / serving.LABELS_ASSET  # Copied into the SavedModel's assets/.
     labels_file.write_text("".join(f"{name}\n" for name in names))
     module = _ServingModule(float32_model(model), names, os.fspath(labels_file))
     signatures = {
-        SERVING_KEY: module.serve,
-        PHOTOS_KEY: module.serve_photos,
-        LABEL_NAMES_KEY: module.label_names,
+        serving.SERVING_KEY: module.serve,
+        serving.PHOTOS_KEY: module.serve_photos,
+        serving.LABEL_NAMES_KEY: module.label_names,
     }
     tf.saved_model.save(module, os.fspath(path), signatures=signatures)
-
-
-def saved_model_label_names(path: str | os.PathLike) -> tuple[str, ...]:
-  """Reads the class names from a SavedModel written by `export_saved_model`."""
-  labels_path = pathlib.Path(path) / "assets" / LABELS_ASSET
-  if not labels_path.exists():
-    raise FileNotFoundError(
-        f"{labels_path} not found: {path} was not written by export_saved_model.")
-  return tuple(line for line in labels_path.read_text().splitlines() if line)
 
 
 def export_tflite(saved_model_dir: str | os.PathLike, path: str | os.PathLike,
@@ -198,7 +166,7 @@ def export_tflite(saved_model_dir: str | os.PathLike, path: str | os.PathLike,
   if quantization not in QUANTIZATIONS:
     raise ValueError(f"Unknown quantization {quantization!r}; expected one of {QUANTIZATIONS}.")
   converter = tf.lite.TFLiteConverter.from_saved_model(
-      os.fspath(saved_model_dir), signature_keys=[SERVING_KEY])
+      os.fspath(saved_model_dir), signature_keys=[serving.SERVING_KEY])
   if quantization in ("dynamic", "int8"):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if quantization == "int8":
@@ -211,7 +179,7 @@ def export_tflite(saved_model_dir: str | os.PathLike, path: str | os.PathLike,
     def representative_dataset():
       for batch in batches:
         for image in np.asarray(batch, dtype=np.uint8):
-          yield {IMAGES_KEY: image[np.newaxis]}
+          yield {serving.IMAGES_KEY: image[np.newaxis]}
 
     converter.representative_dataset = representative_dataset
   content = _name_signature_tensors(converter.convert())
@@ -235,22 +203,6 @@ def _name_signature_tensors(content: bytes) -> bytes:
   return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-class TFLiteClassifier:
-  """Runs a TFLite model written by `export_tflite` on uint8 batches, in the LiteRT runtime."""
-
-  def __init__(self, path: str | os.PathLike):
-    self._interpreter = litert.Interpreter(model_path=os.fspath(path))
-    self._runner = self._interpreter.get_signature_runner(SERVING_KEY)
-
-  def predict(self, images: np.ndarray) -> np.ndarray:
-    """uint8 [B, 48, 48, 1] -> float32 probabilities [B, C]."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.shape[1:] != preprocess.IMAGE_SHAPE:
-      raise ValueError(
-          f"Expected uint8 images [B, 48, 48, 1], got {images.dtype} {images.shape}.")
-    return np.asarray(self._runner(**{IMAGES_KEY: images})[PROBABILITIES_KEY], dtype=np.float32)
-
-
 def export_all(model: keras.Model, out_dir: str | os.PathLike,
                representative_images: Iterable[np.ndarray],
                label_names: Sequence[str] | None = None) -> dict[str, pathlib.Path]:
@@ -266,7 +218,7 @@ def export_all(model: keras.Model, out_dir: str | os.PathLike,
     {"saved_model": dir, "float": file, "dynamic": file, "int8": file}.
   """
   out_dir = pathlib.Path(out_dir)
-  paths = {"saved_model": out_dir / SAVED_MODEL_DIR}
+  paths = {"saved_model": out_dir / serving.SAVED_MODEL_DIR}
   export_saved_model(model, paths["saved_model"], label_names)
   representative_images = list(representative_images)
   for quantization, name in TFLITE_FILES.items():
@@ -318,17 +270,17 @@ def parity_report(model: keras.Model, paths: dict[str, pathlib.Path],
     The comparison; the Keras model is fed `preprocess.to_model_input(images)`, the exports the
     uint8 images themselves.
   """
-  serve = tf.saved_model.load(os.fspath(paths["saved_model"])).signatures[SERVING_KEY]
-  tflite = {q: TFLiteClassifier(paths[q]) for q in QUANTIZATIONS}
+  serve = tf.saved_model.load(os.fspath(paths["saved_model"])).signatures[serving.SERVING_KEY]
+  tflite = {q: serving.load(paths[q]) for q in QUANTIZATIONS}
   probabilities = {name: [] for name in ("keras", "saved_model", *QUANTIZATIONS)}
   all_labels = []
   for images, batch_labels in batches:
     images = np.asarray(images)
     all_labels.append(np.asarray(batch_labels))
     probabilities["keras"].append(
-        np.asarray(model(preprocess.to_model_input(images), training=False), np.float32))
+        np.asarray(serving.network_predict_fn(model)(images), np.float32))
     probabilities["saved_model"].append(
-        serve(**{IMAGES_KEY: tf.constant(images)})[PROBABILITIES_KEY].numpy())
+        serve(**{serving.IMAGES_KEY: tf.constant(images)})[serving.PROBABILITIES_KEY].numpy())
     for q, classifier in tflite.items():
       probabilities[q].append(classifier.predict(images))
   if not all_labels:

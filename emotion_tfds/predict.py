@@ -2,10 +2,7 @@
 
 The path of one face is `faces.detect_faces` -> `faces.crop_face` (uint8 48x48 gray, the RAVDESS
 extraction's crop) -> `preprocess.to_model_input` (the training conversion) -> model, for all three
-kinds of model file `load_classifier` accepts:
-  - a SavedModel directory written by `export.export_saved_model` (the conversion is in its graph),
-  - a Keras `.keras` file (the conversion is applied by `evaluate.load_model`),
-  - a `.tflite` file written by `export.export_tflite` (the conversion is in its graph).
+kinds of model file `serving.load` accepts (a SavedModel directory, a `.keras` or a `.tflite` file).
 """
 
 from __future__ import annotations
@@ -23,11 +20,9 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from emotion_tfds import errors
-from emotion_tfds import evaluate
-from emotion_tfds import export
 from emotion_tfds import faces
 from emotion_tfds import preprocess
+from emotion_tfds import serving
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 STATUS_OK = "ok"
@@ -36,60 +31,26 @@ STATUS_ERROR = "error"
 _GLOB_CHARS = frozenset("*?[")
 
 
-class Classifier:
-  """A trained model behind one interface: uint8 face crops [N, 48, 48, 1] -> probabilities."""
-
-  def __init__(self, predict_fn, label_names: Sequence[str], source: str):
-    self._predict_fn = predict_fn
-    self.label_names = tuple(label_names)
-    self.source = source
-
-  def predict(self, crops: np.ndarray) -> np.ndarray:
-    """uint8 [N, 48, 48, 1] -> float32 probabilities [N, C]."""
-    crops = np.asarray(crops)
-    if crops.dtype != np.uint8 or crops.shape[1:] != preprocess.IMAGE_SHAPE:
-      raise ValueError(f"Expected uint8 crops [N, 48, 48, 1], got {crops.dtype} {crops.shape}.")
-    probabilities = np.asarray(self._predict_fn(crops), dtype=np.float32)
-    if probabilities.shape != (len(crops), len(self.label_names)):
-      raise ValueError(
-          f"{self.source} returned probabilities of shape {probabilities.shape} for {len(crops)} "
-          f"faces and {len(self.label_names)} labels {self.label_names}.")
-    return probabilities
-
-
 def load_classifier(model_path: str | os.PathLike,
-                    label_names: Sequence[str] | None = None) -> Classifier:
-  """Loads a SavedModel directory, a `.keras` file or a `.tflite` file.
+                    label_names: Sequence[str] | None = None) -> serving.LoadedModel:
+  """`serving.load`, with the class names resolved.
 
   Args:
-    model_path: the model to load.
+    model_path: a SavedModel directory, a `.keras` or a `.tflite` file.
     label_names: class names in output order. Default: the SavedModel's own `labels.txt`, else
       the label scheme with as many classes as the model has outputs.
 
   Raises:
-    FileNotFoundError: when `model_path` does not exist.
-    ValueError: for an unknown kind of model file.
+    errors.MissingFileError: when `model_path` does not exist.
+    errors.UnusableModelError: for another kind of model file.
+    ValueError: `label_names` of another length than the model's outputs.
   """
-  path = pathlib.Path(model_path)
-  if not path.exists():
-    raise errors.MissingFileError(f"Model {path} does not exist.")
-  if path.suffix == ".tflite":
-    tflite = export.TFLiteClassifier(path)
-    return Classifier(tflite.predict, label_names or _names_for(tflite.predict),
-                      os.fspath(path))
-  if path.is_dir() or path.suffix == ".keras":
-    # The loader of evaluation: one checked path from a model file to uint8 -> probabilities.
-    model = evaluate.load_model(path)
-    names = label_names or model.label_names or export.default_label_names(model.num_classes)
-    return Classifier(model.predict_fn, names, os.fspath(path))
-  raise ValueError(
-      f"Unknown model file {path}: expected a SavedModel directory, .keras or .tflite.")
-
-
-def _names_for(predict_fn) -> tuple[str, ...]:
-  """The default label scheme for a model, by the size of its output on one blank crop."""
-  num_classes = np.asarray(predict_fn(np.zeros((1, *preprocess.IMAGE_SHAPE), np.uint8))).shape[-1]
-  return export.default_label_names(int(num_classes))
+  model = serving.load(model_path)
+  names = tuple(label_names) if label_names else model.emotions()
+  if len(names) != model.num_classes:
+    raise ValueError(f"{len(names)} label names {names} for {model.source}, which has "
+                     f"{model.num_classes} outputs.")
+  return dataclasses.replace(model, label_names=names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +121,7 @@ def face_crops(image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], np.n
   return boxes, crops[..., np.newaxis]
 
 
-def classify_image(classifier: Classifier, image: np.ndarray, file: str) -> PhotoResult:
+def classify_image(classifier: serving.LoadedModel, image: np.ndarray, file: str) -> PhotoResult:
   """Finds and classifies every face of a decoded photo."""
   boxes, crops = face_crops(image)
   if not boxes:
@@ -175,7 +136,7 @@ def classify_image(classifier: Classifier, image: np.ndarray, file: str) -> Phot
   return PhotoResult(file=file, status=STATUS_OK, faces=tuple(predictions))
 
 
-def predict_file(classifier: Classifier, path: str) -> tuple[PhotoResult, np.ndarray | None]:
+def predict_file(classifier: serving.LoadedModel, path: str) -> tuple[PhotoResult, np.ndarray | None]:
   """Reads and classifies one file; an unreadable file gives an error result, not an exception.
 
   Returns:

@@ -25,7 +25,3 @@ class AugmentCostBenchmarkTest(absltest.TestCase):
     self.assertEqual(rows[0], "none (uint8 -> float only)")
     for label in ("rotate=10", "shift=0.1", "erase_prob=0.5", "all nine"):
       self.assertIn(label, rows)
-
-
-if __name__ == "__main__":
-  absltest.main()

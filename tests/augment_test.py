@@ -265,7 +265,3 @@ class StepSeedTest(tf.test.TestCase):
     self.assertAllEqual(seeds[2], augment.step_seed(3, tf.constant(2, tf.int64)))
     self.assertLen({tuple(s) for s in seeds}, 5)
     self.assertNotAllEqual(seeds[0], augment.step_seed(4, tf.constant(0)))
-
-
-if __name__ == "__main__":
-  tf.test.main()

@@ -165,7 +165,3 @@ class GetCallbacksTest(absltest.TestCase):
         (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64))).batch(2)
     with self.assertRaisesRegex(ValueError, "uint8 images"):
       callbacks.get_callbacks(logdir=self._tmpdir(), label_names=labels.FER7, eval_dataset=floats)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 
 from absl import flags
-from absl.testing import absltest
 from absl.testing import parameterized
 
 import train_main
@@ -43,7 +42,3 @@ class ConfigsTest(parameterized.TestCase):
     config = train_main.make_config()
     self.assertEqual([s.augment for s in config.schedule], [False, True, True, True])
     self.assertEqual(config.augment_on, "device")
-
-
-if __name__ == "__main__":
-  absltest.main()

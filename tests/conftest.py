@@ -88,6 +88,18 @@ def keras2_files(tmp_path_factory) -> pathlib.Path:
   return out_dir
 
 
+@pytest.fixture(scope="class")
+def data_dir(request, generated_data_dir):
+  """Puts `generated_data_dir` on the test class as `self.data_dir` (a str)."""
+  request.cls.data_dir = str(generated_data_dir)
+
+
+@pytest.fixture(scope="class")
+def keras2_release(request, keras2_files):
+  """Puts `keras2_files` on the test class as `self.keras2`."""
+  request.cls.keras2 = keras2_files
+
+
 def pytest_collection_modifyitems(config, items):
   """Drops tf.test.TestCase's inherited `test_session` (a context manager, not a test)."""
   del config

@@ -110,7 +110,3 @@ class CurvesTest(absltest.TestCase):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     self.assertEqual(done.returncode, 1)
     self.assertIn("curves_main: ", done.stderr)
-
-
-if __name__ == "__main__":
-  absltest.main()

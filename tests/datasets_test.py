@@ -151,7 +151,3 @@ class RealDataTest(absltest.TestCase):
         self.assertEqual(builder.info.splits[split].num_examples, sum(counts))
         self.assertEqual(_label_counts(builder, split), counts, split)
       self.assertEqual(builder.info.splits["train"].num_shards, 4)
-
-
-if __name__ == "__main__":
-  absltest.main()

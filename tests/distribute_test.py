@@ -60,11 +60,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="class")
-def data_dir(request, generated_data_dir):
-  request.cls.data_dir = str(generated_data_dir)
-
-
 @pytest.mark.usefixtures("data_dir")
 class DistributeTest(absltest.TestCase):
 
@@ -126,7 +121,3 @@ class DistributeTest(absltest.TestCase):
     # Only the chief writes into model_dir.
     self.assertTrue((self.root / "model" / "model.keras").exists())
     self.assertLen(list((self.root / "model" / "ckpt").glob("ckpt-*.index")), 1)
-
-
-if __name__ == "__main__":
-  absltest.main()

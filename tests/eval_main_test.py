@@ -21,9 +21,9 @@ import tensorflow as tf
 from emotion_tfds import evaluate
 from emotion_tfds import export
 from emotion_tfds import labels
-from emotion_tfds import metrics
 from emotion_tfds import models
 from emotion_tfds import preprocess
+from emotion_tfds import serving
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ class LoadModelTest(absltest.TestCase):
     export.export_saved_model(model, self.tmp / "sm", label_names=labels.SEED6)
     images = _images(5)
     expected = model(preprocess.to_model_input(images)).numpy()
-    from_keras = evaluate.load_model(self.tmp / "m.keras")
-    from_saved = evaluate.load_model(self.tmp / "sm")
+    from_keras = serving.load(self.tmp / "m.keras")
+    from_saved = serving.load(self.tmp / "sm")
     self.assertEqual((from_keras.num_classes, from_keras.label_names), (6, None))
     self.assertEqual((from_saved.num_classes, from_saved.label_names), (6, labels.SEED6))
     np.testing.assert_allclose(from_keras.predict_fn(tf.constant(images)), expected, atol=1e-6)
@@ -89,16 +89,16 @@ class LoadModelTest(absltest.TestCase):
 
   def test_bad_model_paths(self):
     with self.assertRaisesRegex(FileNotFoundError, "nope.keras does not exist"):
-      evaluate.load_model(self.tmp / "nope.keras")
+      serving.load(self.tmp / "nope.keras")
     (self.tmp / "old.h5").write_bytes(b"")
     with self.assertRaisesRegex(ValueError, r"old\.h5.*load_pretrained"):
-      evaluate.load_model(self.tmp / "old.h5")
+      serving.load(self.tmp / "old.h5")
 
 
 class SchemeCheckTest(absltest.TestCase):
 
-  def _model(self, num_classes: int, names=None) -> evaluate.LoadedModel:
-    return evaluate.LoadedModel(lambda x: x, num_classes, names, "m.keras")
+  def _model(self, num_classes: int, names=None) -> serving.LoadedModel:
+    return serving.LoadedModel(lambda x: x, num_classes, names, "m.keras")
 
   def test_class_count_mismatch_names_both(self):
     with self.assertRaisesRegex(
@@ -219,7 +219,7 @@ class EvalMainTest(absltest.TestCase):
     builder = datasets.get_builder("fer2013/fer7", self.data_dir)
     # Both passes must see the same 32 images: the default order depends on thread timing.
     batches, _ = pipeline.make_dataset(builder, "test", 16, training=False, deterministic=True)
-    model = evaluate.load_model(self.models["fer7"])
+    model = serving.load(self.models["fer7"])
     plain = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7)
     ten = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7, "ten-crop")
     self.assertEqual(ten.totals.count, 32)
@@ -239,7 +239,3 @@ class EvalMainTest(absltest.TestCase):
     self.assertIsNone(fear.accuracy)
     self.assertEqual(report.totals.covered_count, len(test_labels) - fear.count)
     self.assertEqual(report.pred_names, labels.SEED6)
-
-
-if __name__ == "__main__":
-  absltest.main()

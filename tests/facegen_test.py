@@ -134,7 +134,3 @@ class CliTest(absltest.TestCase):
                             text=True)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn("out", result.stderr)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -98,7 +98,3 @@ class CropFaceTest(absltest.TestCase):
       faces.crop_face(np.zeros((10, 10), np.uint8), (0, 0, 0, 5))
     with self.assertRaisesRegex(ValueError, "outside"):
       faces.crop_face(np.zeros((10, 10), np.uint8), (50, 50, 5, 5), margin=0.0)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -56,7 +56,3 @@ class FastnetTest(absltest.TestCase):
     for name in models.MODELS:
       self.assertRegex(out, rf"\| {name} \| [\d,]+ \| [\d.]+ \|")
     self.assertIn("| base_cnn | 2,345,607 | 154.7 |", out)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -37,7 +37,3 @@ class LabelsTest(absltest.TestCase):
   def test_unknown_scheme(self):
     with self.assertRaisesRegex(ValueError, "Unknown label scheme 'x'"):
       labels.get_scheme("x")
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -54,7 +54,3 @@ class ClassWeightsTest(absltest.TestCase):
   def test_unknown(self):
     with self.assertRaisesRegex(ValueError, "Unknown balance"):
       losses.class_weights([1, 2], "oversample")
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -268,7 +268,3 @@ class MirroredStrategyTest(absltest.TestCase):
     np.testing.assert_array_equal(out["confusion"], expected.confusion)
     self.assertEqual(np.sum(out["confusion"]), 53)
     np.testing.assert_allclose(out["true_prob_sum"], expected.true_prob_sum, rtol=1e-5)
-
-
-if __name__ == "__main__":
-  absltest.main()

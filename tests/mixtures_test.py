@@ -202,7 +202,3 @@ class FillGapMixtureTest(absltest.TestCase):
       datasets.build("fer2013/fer7+ravdess_crops", self.data_dir, self.data_dir)
     empty = datasets.get_builder("fer2013/fer7+ravdess_crops", self.data_dir / "empty")
     self.assertFalse(empty.is_prepared())
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -109,11 +109,6 @@ _RELEASE_INDEX = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "neutral": 4,
                   "surprise": 6}
 
 
-@pytest.fixture(scope="class")
-def keras2_release(request, keras2_files):
-  request.cls.keras2 = keras2_files
-
-
 def _user_sequential(head: str) -> keras.Model:
   """A small CNN as a user's own script writes it: a Sequential with default layer names."""
   classifier = {"softmax": [layers.Dense(7, activation="softmax")],
@@ -246,7 +241,3 @@ class LoadPretrainedTest(tf.test.TestCase):
       models.load_pretrained(self.tmp / "absent.keras", num_classes=7)
     with self.assertRaisesRegex(ValueError, r"has 6 emotions, but num_classes=7"):
       models.load_pretrained(not_keras2, num_classes=7, label_names=labels.SEED6)
-
-
-if __name__ == "__main__":
-  tf.test.main()

@@ -254,7 +254,3 @@ def _train_keys(data_dir: str) -> list[str]:
 
 def _read_labels(ds: tf.data.Dataset) -> list[int]:
   return [int(label) for _, labels in ds for label in labels.numpy()]
-
-
-if __name__ == "__main__":
-  tf.test.main()

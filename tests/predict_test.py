@@ -28,6 +28,7 @@ from emotion_tfds import export
 from emotion_tfds import pipeline
 from emotion_tfds import predict
 from emotion_tfds import preprocess
+from emotion_tfds import serving
 from emotion_tfds import training
 
 DATASET = "fer2013/seed6"
@@ -194,7 +195,7 @@ class PredictLibraryTest(tf.test.TestCase):
 
     # (b) The SavedModel's serve_photos signature (any-size photo preprocessing) on the crop.
     loaded = tf.saved_model.load(str(self.t["paths"]["saved_model"]))
-    served = loaded.signatures[export.PHOTOS_KEY](images=tf.constant(crops))
+    served = loaded.signatures[serving.PHOTOS_KEY](images=tf.constant(crops))
 
     # (c) The training path: the crop as a fer2013.csv row -> TFDS builder -> pipeline batch ->
     # to_model_input (as training.py feeds the network).
@@ -213,7 +214,7 @@ class PredictLibraryTest(tf.test.TestCase):
     self.assertAllEqual(images, crops)  # The stored example is the crop, byte for byte.
     self.assertAllEqual(predicted, trained_on)
     self.assertAllClose(predicted_served, trained_on, atol=1e-6)
-    self.assertAllClose(served[export.PROBABILITIES_KEY], trained_on, atol=1e-6)
+    self.assertAllClose(served[serving.PROBABILITIES_KEY], trained_on, atol=1e-6)
     # The probabilities depend on the crop: a shifted crop gives different ones.
     self.assertNotAllClose(keras_classifier.predict(np.roll(crops, 6, axis=2)), predicted,
                            atol=1e-4)
@@ -236,7 +237,3 @@ class PredictLibraryTest(tf.test.TestCase):
       predict.load_classifier("nowhere/model.keras")
     with self.assertRaisesRegex(ValueError, "out.txt"):
       predict.run(self.t["paths"]["keras"], [str(self.t["photos"])], output="out.txt")
-
-
-if __name__ == "__main__":
-  tf.test.main()

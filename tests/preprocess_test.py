@@ -28,7 +28,3 @@ class PreprocessTest(tf.test.TestCase):
   def test_photo_path_rejects_bad_channels(self):
     with self.assertRaisesRegex(ValueError, "1 or 3 channels"):
       preprocess.photo_to_model_input(np.zeros((1, 48, 48, 2), np.uint8))
-
-
-if __name__ == "__main__":
-  tf.test.main()

@@ -49,7 +49,3 @@ class ManifestTest(absltest.TestCase):
     manifest.write_text("\n".join(good[:2] + [good[2].replace("disgust", "calm")]))
     with self.assertRaisesRegex(ValueError, "row 2: unknown emotion 'calm'"):
       ravdess_crops.read_manifest(self.out)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -244,7 +244,3 @@ class SummaryTest(_TempDirMixin, absltest.TestCase):
     path = ravdess.write_summary(out, stats)
     self.assertEqual(json.loads(pathlib.Path(path).read_text())["counts"]["files"], 3)
     self.assertEqual(ravdess.read_summary(out), stats)
-
-
-if __name__ == "__main__":
-  absltest.main()

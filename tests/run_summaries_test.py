@@ -107,7 +107,3 @@ class RunSummariesTest(absltest.TestCase):
     recipe = run_summaries.recipe(_config("x"))
     self.assertEqual({k for k in recipe if k.startswith("augment_")} - {"augment_on"},
                      {f"augment_{f}" for f in fields})
-
-
-if __name__ == "__main__":
-  absltest.main()

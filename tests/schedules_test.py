@@ -81,7 +81,3 @@ class PlateauTest(absltest.TestCase):
     callback, _ = self._callback()
     with self.assertRaisesRegex(ValueError, "eval_accuracy"):
       callback.on_epoch_end(0, {"loss": 1.0})
-
-
-if __name__ == "__main__":
-  absltest.main()

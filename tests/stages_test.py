@@ -126,7 +126,3 @@ class LearningRateTest(absltest.TestCase):
     self.assertIsNone(stages.make_optimizer("adam", 0.1).weight_decay)
     with self.assertRaisesRegex(ValueError, "Unknown optimizer"):
       stages.make_optimizer("lbfgs", 0.1)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -77,11 +77,6 @@ def _tempdir(test: absltest.TestCase) -> pathlib.Path:
   return pathlib.Path(path)
 
 
-@pytest.fixture(scope="class")
-def data_dir(request, generated_data_dir):
-  request.cls.data_dir = str(generated_data_dir)
-
-
 class DefaultRunTest(absltest.TestCase):
 
   def test_generates_trains_evaluates_and_exports(self):
@@ -179,11 +174,6 @@ class KillResumeTest(absltest.TestCase):
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-3)
 
 
-@pytest.fixture(scope="class")
-def keras2_release(request, keras2_files):
-  request.cls.keras2 = keras2_files
-
-
 @pytest.mark.usefixtures("data_dir", "keras2_release")
 class PretrainedRunTest(absltest.TestCase):
   """--pretrained with files this project did not write, through the whole main."""
@@ -256,7 +246,3 @@ class UserErrorsTest(absltest.TestCase):
         error_lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
         self.assertLen(error_lines, 1, stderr[-2000:])
         self.assertRegex(error_lines[0], cases[name][1])
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -28,7 +28,3 @@ class TrainStepBenchmarkTest(absltest.TestCase):
       row = rf"\| {name} \| [\d.]+ \| \d+ \| \d+ \| \d+ \| [\d.]+ \| \d+% \| \d+% \|"
       self.assertRegex(out, row)
     self.assertIn("fastnet", models.MODELS)
-
-
-if __name__ == "__main__":
-  absltest.main()

@@ -22,20 +22,15 @@ from emotion_tfds import curves
 from emotion_tfds import errors
 from emotion_tfds import callbacks
 from emotion_tfds import evaluate
-from emotion_tfds import export
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import run_summaries
+from emotion_tfds import serving
 from emotion_tfds import stage_inputs
 from emotion_tfds import stages
 from emotion_tfds import training
 
 _STEPS = 2  # Steps per epoch of every run here.
-
-
-@pytest.fixture(scope="class")
-def data_dir(request, generated_data_dir):
-  request.cls.data_dir = str(generated_data_dir)
 
 
 def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> training.TrainConfig:
@@ -119,12 +114,12 @@ class StagesTest(absltest.TestCase):
     # Evaluation, report files, model.keras and a uint8 SavedModel.
     self.assertEqual(result.report.totals.count, 120)  # seed6 test split of the generated data.
     self.assertTrue((self.model_dir / "eval_test.json").exists())
-    loaded = keras.models.load_model(self.model_dir / export.MODEL_FILE)
+    loaded = keras.models.load_model(self.model_dir / serving.MODEL_FILE)
     images = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
                                result.model.predict(images, verbose=0), atol=1e-6)
-    serving = tf.saved_model.load(str(self.model_dir / export.SAVED_MODEL_DIR))
-    signature = serving.signatures["serving_default"]
+    saved = tf.saved_model.load(str(self.model_dir / serving.SAVED_MODEL_DIR))
+    signature = saved.signatures["serving_default"]
     spec = signature.structured_input_signature[1]["images"]
     self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
     out = signature(images=tf.zeros([2, 48, 48, 1], tf.uint8))
@@ -367,10 +362,6 @@ class ErrorsTest(absltest.TestCase):
     pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="fer2013/fer7"))
     with self.assertRaisesRegex(ValueError, "not on the target dataset fer2013/seed6"):
       training.TrainConfig(model_dir="m", data_dir="d", schedule=pretrain_only)
-
-
-if __name__ == "__main__":
-  absltest.main()
 
 
 @pytest.mark.usefixtures("data_dir")

@@ -1,0 +1,150 @@
+"""A trained model behind one interface: uint8 faces [B, 48, 48, 1] -> class probabilities.
+
+`load` reads every kind of model file the project writes, and gives a `LoadedModel`:
+  - a Keras `.keras` file (float [0, 1] input: `network_predict_fn` applies the conversion),
+  - a SavedModel directory from `export.export_saved_model` (the conversion is in its graph; its
+    `assets/labels.txt` names its classes),
+  - a `.tflite` file from `export.export_tflite`, run in the LiteRT runtime.
+`network_predict_fn` is the same uint8 -> probabilities step for a network in memory (training's
+final evaluation, the per-epoch TensorBoard report). The names below are the exported format's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Callable
+
+from ai_edge_litert import interpreter as litert
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_tfds import errors
+from emotion_tfds import labels
+from emotion_tfds import preprocess
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+SERVING_KEY = "serving_default"
+PHOTOS_KEY = "serve_photos"
+LABEL_NAMES_KEY = "label_names"
+IMAGES_KEY = "images"
+PROBABILITIES_KEY = "probabilities"
+LABEL_KEY = "label"
+LABELS_ASSET = "labels.txt"
+
+PredictFn = Callable[[tf.Tensor], tf.Tensor]
+
+
+def network_predict_fn(net: keras.Model) -> PredictFn:
+  """uint8 images -> `net`'s probabilities, through the training conversion, in inference mode."""
+
+  @tf.autograph.experimental.do_not_convert  # Plain TF ops; spares AutoGraph's closure warning.
+  def predict(images):
+    return net(preprocess.to_model_input(images), training=False)
+
+  return predict
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A model file behind one interface.
+
+  Attributes:
+    predict_fn: uint8 images [B, 48, 48, 1] -> probabilities [B, num_classes] (tensors or arrays).
+    num_classes: outputs of the model.
+    label_names: its emotions in output order, when the file names them (SavedModels), else None.
+    source: the file it was loaded from.
+  """
+  predict_fn: PredictFn
+  num_classes: int
+  label_names: tuple[str, ...] | None
+  source: str
+
+  def predict(self, images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 48, 48, 1] -> float32 probabilities [N, num_classes], checked."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != preprocess.IMAGE_SHAPE:
+      raise ValueError(f"Expected uint8 images [N, 48, 48, 1], got {images.dtype} {images.shape}.")
+    probabilities = np.asarray(self.predict_fn(images), dtype=np.float32)
+    if probabilities.shape != (len(images), self.num_classes):
+      raise ValueError(f"{self.source} returned probabilities of shape {probabilities.shape} for "
+                       f"{len(images)} images and {self.num_classes} classes.")
+    return probabilities
+
+  def emotions(self) -> tuple[str, ...]:
+    """`label_names`, else the label scheme with `num_classes` emotions."""
+    return self.label_names or labels.scheme_of_size(self.num_classes)
+
+
+def load(model_path: str | os.PathLike) -> LoadedModel:
+  """Loads a `.keras` file, a SavedModel directory or a `.tflite` file.
+
+  Raises:
+    errors.MissingFileError: `model_path` does not exist.
+    errors.UnusableModelError: another kind of file, or a SavedModel or TFLite model without the
+      uint8 `serving_default` signature of `export`.
+  """
+  path = pathlib.Path(model_path)
+  if not path.exists():
+    raise errors.MissingFileError(f"Model {path} does not exist.")
+  if path.is_dir():
+    return _load_saved_model(path)
+  if path.suffix == ".keras":
+    model = keras.models.load_model(path, compile=False)
+    return LoadedModel(network_predict_fn(model), int(model.output_shape[-1]), None, str(path))
+  if path.suffix == ".tflite":
+    return _load_tflite(path)
+  hint = (" For a Keras 2 .h5 file, load it with models.load_pretrained and save it as .keras."
+          if path.suffix == ".h5" else "")
+  raise errors.UnusableModelError(
+      f"Cannot load {path}: expected a .keras file, a SavedModel directory or a .tflite file.{hint}")
+
+
+def saved_model_label_names(path: str | os.PathLike) -> tuple[str, ...]:
+  """The class names of a SavedModel written by `export.export_saved_model`."""
+  labels_path = pathlib.Path(path) / "assets" / LABELS_ASSET
+  return tuple(line for line in labels_path.read_text().splitlines() if line)
+
+
+def _load_saved_model(path: pathlib.Path) -> LoadedModel:
+  loaded = tf.saved_model.load(str(path))
+  if SERVING_KEY not in loaded.signatures:
+    raise errors.UnusableModelError(f"SavedModel {path} has no {SERVING_KEY!r} signature "
+                                    f"(it has {sorted(loaded.signatures)}).")
+  serve = loaded.signatures[SERVING_KEY]
+  inputs = serve.structured_input_signature[1]
+  if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.uint8:
+    raise errors.UnusableModelError(
+        f"SavedModel {path}: {SERVING_KEY} must take one uint8 image input, it takes {inputs}.")
+  input_key = next(iter(inputs))
+  outputs = serve.structured_outputs
+  if PROBABILITIES_KEY not in outputs:
+    raise errors.UnusableModelError(f"SavedModel {path}: {SERVING_KEY} has no "
+                                    f"{PROBABILITIES_KEY!r} output (it has {sorted(outputs)}).")
+  num_classes = outputs[PROBABILITIES_KEY].shape[-1]
+  names_file = path / "assets" / LABELS_ASSET
+  names = saved_model_label_names(path) if names_file.exists() else None
+
+  def predict_fn(images: tf.Tensor) -> tf.Tensor:
+    # Through `loaded`, which must stay alive: the signature alone does not keep its variables.
+    return loaded.signatures[SERVING_KEY](**{input_key: images})[PROBABILITIES_KEY]
+
+  return LoadedModel(predict_fn, int(num_classes), names, str(path))
+
+
+def _load_tflite(path: pathlib.Path) -> LoadedModel:
+  interpreter = litert.Interpreter(model_path=os.fspath(path))
+  if SERVING_KEY not in interpreter.get_signature_list():
+    raise errors.UnusableModelError(f"TFLite model {path} has no {SERVING_KEY!r} signature.")
+  runner = interpreter.get_signature_runner(SERVING_KEY)
+  num_classes = int(runner.get_output_details()[PROBABILITIES_KEY]["shape"][-1])
+
+  def predict_fn(images) -> np.ndarray:
+    images = np.asarray(images, dtype=np.uint8)
+    return np.asarray(runner(**{IMAGES_KEY: images})[PROBABILITIES_KEY], dtype=np.float32)
+
+  return LoadedModel(predict_fn, num_classes, None, str(path))
+
