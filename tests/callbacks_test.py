@@ -6,8 +6,6 @@ import contextlib
 import io
 import math
 import pathlib
-import shutil
-import tempfile
 
 from absl.testing import absltest
 import keras
@@ -19,6 +17,8 @@ from emotion_tfds import facegen
 from emotion_tfds import labels
 from emotion_tfds import metrics
 from emotion_tfds import preprocess
+
+import support
 
 BATCH = 32
 
@@ -60,18 +60,13 @@ def read_events(logdir: str | pathlib.Path) -> dict[str, dict[int, tf.Tensor]]:
 
 class GetCallbacksTest(absltest.TestCase):
 
-  def _tmpdir(self) -> str:
-    path = tempfile.mkdtemp()
-    self.addCleanup(shutil.rmtree, path)
-    return path
-
   def test_training_run_writes_every_summary(self):
     keras.utils.set_random_seed(0)
     train, evaluation, eval_images, eval_labels = _datasets()
     model = small_cnn(len(labels.FER7))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    logdir = self._tmpdir()
+    logdir = str(support.tempdir(self))
     cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7, eval_dataset=evaluation,
                                   stage_note="head 2/3: head:2:0.003:32", epoch_offset=5,
                                   global_batch_size=BATCH)
@@ -136,7 +131,7 @@ class GetCallbacksTest(absltest.TestCase):
     train, evaluation, _, _ = _datasets(num_rows=384)
     model = small_cnn(len(labels.FER7))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    resumed, worker = self._tmpdir(), self._tmpdir()
+    resumed, worker = str(support.tempdir(self)), str(support.tempdir(self))
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(
         logdir=resumed, label_names=labels.FER7, eval_dataset=evaluation,
         stage_note="all", initial_epoch=1, epoch_line=False))
@@ -146,7 +141,7 @@ class GetCallbacksTest(absltest.TestCase):
     self.assertNotIn("train/images_per_second", events)  # No global_batch_size given.
 
     # The same callbacks through two `fit` calls: the note once, steps continue.
-    again = self._tmpdir()
+    again = str(support.tempdir(self))
     cbs = callbacks.get_callbacks(logdir=again, label_names=labels.FER7, eval_dataset=evaluation,
                                   stage_note="all", epoch_line=False)
     model.fit(train, epochs=1, verbose=0, callbacks=cbs)
@@ -164,4 +159,4 @@ class GetCallbacksTest(absltest.TestCase):
     floats = tf.data.Dataset.from_tensor_slices(
         (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64))).batch(2)
     with self.assertRaisesRegex(ValueError, "uint8 images"):
-      callbacks.get_callbacks(logdir=self._tmpdir(), label_names=labels.FER7, eval_dataset=floats)
+      callbacks.get_callbacks(logdir=str(support.tempdir(self)), label_names=labels.FER7, eval_dataset=floats)

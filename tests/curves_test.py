@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl.testing import absltest
@@ -17,13 +15,9 @@ import tensorflow as tf
 
 from emotion_tfds import curves
 
+import support
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _tempdir(test: absltest.TestCase) -> pathlib.Path:
-  path = tempfile.mkdtemp(prefix="curves_test_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return pathlib.Path(path)
 
 
 def _write(logdir: pathlib.Path, tag_values: dict[str, list[float]], first_step: int = 0) -> None:
@@ -39,7 +33,7 @@ class CurvesTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.model_dir = _tempdir(self)
+    self.model_dir = support.tempdir(self)
     tb = self.model_dir / "tb"
     # Written first, named to sort last: read_run must order stages by time, not by name.
     _write(tb / "z_pretrain", {curves.TRAIN_ACCURACY: [0.3, 0.5, 0.6],
@@ -81,7 +75,7 @@ class CurvesTest(absltest.TestCase):
     self.assertGreater(image.shape[1], image.shape[0])  # Two panels side by side.
 
   def test_minutes_to_accuracy_and_the_compare_picture(self):
-    run = _tempdir(self)
+    run = support.tempdir(self)
     writer = tf.summary.create_file_writer(str(run / "tb" / "main"))
     with writer.as_default():
       tf.summary.scalar(curves.EPOCH_SECONDS, 6.0, step=0)
@@ -103,7 +97,7 @@ class CurvesTest(absltest.TestCase):
     self.assertEqual(tf.io.decode_png(png.read_bytes()).shape[-1], 4)
 
   def test_a_folder_without_events_is_a_clear_error(self):
-    empty = _tempdir(self)
+    empty = support.tempdir(self)
     with self.assertRaisesRegex(FileNotFoundError, r"/tb: no TensorBoard stage folder"):
       curves.read_run(empty)
     done = subprocess.run([sys.executable, str(REPO / "curves_main.py"), f"--model_dir={empty}"],

@@ -6,10 +6,8 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 from absl.testing import absltest
@@ -18,6 +16,8 @@ import tensorflow as tf
 
 from emotion_tfds import labels
 from emotion_tfds import metrics
+
+import support
 
 # A 5-emotion example small enough to compute by hand. Disgust is never predicted (precision
 # undefined, like the seed's disgust row), sad never occurs in the labels but is predicted once,
@@ -42,11 +42,6 @@ def _probs(preds: np.ndarray, true_prob: np.ndarray, labels_: np.ndarray, num: i
 
 
 class EmotionReportTest(absltest.TestCase):
-
-  def _tmpdir(self) -> str:
-    path = tempfile.mkdtemp()
-    self.addCleanup(shutil.rmtree, path)
-    return path
 
   def _hand_report(self) -> metrics.EmotionReport:
     report = metrics.EmotionReport(NAMES)
@@ -172,7 +167,7 @@ class EmotionReportTest(absltest.TestCase):
 
   def test_save_by_suffix(self):
     report = self._hand_report()
-    tmp = self._tmpdir()
+    tmp = str(support.tempdir(self))
     self.assertEqual(json.loads(report.save(f"{tmp}/r.json").read_text())["pred_names"],
                      list(NAMES))
     self.assertIn("| total | 8 |", report.save(f"{tmp}/r.md").read_text())
@@ -192,7 +187,7 @@ class EmotionReportTest(absltest.TestCase):
   def test_confusion_png_decodes(self):
     report = metrics.EmotionReport(labels.FER7, labels.SEED6)
     report.update(np.arange(7), np.eye(6)[[0, 1, 2, 3, 4, 5, 3]])
-    path = metrics.confusion_png(report, f"{self._tmpdir()}/cm.png")
+    path = metrics.confusion_png(report, f"{str(support.tempdir(self))}/cm.png")
     image = tf.io.decode_png(path.read_bytes()).numpy()
     self.assertEqual(image.ndim, 3)
     self.assertGreater(image.shape[0], 200)

@@ -13,7 +13,6 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import cv2
 import numpy as np
@@ -23,6 +22,8 @@ from absl.testing import absltest
 from emotion_tfds import faces
 from emotion_tfds import ravdess
 from emotion_tfds import ravdess_crops
+
+import support
 
 FRAMES_PER_CLIP = 8
 K = 3  # Sampled frames 1, 4 and 6 of 8.
@@ -80,13 +81,6 @@ def write_ravdess_folder(root: pathlib.Path, photos: list[np.ndarray]) -> pathli
   return root
 
 
-class _TempDirMixin:
-  """create_tempdir() needs absl flags, which pytest does not parse."""
-
-  def _tempdir(self) -> str:
-    return self.enterContext(tempfile.TemporaryDirectory())
-
-
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory, real_face_frames):
   """(videos folder, crops by extract_folder, its stats, crops by run_beam, its stats, photos)."""
@@ -99,7 +93,7 @@ def extracted(tmp_path_factory, real_face_frames):
   return videos, root / "direct", direct_stats, root / "beam", beam_stats, photos
 
 
-class ExtractTest(_TempDirMixin, absltest.TestCase):
+class ExtractTest(absltest.TestCase):
 
   @pytest.fixture(autouse=True)
   def _extracted(self, extracted):
@@ -160,7 +154,7 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
     np.testing.assert_array_equal(
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED),
         cv2.imread(str(self.direct_dir / crops[0].crop_file), cv2.IMREAD_UNCHANGED))
-    bad_dir = pathlib.Path(self._tempdir())
+    bad_dir = support.tempdir(self)
     (bad_dir / "Actor_01").mkdir()
     with self.assertRaisesRegex(FileNotFoundError, "f0001.png"):
       ravdess_crops.read_crop(str(bad_dir), crops[0])
@@ -178,14 +172,14 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
                        (self.direct_dir / crop.crop_file).read_bytes(), crop.crop_file)
 
   def test_calm_as_neutral(self):
-    out = self._tempdir()
+    out = str(support.tempdir(self))
     options = ravdess.ExtractOptions(frames_per_video=2, calm_as_neutral=True)
     result = ravdess.extract_video(str(self.videos / CALM_CLIP), str(self.videos), out, options)
     self.assertEqual([(c.emotion, c.emotion_code) for c in result.crops], [("neutral", 2)] * 2)
     self.assertTrue(all(os.path.exists(os.path.join(out, c.crop_file)) for c in result.crops))
 
   def test_other_modality_is_kept_on_request(self):
-    out = self._tempdir()
+    out = str(support.tempdir(self))
     options = ravdess.ExtractOptions(frames_per_video=1, modality=1)
     kept = ravdess.extract_video(
         str(self.videos / OTHER_MODALITY_CLIP), str(self.videos), out, options)
@@ -195,10 +189,10 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
     self.assertEqual((skipped.crops, skipped.stats.counts["skipped_other_modality"]), ([], 1))
 
   def test_command(self):
-    videos = pathlib.Path(self._tempdir())
+    videos = support.tempdir(self)
     (videos / "Actor_01").mkdir()
     shutil.copy(self.videos / CALM_CLIP, videos / CALM_CLIP)
-    out = self._tempdir()
+    out = str(support.tempdir(self))
     result = subprocess.run(
         [sys.executable, "-m", "emotion_tfds.ravdess", f"--ravdess_dir={videos}", f"--out={out}",
          "--frames_per_video=2", "--calm_as_neutral"],
@@ -209,7 +203,7 @@ class ExtractTest(_TempDirMixin, absltest.TestCase):
 
   def test_missing_folder(self):
     with self.assertRaisesRegex(FileNotFoundError, "does-not-exist"):
-      ravdess.extract_folder("/does-not-exist", self._tempdir())
+      ravdess.extract_folder("/does-not-exist", str(support.tempdir(self)))
 
 
 class NameTest(absltest.TestCase):
@@ -234,10 +228,10 @@ class NameTest(absltest.TestCase):
     self.assertEqual(ravdess.sample_indices(2, 5), [0, 1])
 
 
-class SummaryTest(_TempDirMixin, absltest.TestCase):
+class SummaryTest(absltest.TestCase):
 
   def test_summary_json(self):
-    out = self._tempdir()
+    out = str(support.tempdir(self))
     stats = ravdess.Stats()
     stats.counts.update(files=3, skipped_bad_name=1)
     stats.problems.append(("a.mp4", "why"))

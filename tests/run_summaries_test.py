@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shutil
-import tempfile
 
 from absl.testing import absltest
 import tensorflow as tf
@@ -20,6 +18,8 @@ from emotion_tfds import metrics
 from emotion_tfds import run_summaries
 from emotion_tfds import stages
 from emotion_tfds import training
+
+import support
 
 
 def read_run_folder(logdir: pathlib.Path) -> dict[str, list]:
@@ -42,13 +42,8 @@ def _config(model_dir: str) -> training.TrainConfig:
 
 class RunSummariesTest(absltest.TestCase):
 
-  def _tempdir(self) -> pathlib.Path:
-    path = tempfile.mkdtemp(prefix="run_summaries_test_")
-    self.addCleanup(shutil.rmtree, path, ignore_errors=True)
-    return pathlib.Path(path)
-
   def test_trial_is_the_recipe_with_declared_domains_and_metrics(self):
-    logdir = self._tempdir()
+    logdir = support.tempdir(self)
     config = _config(str(logdir / "my_run"))
     run_summaries.write_run_start(logdir, config, labels.SEED6)
     experiment, start = run_summaries.read_trial(logdir)
@@ -86,7 +81,7 @@ class RunSummariesTest(absltest.TestCase):
     self.assertIn("validation accuracy, every stage", charts)
 
   def test_result_holds_final_best_and_per_emotion_f1(self):
-    logdir = self._tempdir()
+    logdir = support.tempdir(self)
     report = metrics.EmotionReport(labels.SEED6)
     report.update([0, 2, 2, 3], tf.one_hot([0, 2, 3, 3], 6).numpy())
     run_summaries.write_run_result(logdir, report, best_accuracy=0.9, step=13)

@@ -9,11 +9,9 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl.testing import absltest
@@ -25,6 +23,8 @@ import tensorflow as tf
 
 from emotion_tfds import checkpoints
 from emotion_tfds import curves
+
+import support
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 300
@@ -71,16 +71,10 @@ def _progress(model_dir: pathlib.Path) -> checkpoints.Progress | None:
     return None
 
 
-def _tempdir(test: absltest.TestCase) -> pathlib.Path:
-  path = tempfile.mkdtemp(prefix="train_main_test_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return pathlib.Path(path)
-
-
 class DefaultRunTest(absltest.TestCase):
 
   def test_generates_trains_evaluates_and_exports(self):
-    root = _tempdir(self)
+    root = support.tempdir(self)
     model_dir = root / "run"
     output = _run(_command(root / "data", model_dir, _DEFAULT_RUN))
     self.assertIn(f"generating {_ROWS} faces", output)
@@ -139,7 +133,7 @@ class KillResumeTest(absltest.TestCase):
     return progress
 
   def test_sigkill_mid_stage_then_restart_matches_uninterrupted(self):
-    root = _tempdir(self)
+    root = support.tempdir(self)
     reference_dir, model_dir = root / "uninterrupted", root / "killed"
     command = _command(self.data_dir, model_dir, _KILLED_RUN)
     progress = self._kill_in_stage(command, model_dir, _KILLED_STAGE, _KILLED_EPOCHS)
@@ -160,7 +154,7 @@ class KillResumeTest(absltest.TestCase):
 
   def test_xla_and_bfloat16_run_resumes_after_sigkill_and_exports_float32(self):
     """The accelerator code paths on this CPU: an XLA-compiled step with bfloat16 compute."""
-    model_dir = _tempdir(self) / "accelerator"
+    model_dir = support.tempdir(self) / "accelerator"
     command = _command(self.data_dir, model_dir, _ACCELERATOR_RUN)
     progress = self._kill_in_stage(command, model_dir, 0, 3)
     output = _run(command)
@@ -179,7 +173,7 @@ class PretrainedRunTest(absltest.TestCase):
   """--pretrained with files this project did not write, through the whole main."""
 
   def test_keras2_h5_and_user_sequential_train_and_an_unusable_model_is_refused(self):
-    root = _tempdir(self)
+    root = support.tempdir(self)
     user = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
                              keras.layers.MaxPooling2D(4), keras.layers.Flatten(),
                              keras.layers.Dense(7, activation="softmax")])
@@ -227,7 +221,7 @@ class UserErrorsTest(absltest.TestCase):
   """Errors a user can fix end in one line that says how, not in a traceback."""
 
   def test_unbuilt_data_and_missing_tpu(self):
-    root = _tempdir(self)
+    root = support.tempdir(self)
     cases = {
         "not built": (["--generate_rows=0"], r"error: Dataset fer2013/seed6 is not built in .*"
                       r"tfds build builders/fer2013 --config=seed6"),

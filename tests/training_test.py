@@ -6,8 +6,6 @@ Real training runs of a few steps on the generated faces of `generated_data_dir`
 from __future__ import annotations
 
 import pathlib
-import shutil
-import tempfile
 from unittest import mock
 
 from absl.testing import absltest
@@ -30,6 +28,8 @@ from emotion_tfds import stage_inputs
 from emotion_tfds import stages
 from emotion_tfds import training
 
+import support
+
 _STEPS = 2  # Steps per epoch of every run here.
 
 
@@ -41,12 +41,6 @@ def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> tra
   defaults.update(kwargs)
   return training.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
                               schedule=tuple(schedule), **defaults)
-
-
-def _tempdir(test: absltest.TestCase) -> str:
-  path = tempfile.mkdtemp(prefix="training_test_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
 
 
 def _layer_weights(net: keras.Model) -> dict[str, list[np.ndarray]]:
@@ -77,7 +71,7 @@ class StagesTest(absltest.TestCase):
   """One run: fer7 pretraining (all), head swap to seed6, a head stage, an all stage."""
 
   def _run(self):
-    self.model_dir = pathlib.Path(_tempdir(self))
+    self.model_dir = support.tempdir(self)
     snapshots = _Snapshots()
     config = _config(self.model_dir, self.data_dir, "head:1:1e-2:16,all:1:1e-3:16",
                      pretrain="all:1:1e-3:16")
@@ -184,7 +178,7 @@ class _FirstState(keras.callbacks.Callback):
 class ResumeTest(absltest.TestCase):
 
   def test_crashes_at_a_stage_end_and_mid_stage_resume_with_optimizer_state(self):
-    model_dir = pathlib.Path(_tempdir(self))
+    model_dir = support.tempdir(self)
     ckpt_dir = model_dir / checkpoints.CKPT_DIR
     config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16")
 
@@ -262,7 +256,7 @@ class RecipeOptionsTest(absltest.TestCase):
   """Plateau lr, weight decay, smoothing, class weights, keep_best and flip TTA in one real run."""
 
   def test_keep_best_with_plateau_survives_a_crash(self):
-    model_dir = pathlib.Path(_tempdir(self))
+    model_dir = support.tempdir(self)
     config = _config(
         model_dir, self.data_dir,
         "all:4:1e-3:16:adam:schedule=plateau:patience=1:factor=0.5:wd=1e-4:smooth=0.1"
@@ -293,7 +287,7 @@ class RecipeOptionsTest(absltest.TestCase):
     self.assertFalse(np.array_equal(result.report.true_prob_sum, plain.true_prob_sum))
 
   def test_augment_off_stage_and_fingerprint(self):
-    config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:16:augment=off")
+    config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:16:augment=off")
     self.assertIn("augment=off", config.fingerprint())
     other = training.TrainConfig(**{**config.__dict__, "augment_params": augment.AugmentParams(
         crop=0.1)})
@@ -333,13 +327,13 @@ class XlaStepTest(absltest.TestCase):
 class ErrorsTest(absltest.TestCase):
 
   def test_dataset_not_built(self):
-    data_dir = _tempdir(self)
+    data_dir = str(support.tempdir(self))
     with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
       stage_inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
 
   @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
-    config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:4096")
+    config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
       training.run(config)
 
@@ -384,7 +378,7 @@ class DataServiceTest(absltest.TestCase):
 
     try:
       with mock.patch.object(pipeline, "make_dataset", recording_make_dataset):
-        config = _config(_tempdir(self), self.data_dir, "all:1:1e-3:16",
+        config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:16",
                          data_service_address=f"grpc://127.0.0.1:{port}")
         result = training.run(config)
     finally:
