@@ -57,11 +57,13 @@ def mixture_parts(dataset: str) -> tuple[str, str]:
 
 def build(dataset: str, data_dir: str | os.PathLike,
           manual_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
-  """Builds `dataset` into `data_dir` from the csv in `manual_dir` (no-op if already built).
+  """Builds `dataset` into `data_dir` from `manual_dir` (no-op if already built): the csv for
+  fer2013, the crops folder for ravdess_crops.
 
   Raises:
     builders.fer2013.CsvError: for a bad csv (nothing usable is left in `data_dir`).
-    FileNotFoundError: when `manual_dir` holds no fer2013.csv(.gz).
+    FileNotFoundError: when `manual_dir` lacks the csv, the crops manifest or a crop.
+    ValueError: for a mixture name ("A+B"): its datasets are built one by one.
   """
   if MIXTURE_SEPARATOR in dataset:
     raise ValueError(f"{dataset!r} is a mixture, read at input time: build each of its datasets.")
