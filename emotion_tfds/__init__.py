@@ -4,7 +4,10 @@ The modules follow the data flow; import the one you need (this file imports not
 `import emotion_tfds.labels` does not pull in TensorFlow):
 
     labels, preprocess          label schemes and mappings; uint8 -> model input
-    facegen, ravdess, faces     generated faces; RAVDESS video -> face crops (OpenCV, Beam)
+    facegen, faces              generated faces; face detection and 48x48 crops (OpenCV)
+    ravdess_names               RAVDESS file names -> fields and emotion labels; which are videos
+    video_frames                a video's evenly spaced frames, their largest face (OpenCV)
+    ravdess                     RAVDESS videos -> face crops + summary (plain loop or Beam), command
     ravdess_crops               the crops folder (manifest.csv + PNGs): ravdess -> its builder
     datasets, mixtures          the TFDS builders (builders/) by name; FER + crops at input time
     pipeline, augment           tf.data input; batched augmentation (host or device)

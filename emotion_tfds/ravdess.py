@@ -1,12 +1,14 @@
-"""RAVDESS video frames -> 48x48 grayscale face crops + manifest, and the "fill the gap" selection.
+"""RAVDESS videos -> 48x48 grayscale face crops + manifest + summary, in a loop or with Beam.
 
-Extraction: every RAVDESS video (`Actor_NN/MM-VV-EE-II-SS-RR-AA.mp4`) of one video modality gives
-K evenly spaced frames; the largest frontal face of each frame (OpenCV Haar cascade, see
+Extraction: every RAVDESS video (`Actor_NN/MM-VV-EE-II-SS-RR-AA.mp4`) of one video modality is
+labelled from its file name (`emotion_tfds.ravdess_names`) and gives K evenly spaced frames
+(`emotion_tfds.video_frames`); the largest frontal face of each frame (OpenCV Haar cascade, see
 `emotion_tfds.faces`) is cropped with a margin, turned into 48x48 gray and written as a PNG. A
 `manifest.csv` lists the crops and `summary.json` counts what was read and skipped. The same
 function, `extract_video`, runs in a plain loop (`extract_folder`) or as an Apache Beam pipeline
 (`run_beam`, one element per video) on any Beam runner. Files are read and written through Beam's
-`FileSystems`, so local paths and, with the matching Beam extra, gs:// or hdfs:// paths work.
+`FileSystems` (imported on first use), so local paths and, with the matching Beam extra, gs:// or
+hdfs:// paths work. The command line is at the bottom of this module.
 
 Run:
   python -m emotion_tfds.ravdess --ravdess_dir=RAVDESS --out=CROPS --frames_per_video=5
@@ -23,7 +25,6 @@ import collections
 import dataclasses
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -37,23 +38,14 @@ from absl import flags
 from absl import logging
 
 from emotion_tfds import faces
-from emotion_tfds import labels
+from emotion_tfds import ravdess_names
+from emotion_tfds import video_frames
 from emotion_tfds.ravdess_crops import Crop
 from emotion_tfds.ravdess_crops import write_manifest
 
-VIDEO_SUFFIXES = (".mp4", ".avi")
-# Modality field of a RAVDESS file name: 01 full audio-video, 02 video-only (the same video
-# without sound), 03 audio-only.
-VIDEO_MODALITIES = (1, 2)
+# Video-only (see ravdess_names.VIDEO_MODALITIES).
 DEFAULT_MODALITY = 2
 SUMMARY_NAME = "summary.json"
-# RAVDESS: 24 actors; emotion 01-08; intensity 01 normal / 02 strong; statement, repetition 01-02.
-_NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
-_FIELD_RANGES = {
-    "modality": (1, 3), "vocal_channel": (1, 2), "emotion": (1, 8), "intensity": (1, 2),
-    "statement": (1, 2), "repetition": (1, 2), "actor": (1, 24)}
-# Containers report frame counts; a non-positive or absurd count means "count by decoding".
-_MAX_PLAUSIBLE_FRAMES = 10_000_000
 
 # Names of the counters in `Stats.counts`, in summary order, with their meaning.
 COUNTERS = {
@@ -70,22 +62,6 @@ COUNTERS = {
 }
 
 
-class VideoError(Exception):
-  """A video that cannot be opened or decoded up to a sampled frame."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RavdessName:
-  """The seven fields of a RAVDESS file name, as integers."""
-  modality: int
-  vocal_channel: int
-  emotion: int
-  intensity: int
-  statement: int
-  repetition: int
-  actor: int
-
-
 @dataclasses.dataclass(frozen=True)
 class ExtractOptions:
   """What `extract_video` keeps and how it crops."""
@@ -99,8 +75,9 @@ class ExtractOptions:
   def __post_init__(self):
     if self.frames_per_video < 1:
       raise ValueError(f"frames_per_video must be >= 1, got {self.frames_per_video}.")
-    if self.modality not in VIDEO_MODALITIES:
-      raise ValueError(f"modality must be one of {VIDEO_MODALITIES}, got {self.modality}.")
+    if self.modality not in ravdess_names.VIDEO_MODALITIES:
+      raise ValueError(
+          f"modality must be one of {ravdess_names.VIDEO_MODALITIES}, got {self.modality}.")
 
 
 @dataclasses.dataclass
@@ -146,29 +123,6 @@ def merge_stats(all_stats: Iterable[Stats]) -> Stats:
   return total
 
 
-def parse_name(file_name: str) -> RavdessName:
-  """Parses 'MM-VV-EE-II-SS-RR-AA.mp4' (any folder, any video suffix).
-
-  Raises:
-    ValueError: naming the file and the field when the name is not RAVDESS-shaped.
-  """
-  stem = _basename(file_name).rsplit(".", 1)[0]
-  match = _NAME_RE.match(stem)
-  if not match:
-    raise ValueError(f"{file_name}: name is not RAVDESS-shaped (MM-VV-EE-II-SS-RR-AA)")
-  values = dict(zip(_FIELD_RANGES, (int(v) for v in match.groups())))
-  for field, (low, high) in _FIELD_RANGES.items():
-    if not low <= values[field] <= high:
-      raise ValueError(f"{file_name}: {field} {values[field]:02d} is outside {low:02d}..{high:02d}")
-  return RavdessName(**values)
-
-
-def sample_indices(num_frames: int, k: int) -> list[int]:
-  """K indices spread evenly over `num_frames` (centres of K equal parts); all if fewer frames."""
-  k = min(k, num_frames)
-  return [int((i + 0.5) * num_frames / k) for i in range(k)]
-
-
 def list_videos(ravdess_dir: str) -> list[str]:
   """Paths of all .mp4/.avi files under `ravdess_dir` (recursively), sorted.
 
@@ -180,14 +134,7 @@ def list_videos(ravdess_dir: str) -> list[str]:
   if not FileSystems.exists(ravdess_dir):
     raise FileNotFoundError(f"RAVDESS folder {ravdess_dir} does not exist.")
   matched = FileSystems.match([FileSystems.join(ravdess_dir, "**")])[0].metadata_list
-  paths = sorted(m.path for m in matched if m.path.lower().endswith(VIDEO_SUFFIXES))
-  seen = {}
-  for path in paths:
-    stem = _basename(path).rsplit(".", 1)[0]
-    if stem in seen:
-      raise ValueError(f"Two videos named {stem}: {seen[stem]} and {path}.")
-    seen[stem] = path
-  return paths
+  return ravdess_names.video_paths(m.path for m in matched)
 
 
 def extract_video(path: str, ravdess_dir: str, out_dir: str,
@@ -210,7 +157,7 @@ def extract_video(path: str, ravdess_dir: str, out_dir: str,
   stats = Stats(collections.Counter(files=1))
   source = _relative(path, ravdess_dir)
   try:
-    name = parse_name(_basename(source))
+    name = ravdess_names.parse_name(ravdess_names.basename(source))
   except ValueError as e:
     stats.counts["skipped_bad_name"] += 1
     stats.problems.append((source, str(e)))
@@ -218,22 +165,23 @@ def extract_video(path: str, ravdess_dir: str, out_dir: str,
   if name.modality != options.modality:
     stats.counts["skipped_other_modality"] += 1
     return VideoResult([], stats)
-  emotion = _emotion_name(name.emotion, options.calm_as_neutral)
+  emotion = ravdess_names.emotion_name(name.emotion, options.calm_as_neutral)
   if emotion is None:
     stats.counts["skipped_calm"] += 1
     return VideoResult([], stats)
   try:
-    frames = _read_sampled_frames(path, options.frames_per_video)
-  except VideoError as e:
+    with _local_copy(path) as local_path:
+      frames = video_frames.read_sampled_frames(local_path, options.frames_per_video)
+  except video_frames.VideoError as e:
     stats.counts["skipped_unreadable"] += 1
     stats.problems.append((source, str(e)))
     return VideoResult([], stats)
   stats.counts["videos_read"] += 1
-  stem = _basename(source).rsplit(".", 1)[0]
+  stem = ravdess_names.stem(source)
   crops = []
   for index, frame in frames:
     stats.counts["frames_sampled"] += 1
-    box = _largest_face(frame, options.detect_max_side)
+    box = video_frames.largest_face(frame, options.detect_max_side)
     if box is None:
       stats.counts["frames_without_face"] += 1
       continue
@@ -311,57 +259,6 @@ def read_summary(out_dir: str) -> Stats:
     return Stats.from_json(json.load(f))
 
 
-def _emotion_name(code: int, calm_as_neutral: bool) -> str | None:
-  """RAVDESS emotion code -> FER-2013 emotion name, or None when the code is dropped (calm)."""
-  fer_id = labels.ravdess_to("fer7", calm_as_neutral).get(code)
-  return None if fer_id is None else labels.FER7[fer_id]
-
-
-def _read_sampled_frames(path: str, k: int) -> list[tuple[int, np.ndarray]]:
-  """Decodes a video front to back and keeps K evenly spaced BGR frames.
-
-  Raises:
-    VideoError: if the file cannot be opened, has no frames, or ends before a sampled frame.
-  """
-  with _local_copy(path) as local_path:
-    num_frames = _frame_count(local_path)
-    wanted = set(sample_indices(num_frames, k))
-    capture = cv2.VideoCapture(local_path)
-    try:
-      frames, index = [], 0
-      while wanted:
-        if not capture.grab():
-          raise VideoError(f"truncated: decoding stopped at frame {index} of {num_frames}")
-        if index in wanted:
-          ok, frame = capture.retrieve()
-          if not ok or frame is None:
-            raise VideoError(f"frame {index} of {num_frames} could not be decoded")
-          frames.append((index, frame))
-          wanted.discard(index)
-        index += 1
-    finally:
-      capture.release()
-  return frames
-
-
-def _frame_count(local_path: str) -> int:
-  """The container's frame count, or the number of decodable frames when it gives none."""
-  capture = cv2.VideoCapture(local_path)
-  try:
-    if not capture.isOpened():
-      raise VideoError("cannot be opened as a video (corrupt, truncated or not a video)")
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    if not 0 < count < _MAX_PLAUSIBLE_FRAMES:
-      count = 0
-      while capture.grab():
-        count += 1
-  finally:
-    capture.release()
-  if count == 0:
-    raise VideoError("no decodable frames")
-  return count
-
-
 class _local_copy:  # pylint: disable=invalid-name
   """Context manager: a local path for `path`, copying remote files (gs://...) to a temp file."""
 
@@ -383,17 +280,6 @@ class _local_copy:  # pylint: disable=invalid-name
   def __exit__(self, *exc) -> None:
     if self._temp is not None:
       os.remove(self._temp)
-
-
-def _largest_face(frame: np.ndarray, max_side: int) -> tuple[int, int, int, int] | None:
-  """Largest face box in full-frame pixels, detected on a copy shrunk to at most `max_side`."""
-  scale = min(1.0, max_side / max(frame.shape[:2]))
-  small = frame if scale == 1.0 else cv2.resize(
-      frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-  boxes = faces.detect_faces(small)
-  if not boxes:
-    return None
-  return tuple(int(round(v / scale)) for v in boxes[0])
 
 
 def _write_png(out_dir: str, relative: str, image: np.ndarray) -> str:
@@ -421,10 +307,6 @@ def _filesystems():
   return FileSystems
 
 
-def _basename(path: str) -> str:
-  return path.rstrip("/").rsplit("/", 1)[-1]
-
-
 def _relative(path: str, root: str) -> str:
   """`path` relative to `root`, '/'-separated."""
   root = root.rstrip("/") + "/"
@@ -447,7 +329,7 @@ def _define_flags() -> None:
   flags.DEFINE_bool(
       "calm_as_neutral", False, "Keep RAVDESS calm as neutral (default: drop calm videos).")
   flags.DEFINE_enum(
-      "modality", f"{DEFAULT_MODALITY:02d}", [f"{m:02d}" for m in VIDEO_MODALITIES],
+      "modality", f"{DEFAULT_MODALITY:02d}", [f"{m:02d}" for m in ravdess_names.VIDEO_MODALITIES],
       "RAVDESS video modality to keep: 01 audio-video or 02 video-only (the same video).")
   flags.DEFINE_float("margin", ExtractOptions.margin,
                      "Context around the face box, as a fraction of its side.", lower_bound=0.0)

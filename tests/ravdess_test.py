@@ -1,4 +1,5 @@
-"""Tests for emotion_tfds.ravdess: crops from real-face clips (direct and Beam), names, summary.
+"""Tests for emotion_tfds.ravdess (+ ravdess_names, video_frames): crops from real-face clips
+(direct and Beam), names, frame sampling, summary.
 
 The clips are written with cv2.VideoWriter from real photographs (the shared RAVDESS frames, else
 scikit-image's astronaut) under RAVDESS-style names, next to a blank clip, truncated files and
@@ -22,6 +23,8 @@ from absl.testing import absltest
 from emotion_tfds import faces
 from emotion_tfds import ravdess
 from emotion_tfds import ravdess_crops
+from emotion_tfds import ravdess_names
+from emotion_tfds import video_frames
 
 import support
 
@@ -210,9 +213,9 @@ class NameTest(absltest.TestCase):
 
   def test_parse(self):
     self.assertEqual(
-        ravdess.parse_name("Actor_12/01-02-06-02-01-02-12.mp4"),
-        ravdess.RavdessName(modality=1, vocal_channel=2, emotion=6, intensity=2, statement=1,
-                            repetition=2, actor=12))
+        ravdess_names.parse_name("Actor_12/01-02-06-02-01-02-12.mp4"),
+        ravdess_names.RavdessName(modality=1, vocal_channel=2, emotion=6, intensity=2,
+                                  statement=1, repetition=2, actor=12))
 
   def test_bad_names(self):
     for name, message in [("x.mp4", "not RAVDESS-shaped"), ("01-01-01-01-01-01.mp4", "shaped"),
@@ -220,12 +223,12 @@ class NameTest(absltest.TestCase):
                           ("04-01-01-01-01-01-01.mp4", "modality 04"),
                           ("01-01-00-01-01-01-01.mp4", "emotion 00")]:
       with self.assertRaisesRegex(ValueError, message):
-        ravdess.parse_name(name)
+        ravdess_names.parse_name(name)
 
   def test_sample_indices(self):
-    self.assertEqual(ravdess.sample_indices(8, 3), [1, 4, 6])
-    self.assertEqual(ravdess.sample_indices(100, 1), [50])
-    self.assertEqual(ravdess.sample_indices(2, 5), [0, 1])
+    self.assertEqual(video_frames.sample_indices(8, 3), [1, 4, 6])
+    self.assertEqual(video_frames.sample_indices(100, 1), [50])
+    self.assertEqual(video_frames.sample_indices(2, 5), [0, 1])
 
 
 class SummaryTest(absltest.TestCase):
