@@ -31,8 +31,8 @@ _MONTAGE = flags.DEFINE_string(
     "montage", None, "Also write one image (e.g. .png): a 2-column grid of the annotated photos.")
 _LABEL_NAMES = flags.DEFINE_list(
     "label_names", None,
-    "Class names in model output order. Default: the SavedModel's labels.txt, else the label "
-    "scheme (fer7 or seed6) with as many classes as the model has outputs.")
+    "Class names in model output order. Default: the model's own (the SavedModel's labels.txt "
+    "asset, or the labels.txt beside a .keras or .tflite file).")
 
 flags.register_validator(
     "output", lambda v: v is None or v.lower().endswith((".json", ".csv")),

@@ -23,6 +23,7 @@ from emotion_tfds import datasets
 from emotion_tfds import errors
 from emotion_tfds import evaluate
 from emotion_tfds import models
+from emotion_tfds import runs
 from emotion_tfds import stages
 from emotion_tfds import strategies
 from emotion_tfds import training
@@ -155,7 +156,7 @@ def make_config() -> training.TrainConfig:
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
-  training.run(make_config())
+  runs.run(make_config())
 
 
 if __name__ == "__main__":

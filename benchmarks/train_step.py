@@ -5,7 +5,7 @@ Run from the repository root:
   python -m benchmarks.train_step --models=fastnet,base_cnn --batch_size=128 --steps=40
 
 For each model, on the same in-memory random 48x48 faces, taken in turns:
-  project  `training.TrainingModel` as `training.run` compiles it: uint8 batches from tf.data,
+  project  `training.TrainingModel` as `training.train` compiles it: uint8 batches from tf.data,
            on-device augmentation (`augment.augment_batch`, `AugmentParams()` strengths), the
            label-smoothed loss (`losses.SmoothedCrossEntropy`), SGD with Nesterov momentum and
            weight decay under a warmup + cosine schedule.

@@ -3,6 +3,7 @@
 The modules follow the data flow; import the one you need (this file imports nothing, so
 `import emotion_tfds.labels` does not pull in TensorFlow):
 
+    image_spec                  the 48x48x1 uint8 image format every module shares
     labels, preprocess          label schemes and mappings; uint8 -> model input
     facegen, faces              generated faces; face detection and 48x48 crops (OpenCV)
     ravdess_names               RAVDESS file names -> fields and emotion labels; which are videos
@@ -15,7 +16,8 @@ The modules follow the data flow; import the one you need (this file imports not
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss
     strategies, seeds           tf.distribute strategies by name, chief; the run's seed streams
     stage_inputs, checkpoints   a run's datasets and per-stage input fns; checkpoint state, resume
-    training                    the stages under tf.distribute, resume, best epoch, final TTA
+    training                    the stages under tf.distribute, resume, best epoch -> network
+    runs                        a whole run: training, final evaluation (TTA), saved files
     metrics, callbacks          per-emotion report; per-epoch TensorBoard summaries
     run_summaries, curves       the run's HParams trial and chart layout; curves read back
     serving                     one loader (.keras, SavedModel, .tflite): uint8 faces -> probabilities

@@ -1,6 +1,6 @@
 """Training curves read back from a run's TensorBoard event files, and their picture.
 
-`training.run` writes one TensorBoard run folder per stage (`<model_dir>/tb/<stage>`, one point per
+`training.train` writes one TensorBoard run folder per stage (`<model_dir>/tb/<stage>`, one point per
 epoch at step = the run's epoch index, counting on across stages, see `emotion_tfds.callbacks`). `read_run` gives, for each stage in the order it ran, the
 per-epoch values of a few scalar tags; `curves_png` draws training and validation accuracy over all
 stages, with the pretraining stages (another label set) on a panel of their own.

@@ -21,10 +21,10 @@ import keras
 import tensorflow as tf
 
 from emotion_tfds import datasets
+from emotion_tfds import image_spec
 from emotion_tfds import labels
 from emotion_tfds import metrics
 from emotion_tfds import pipeline
-from emotion_tfds import preprocess
 from emotion_tfds import serving
 
 TTA_MODES = ("none", "flip", "ten-crop")
@@ -61,7 +61,7 @@ def _flip_views(images: tf.Tensor) -> list[tf.Tensor]:
 
 
 def _ten_crop_views(images: tf.Tensor) -> list[tf.Tensor]:
-  size = preprocess.IMAGE_SIZE
+  size = image_spec.IMAGE_SIZE
   far, mid = size - CROP_SIZE, (size - CROP_SIZE) // 2
   pixels = tf.cast(images, tf.float32)
   crops = [pixels[:, y:y + CROP_SIZE, x:x + CROP_SIZE, :]

@@ -31,7 +31,7 @@ import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
 from emotion_tfds import datasets
-from emotion_tfds import labels
+from emotion_tfds import image_spec
 from emotion_tfds import pipeline
 from emotion_tfds import preprocess
 from emotion_tfds import serving
@@ -62,9 +62,11 @@ def float32_model(model: keras.Model) -> keras.Model:
 
 def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequence[str],
                  announce: bool = True) -> None:
-  """Writes a trained network as `write_dir/model.keras` and the uint8-input SavedModel beside it."""
+  """Writes a trained network as `write_dir/model.keras` with its class names (labels.txt) and the
+  uint8-input SavedModel beside it."""
   path = write_dir / serving.MODEL_FILE
   net.save(path)
+  serving.write_label_names(write_dir, label_names)
   export_saved_model(net, write_dir / serving.SAVED_MODEL_DIR, label_names=label_names)
   if announce:
     print(f"Saved {path} and {write_dir / serving.SAVED_MODEL_DIR}", flush=True)
@@ -90,7 +92,7 @@ class _ServingModule(tf.Module):
     }
 
   @tf.function(autograph=False, input_signature=[
-      tf.TensorSpec([None, *preprocess.IMAGE_SHAPE], tf.uint8, name=serving.IMAGES_KEY)])
+      tf.TensorSpec([None, *image_spec.IMAGE_SHAPE], tf.uint8, name=serving.IMAGES_KEY)])
   def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
     """uint8 [B, 48, 48, 1] face crops -> probabilities and label."""
     return self._outputs(preprocess.to_model_input(images))
@@ -113,7 +115,7 @@ class _ServingModule(tf.Module):
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike,
-                       label_names: Sequence[str] | None = None) -> None:
+                       label_names: Sequence[str]) -> None:
   """Writes `model` as a SavedModel with uint8-input signatures (see the module docstring).
 
   Args:
@@ -121,18 +123,17 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
       `preprocess.to_model_input`) and returning class probabilities [B, C]. A mixed-precision
       model is exported as its `float32_model`.
     path: the SavedModel directory to write.
-    label_names: class names in output order; by default the scheme with C classes.
+    label_names: class names in output order.
 
   Raises:
     ValueError: when `label_names` does not match the model's number of classes.
   """
   num_classes = int(model.output_shape[-1])
-  names = tuple(label_names) if label_names is not None else labels.scheme_of_size(num_classes)
+  names = tuple(label_names)
   if len(names) != num_classes:
     raise ValueError(f"{len(names)} label names {names} for a model with {num_classes} outputs.")
   with tempfile.TemporaryDirectory() as tmp:
-    labels_file = pathlib.Path(tmp) / serving.LABELS_ASSET  # Copied into the SavedModel's assets/.
-    labels_file.write_text("".join(f"{name}\n" for name in names))
+    labels_file = serving.write_label_names(tmp, names)  # Copied into the SavedModel's assets/.
     module = _ServingModule(float32_model(model), names, os.fspath(labels_file))
     signatures = {
         serving.SERVING_KEY: module.serve,
@@ -205,14 +206,15 @@ def _name_signature_tensors(content: bytes) -> bytes:
 
 def export_all(model: keras.Model, out_dir: str | os.PathLike,
                representative_images: Iterable[np.ndarray],
-               label_names: Sequence[str] | None = None) -> dict[str, pathlib.Path]:
-  """Writes out_dir/saved_model and the float, dynamic-range and int8 TFLite models.
+               label_names: Sequence[str]) -> dict[str, pathlib.Path]:
+  """Writes out_dir/saved_model, the float, dynamic-range and int8 TFLite models and the class
+  names beside them (out_dir/labels.txt).
 
   Args:
     model: the trained Keras model (float32 [0, 1] input).
     out_dir: destination folder.
     representative_images: uint8 batches [b, 48, 48, 1] of training images for int8 calibration.
-    label_names: class names in output order (default: by the number of classes).
+    label_names: class names in output order.
 
   Returns:
     {"saved_model": dir, "float": file, "dynamic": file, "int8": file}.
@@ -220,6 +222,7 @@ def export_all(model: keras.Model, out_dir: str | os.PathLike,
   out_dir = pathlib.Path(out_dir)
   paths = {"saved_model": out_dir / serving.SAVED_MODEL_DIR}
   export_saved_model(model, paths["saved_model"], label_names)
+  serving.write_label_names(out_dir, label_names)
   representative_images = list(representative_images)
   for quantization, name in TFLITE_FILES.items():
     paths[quantization] = out_dir / name

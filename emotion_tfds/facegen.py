@@ -19,9 +19,9 @@ from absl import flags
 import cv2
 import numpy as np
 
+from emotion_tfds import image_spec
 from emotion_tfds import labels
 
-IMAGE_SIZE = 48
 # Usage column values and their shares (FER-2013's own split names).
 USAGES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 USAGE_FRACTIONS: tuple[float, ...] = (0.8, 0.1, 0.1)
@@ -206,7 +206,8 @@ def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
   mouths = _mouths(params)
   matrices = _pose_matrices(angle, scale, shift)
-  images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+  size = image_spec.IMAGE_SIZE
+  images = np.empty((n, size, size), dtype=np.float32)
   canvas = np.empty((_CANVAS, _CANVAS), dtype=np.uint8)
   for i, (face_params, face_style) in enumerate(zip(params.tolist(), style.tolist())):
     canvas.fill(background[i])
@@ -214,10 +215,10 @@ def render(face_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Warp at canvas resolution, then area-downsample (warpAffine has no anti-aliasing).
     warped = cv2.warpAffine(canvas, matrices[i], (_CANVAS, _CANVAS), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=background[i])
-    images[i] = cv2.resize(warped, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    images[i] = cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
 
   # Lighting: a linear gradient, global contrast and brightness; then sensor noise.
-  yy, xx = np.mgrid[-1:1:IMAGE_SIZE * 1j, -1:1:IMAGE_SIZE * 1j].astype(np.float32)
+  yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j].astype(np.float32)
   gradient = rng.normal(0.0, 25.0, (n, 2)).astype(np.float32)
   images += gradient[:, :1, None] * xx + gradient[:, 1:, None] * yy
   contrast = rng.uniform(0.6, 1.2, (n, 1, 1)).astype(np.float32)
@@ -296,7 +297,7 @@ def contact_sheet(path: str | pathlib.Path, per_class: int = 8, seed: int = 0,
   rng = np.random.default_rng(seed)
   face_labels = np.repeat(np.arange(len(labels.FER7)), per_class)
   images = render(face_labels, rng)
-  size = IMAGE_SIZE * zoom
+  size = image_spec.IMAGE_SIZE * zoom
   label_w = 70
   sheet = np.full((len(labels.FER7) * size, label_w + per_class * size), 255, dtype=np.uint8)
   for k, name in enumerate(labels.FER7):

@@ -11,14 +11,13 @@ import threading
 import cv2
 import numpy as np
 
+from emotion_tfds import image_spec
+
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # Defaults chosen on the 24 real RAVDESS frames (398x224): each gives exactly one face.
 SCALE_FACTOR = 1.1
 MIN_NEIGHBORS = 5
 MIN_SIZE = (30, 30)
-# Equals preprocess.IMAGE_SIZE (checked by faces_test); not imported, so that crop extraction and
-# Beam workers do not load TensorFlow.
-CROP_SIZE = 48
 
 # One classifier per thread: OpenCV does not promise that detectMultiScale is thread-safe, and
 # Beam's DirectRunner (like most runners) calls a DoFn from several threads.
@@ -88,7 +87,7 @@ def detect_faces(
 
 def crop_face(
     image: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.2,
-    size: int = CROP_SIZE) -> np.ndarray:
+    size: int = image_spec.IMAGE_SIZE) -> np.ndarray:
   """Cuts a square, margin-padded face out of `image` and scales it to size x size gray.
 
   The square is centred on the box, with side max(w, h) * (1 + 2 * margin). Parts of the square

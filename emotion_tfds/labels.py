@@ -103,18 +103,3 @@ def ravdess_to(scheme: str, calm_as_neutral: bool = False) -> dict[int, int]:
     if name in names:
       out[code] = names.index(name)
   return out
-
-
-def scheme_of_size(num_classes: int) -> tuple[str, ...]:
-  """The emotions of the scheme with `num_classes` of them (7 -> fer7, 6 -> seed6), for a model
-  file that does not name its classes (a .keras or .tflite file).
-
-  Raises:
-    ValueError: when no scheme has `num_classes` emotions.
-  """
-  for names in SCHEMES.values():
-    if len(names) == num_classes:
-      return names
-  sizes = {name: len(names) for name, names in SCHEMES.items()}
-  raise ValueError(
-      f"No label scheme has {num_classes} classes (scheme sizes {sizes}); pass label_names.")

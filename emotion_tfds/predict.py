@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from emotion_tfds import faces
-from emotion_tfds import preprocess
+from emotion_tfds import image_spec
 from emotion_tfds import serving
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -37,12 +37,13 @@ def load_classifier(model_path: str | os.PathLike,
 
   Args:
     model_path: a SavedModel directory, a `.keras` or a `.tflite` file.
-    label_names: class names in output order. Default: the SavedModel's own `labels.txt`, else
-      the label scheme with as many classes as the model has outputs.
+    label_names: class names in output order. Default: the model's own (a SavedModel's
+      `labels.txt` asset, the `labels.txt` beside a .keras or .tflite file).
 
   Raises:
     errors.MissingFileError: when `model_path` does not exist.
-    errors.UnusableModelError: for another kind of model file.
+    errors.UnusableModelError: for another kind of model file, or a model that does not name its
+      classes when `label_names` is not given.
     ValueError: `label_names` of another length than the model's outputs.
   """
   model = serving.load(model_path)
@@ -117,7 +118,7 @@ def face_crops(image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], np.n
   """All faces of a BGR or gray photo: boxes and uint8 crops [N, 48, 48, 1] (as in training)."""
   boxes = faces.detect_faces(image)
   crops = np.stack([faces.crop_face(image, box) for box in boxes]) if boxes else np.zeros(
-      (0, preprocess.IMAGE_SIZE, preprocess.IMAGE_SIZE), np.uint8)
+      (0, image_spec.IMAGE_SIZE, image_spec.IMAGE_SIZE), np.uint8)
   return boxes, crops[..., np.newaxis]
 
 

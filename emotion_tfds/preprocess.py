@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-IMAGE_SIZE = 48
-IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
+from emotion_tfds import image_spec
 
 
 def to_model_input(images: tf.Tensor) -> tf.Tensor:
@@ -30,6 +29,6 @@ def photo_to_model_input(images: tf.Tensor) -> tf.Tensor:
     images = tf.image.rgb_to_grayscale(images)
   elif images.shape[-1] != 1:
     raise ValueError(f"Expected 1 or 3 channels, got {images.shape[-1]}.")
-  images = tf.image.resize(tf.cast(images, tf.float32), (IMAGE_SIZE, IMAGE_SIZE), method="area")
+  images = tf.image.resize(tf.cast(images, tf.float32), image_spec.IMAGE_SHAPE[:2], method="area")
   images = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
   return to_model_input(images)

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 from etils import epath
 
+from emotion_tfds import image_spec
 from emotion_tfds import labels
-from emotion_tfds import preprocess
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = (
@@ -97,7 +97,7 @@ def read_crop(crops_dir: str | epath.PathLike, crop: Crop) -> bytes:
   if not path.exists():
     raise FileNotFoundError(f"RAVDESS crop {path} (listed in the manifest) does not exist.")
   data = path.read_bytes()
-  size = preprocess.IMAGE_SIZE
+  size = image_spec.IMAGE_SIZE
   # Signature, then the IHDR chunk: length, b"IHDR", width, height, bit depth, colour type.
   if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
     raise ValueError(f"{path}: not a PNG file.")

@@ -5,6 +5,8 @@
   - a SavedModel directory from `export.export_saved_model` (the conversion is in its graph; its
     `assets/labels.txt` names its classes),
   - a `.tflite` file from `export.export_tflite`, run in the LiteRT runtime.
+A `.keras` or `.tflite` file has no place for its class names: the project writes them beside it,
+as `labels.txt` in the same folder (`write_label_names`), and `load` reads them from there.
 `network_predict_fn` is the same uint8 -> probabilities step for a network in memory (training's
 final evaluation, the per-epoch TensorBoard report). The names below are the exported format's.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ai_edge_litert import interpreter as litert
 import keras
@@ -22,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from emotion_tfds import errors
-from emotion_tfds import labels
+from emotion_tfds import image_spec
 from emotion_tfds import preprocess
 
 MODEL_FILE = "model.keras"
@@ -55,7 +57,8 @@ class LoadedModel:
   Attributes:
     predict_fn: uint8 images [B, 48, 48, 1] -> probabilities [B, num_classes] (tensors or arrays).
     num_classes: outputs of the model.
-    label_names: its emotions in output order, when the file names them (SavedModels), else None.
+    label_names: its emotions in output order, when the model names them (a SavedModel's asset,
+      the labels.txt beside a .keras or .tflite file), else None.
     source: the file it was loaded from.
   """
   predict_fn: PredictFn
@@ -66,7 +69,7 @@ class LoadedModel:
   def predict(self, images: np.ndarray) -> np.ndarray:
     """uint8 [N, 48, 48, 1] -> float32 probabilities [N, num_classes], checked."""
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.shape[1:] != preprocess.IMAGE_SHAPE:
+    if images.dtype != np.uint8 or images.shape[1:] != image_spec.IMAGE_SHAPE:
       raise ValueError(f"Expected uint8 images [N, 48, 48, 1], got {images.dtype} {images.shape}.")
     probabilities = np.asarray(self.predict_fn(images), dtype=np.float32)
     if probabilities.shape != (len(images), self.num_classes):
@@ -75,8 +78,16 @@ class LoadedModel:
     return probabilities
 
   def emotions(self) -> tuple[str, ...]:
-    """`label_names`, else the label scheme with `num_classes` emotions."""
-    return self.label_names or labels.scheme_of_size(self.num_classes)
+    """`label_names`, or an error when the model does not name its classes.
+
+    Raises:
+      errors.UnusableModelError: without `label_names`, naming the file and the remedy.
+    """
+    if self.label_names is None:
+      raise errors.UnusableModelError(
+          f"{self.source} does not name its classes (no {LABELS_ASSET} beside it): pass their "
+          "names in output order (--label_names).")
+    return self.label_names
 
 
 def load(model_path: str | os.PathLike) -> LoadedModel:
@@ -94,19 +105,41 @@ def load(model_path: str | os.PathLike) -> LoadedModel:
     return _load_saved_model(path)
   if path.suffix == ".keras":
     model = keras.models.load_model(path, compile=False)
-    return LoadedModel(network_predict_fn(model), int(model.output_shape[-1]), None, str(path))
-  if path.suffix == ".tflite":
-    return _load_tflite(path)
-  hint = (" For a Keras 2 .h5 file, load it with models.load_pretrained and save it as .keras."
-          if path.suffix == ".h5" else "")
-  raise errors.UnusableModelError(
-      f"Cannot load {path}: expected a .keras file, a SavedModel directory or a .tflite file.{hint}")
+    loaded = LoadedModel(network_predict_fn(model), int(model.output_shape[-1]), None, str(path))
+  elif path.suffix == ".tflite":
+    loaded = _load_tflite(path)
+  else:
+    hint = (" For a Keras 2 .h5 file, load it with models.load_pretrained and save it as .keras."
+            if path.suffix == ".h5" else "")
+    raise errors.UnusableModelError(
+        f"Cannot load {path}: expected a .keras file, a SavedModel directory or a .tflite file."
+        f"{hint}")
+  names_file = path.parent / LABELS_ASSET
+  if not names_file.exists():
+    return loaded
+  names = read_label_names(names_file)
+  if len(names) != loaded.num_classes:
+    raise errors.UnusableModelError(
+        f"{names_file} names {len(names)} classes {names}, but {path} has {loaded.num_classes} "
+        "outputs.")
+  return dataclasses.replace(loaded, label_names=names)
+
+
+def write_label_names(folder: str | os.PathLike, names: Sequence[str]) -> pathlib.Path:
+  """Writes `folder/labels.txt`: the class names in output order, one per line."""
+  path = pathlib.Path(folder) / LABELS_ASSET
+  path.write_text("".join(f"{name}\n" for name in names))
+  return path
+
+
+def read_label_names(path: str | os.PathLike) -> tuple[str, ...]:
+  """The class names of a labels.txt written by `write_label_names`."""
+  return tuple(line for line in pathlib.Path(path).read_text().splitlines() if line)
 
 
 def saved_model_label_names(path: str | os.PathLike) -> tuple[str, ...]:
   """The class names of a SavedModel written by `export.export_saved_model`."""
-  labels_path = pathlib.Path(path) / "assets" / LABELS_ASSET
-  return tuple(line for line in labels_path.read_text().splitlines() if line)
+  return read_label_names(pathlib.Path(path) / "assets" / LABELS_ASSET)
 
 
 def _load_saved_model(path: pathlib.Path) -> LoadedModel:

@@ -1,9 +1,10 @@
 """Runs a stage schedule under a tf.distribute strategy, with per-epoch checkpoints and resume.
 
-One `run(config)` call trains every stage of `config.schedule` (see `emotion_tfds.stages`), then
-evaluates on the test split, prints the per-emotion table and saves `<model_dir>/model.keras` and
-`<model_dir>/saved_model` (uint8 serving signature). The same call on the same `model_dir` after a
-kill resumes at the stage and epoch where the last checkpoint was written.
+One `train(config)` call trains every stage of `config.schedule` (see `emotion_tfds.stages`) and
+returns the final network: the last epoch's, or the best validation epoch's with `keep_best`. The
+same call on the same `model_dir` after a kill resumes at the stage and epoch where the last
+checkpoint was written. What follows training (the final evaluation and the saved model files) is
+`emotion_tfds.runs`.
 
 Design:
   * Keras `fit` drives the training (progress bars, callbacks), one call per stage. A thin
@@ -28,21 +29,20 @@ Design:
     others write their checkpoints and exports into temporary folders (the standard MWMS pattern).
 
 The jobs around it have their own modules: strategies (`strategies`), the run's datasets and input
-functions (`stage_inputs`), seed streams (`seeds`), checkpoint state (`checkpoints`), callbacks
-(`callbacks`), the final evaluation (`evaluate.evaluate_network`) and the saved files
-(`export.save_trained`).
+functions (`stage_inputs`), seed streams (`seeds`), checkpoint state (`checkpoints`) and callbacks
+(`callbacks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shutil
 import tempfile
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from emotion_tfds import augment
 from emotion_tfds import callbacks as callbacks_lib
@@ -50,10 +50,9 @@ from emotion_tfds import checkpoints
 from emotion_tfds import curves
 from emotion_tfds import datasets
 from emotion_tfds import errors
+from emotion_tfds import image_spec
 from emotion_tfds import evaluate as evaluate_lib
-from emotion_tfds import export
 from emotion_tfds import losses
-from emotion_tfds import metrics
 from emotion_tfds import models
 from emotion_tfds import preprocess
 from emotion_tfds import run_summaries
@@ -67,7 +66,6 @@ AUGMENT_ON: tuple[str, ...] = ("device", "host", "none")
 KEEP_BEST: tuple[str, ...] = ("none", "accuracy", "macro_f1")
 BEST_WEIGHTS = "best.weights.h5"  # <model_dir>/best.weights.h5: the best epoch's network.
 TENSORBOARD_DIR = "tb"
-REPORT_PREFIX = "eval_"  # <model_dir>/eval_<split>.json and .md: the final evaluation.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,19 +163,29 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
-class RunResult:
-  """What `run` returns.
+class TrainedRun:
+  """What `train` returns: the trained network and what the steps after training need.
 
   Attributes:
-    model: the trained network (float32 [0, 1] input, softmax output).
-    report: per-emotion evaluation on `eval_split`.
+    network: the final network (float32 [0, 1] input, softmax output): the last epoch's, or the
+      best epoch's with `TrainConfig.keep_best`.
+    target: the builder of `TrainConfig.dataset`, whose label names are the network's outputs.
+    strategy: the strategy it was trained under.
+    write_dir: where this worker writes: model_dir on the chief, a temporary folder on the others.
+    chief: whether this worker is the chief (the one that prints and writes model_dir).
     history: one dict per epoch trained by this call: stage, epoch, the Keras logs, images_per_s.
     resumed_from: (stage index, epochs done) of the checkpoint this call started from, or None.
+    best_validation_accuracy: the best per-epoch validation accuracy of the stages that predict
+      the target's labels (NaN without validation).
   """
-  model: keras.Model
-  report: metrics.EmotionReport
+  network: keras.Model
+  target: tfds.core.DatasetBuilder
+  strategy: tf.distribute.Strategy
+  write_dir: pathlib.Path
+  chief: bool
   history: list[dict]
   resumed_from: tuple[int, int] | None
+  best_validation_accuracy: float
 
 
 # -------------------------------------------------------------------------------------------------
@@ -206,7 +214,7 @@ class TrainingModel(keras.Model):
     self._augment_params = augment_params
     self._stage_seed = stage_seed
     self._batch_spec = (
-        tf.TensorSpec([None, *preprocess.IMAGE_SHAPE], tf.float32 if host_augmented else tf.uint8),
+        tf.TensorSpec([None, *image_spec.IMAGE_SHAPE], tf.float32 if host_augmented else tf.uint8),
         tf.TensorSpec([None], tf.int64))
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -327,9 +335,9 @@ class _Context:
   extra_callbacks: Sequence[keras.callbacks.Callback]
 
 
-def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
-        extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
-  """Trains `config.schedule` (resuming from `config.model_dir`), evaluates, saves and exports.
+def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainedRun:
+  """Trains `config.schedule`, resuming from `config.model_dir`, up to the final network.
 
   Args:
     config: the run.
@@ -337,7 +345,8 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     extra_callbacks: more Keras callbacks for every `fit` call.
 
   Returns:
-    The trained network, the evaluation report and the per-epoch history of this call.
+    The trained network (the best epoch's weights with `config.keep_best`) and what the steps after
+    training need: the target dataset, the strategy, where to write, the per-epoch history.
 
   Raises:
     errors.CheckpointMismatchError: model_dir holds a checkpoint of other settings or data.
@@ -393,25 +402,12 @@ def run(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
     _run_stage(context, net, index, epoch if index == stage else 0,
                restore_from if index == stage else None)
 
-  target = builders[config.dataset]
   if config.keep_best != "none":
     _load_best(net, context)
-  split = evaluate_lib.report_split(target, config.eval_split)
-  report = evaluate_lib.evaluate_network(net, target, split, strategy, tta=config.final_tta)
-  if chief:
-    print(f"\nEvaluation of the final model on {config.dataset} {split} (TTA "
-          f"{config.final_tta}):\n{report.format_table()}", flush=True)
-  for suffix in (".json", ".md"):
-    report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
-  if chief:
-    run_summaries.write_run_result(write_dir / TENSORBOARD_DIR, report,
-                                   _best_validation_accuracy(config, context),
-                                   step=sum(s.epochs for s in config.schedule))
-  export.save_trained(net, write_dir, _label_names(target), announce=chief)
-  if not chief:
-    shutil.rmtree(write_dir, ignore_errors=True)
-  return RunResult(model=net, report=report, history=context.history,
-                   resumed_from=(progress.stage, progress.epoch) if progress else None)
+  return TrainedRun(network=net, target=builders[config.dataset], strategy=strategy,
+                    write_dir=write_dir, chief=chief, history=context.history,
+                    resumed_from=(progress.stage, progress.epoch) if progress else None,
+                    best_validation_accuracy=_best_validation_accuracy(config, context))
 
 
 def _best_validation_accuracy(config: TrainConfig, context: "_Context") -> float:

@@ -23,16 +23,6 @@ import support
 BATCH = 32
 
 
-def small_cnn(num_classes: int) -> keras.Model:
-  """A few-thousand-parameter CNN on float32 [0, 1] input: trains in seconds on a shared CPU."""
-  inputs = keras.Input(preprocess.IMAGE_SHAPE)
-  x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-  x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-  x = keras.layers.GlobalAveragePooling2D()(x)
-  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-  return keras.Model(inputs, outputs)
-
-
 def _datasets(num_rows: int = 448) -> tuple[tf.data.Dataset, tf.data.Dataset, np.ndarray, np.ndarray]:
   """Generated faces: float training batches, and uint8 eval batches with their arrays."""
   images, fer_ids, _ = facegen.generate(num_rows, seed=0)
@@ -63,7 +53,7 @@ class GetCallbacksTest(absltest.TestCase):
   def test_training_run_writes_every_summary(self):
     keras.utils.set_random_seed(0)
     train, evaluation, eval_images, eval_labels = _datasets()
-    model = small_cnn(len(labels.FER7))
+    model = support.small_cnn(len(labels.FER7))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     logdir = str(support.tempdir(self))
@@ -129,7 +119,7 @@ class GetCallbacksTest(absltest.TestCase):
 
   def test_resumed_stage_skips_its_note_and_non_chief_writes_nothing(self):
     train, evaluation, _, _ = _datasets(num_rows=384)
-    model = small_cnn(len(labels.FER7))
+    model = support.small_cnn(len(labels.FER7))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     resumed, worker = str(support.tempdir(self)), str(support.tempdir(self))
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(

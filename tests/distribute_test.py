@@ -1,4 +1,4 @@
-"""training.run under MirroredStrategy (2 logical CPUs, host augmentation) and
+"""runs.run under MirroredStrategy (2 logical CPUs, host augmentation) and
 MultiWorkerMirroredStrategy (2 worker processes on 127.0.0.1, device augmentation): a few real
 steps, and the replicas and the workers end with identical weights.
 
@@ -28,7 +28,7 @@ _CHILD = r'''
 import json, sys
 import numpy as np
 import tensorflow as tf
-from emotion_tfds import stages, strategies, training
+from emotion_tfds import runs, stages, strategies, training
 
 mode, data_dir, model_dir, out = sys.argv[1:5]
 if mode == "mirrored":
@@ -41,7 +41,7 @@ config = training.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
     schedule=tuple(stages.parse_stages("all:1:1e-3:16")), strategy=mode,
     augment_on="host" if mode == "mirrored" else "device")  # Both augmentation paths.
-result = training.run(config, strategy=strategy)
+result = runs.run(config, strategy=strategy)
 # The largest difference between the replicas' copies of any variable.
 spread = 0.0
 for v in result.model.weights:

@@ -18,12 +18,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from emotion_tfds import errors
 from emotion_tfds import evaluate
 from emotion_tfds import export
+from emotion_tfds import image_spec
 from emotion_tfds import labels
 from emotion_tfds import models
 from emotion_tfds import preprocess
 from emotion_tfds import serving
+
+import support
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,16 +57,8 @@ def trained_models(generated_data_dir, tmp_path_factory) -> dict[str, pathlib.Pa
           "seed6": out / "seed6.keras"}
 
 
-def _small_model(num_classes: int) -> keras.Model:
-  inputs = keras.Input(preprocess.IMAGE_SHAPE)
-  x = keras.layers.Conv2D(4, 3, strides=3, activation="relu")(inputs)
-  x = keras.layers.Flatten()(x)
-  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-  return keras.Model(inputs, outputs)
-
-
 def _images(n: int, seed: int = 0) -> np.ndarray:
-  return np.random.default_rng(seed).integers(0, 256, (n, *preprocess.IMAGE_SHAPE), dtype=np.uint8)
+  return np.random.default_rng(seed).integers(0, 256, (n, *image_spec.IMAGE_SHAPE), dtype=np.uint8)
 
 
 class LoadModelTest(absltest.TestCase):
@@ -73,7 +69,7 @@ class LoadModelTest(absltest.TestCase):
     self.addCleanup(shutil.rmtree, self.tmp)
 
   def test_keras_and_saved_model_predict_the_same(self):
-    model = _small_model(6)
+    model = support.small_cnn(6)
     model.save(self.tmp / "m.keras")
     export.export_saved_model(model, self.tmp / "sm", label_names=labels.SEED6)
     images = _images(5)
@@ -86,6 +82,16 @@ class LoadModelTest(absltest.TestCase):
     gc.collect()  # The SavedModel's variables must outlive the load (they are used in graphs).
     np.testing.assert_allclose(tf.function(from_saved.predict_fn)(tf.constant(images)), expected,
                                atol=1e-6)
+    # A .keras file names its classes only through the labels.txt beside it; nothing is guessed.
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"m\.keras does not name its classes .*--label_names"):
+      from_keras.emotions()
+    serving.write_label_names(self.tmp, labels.FER7)
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"labels\.txt names 7 classes .* but .*m\.keras has 6 outputs"):
+      serving.load(self.tmp / "m.keras")
+    serving.write_label_names(self.tmp, labels.SEED6)
+    self.assertEqual(serving.load(self.tmp / "m.keras").emotions(), labels.SEED6)
 
   def test_bad_model_paths(self):
     with self.assertRaisesRegex(FileNotFoundError, "nope.keras does not exist"):
@@ -132,7 +138,7 @@ class TtaTest(absltest.TestCase):
     images = _images(3)
     flip = evaluate.with_tta(predict_fn, "flip")(tf.constant(images)).numpy()
     views = seen[-1]
-    self.assertEqual(views.shape, (6, *preprocess.IMAGE_SHAPE))
+    self.assertEqual(views.shape, (6, *image_spec.IMAGE_SHAPE))
     np.testing.assert_array_equal(views[3:], images[:, :, ::-1])
     left = images[:, :, :24, 0].mean(axis=(1, 2)) / 255.0
     right = images[:, :, 24:, 0].mean(axis=(1, 2)) / 255.0
@@ -140,7 +146,7 @@ class TtaTest(absltest.TestCase):
 
     ten = evaluate.with_tta(predict_fn, "ten-crop")(tf.constant(images)).numpy()
     views = seen[-1]
-    self.assertEqual((views.shape, views.dtype), ((30, *preprocess.IMAGE_SHAPE), np.uint8))
+    self.assertEqual((views.shape, views.dtype), ((30, *image_spec.IMAGE_SHAPE), np.uint8))
     self.assertEqual(ten.shape, (3, 2))
     np.testing.assert_allclose(ten.sum(axis=1), 1.0, rtol=1e-6)
     center = tf.image.resize(images[:, 4:44, 4:44].astype(np.float32), (48, 48))
@@ -148,7 +154,7 @@ class TtaTest(absltest.TestCase):
     np.testing.assert_array_equal(views[15:18], views[0:3, :, ::-1])  # Mirror of the top-left.
     top_right = tf.image.resize(images[:, 0:40, 8:48].astype(np.float32), (48, 48))
     np.testing.assert_array_equal(views[3:6], np.round(top_right.numpy()).astype(np.uint8))
-    constant = np.full((1, *preprocess.IMAGE_SHAPE), 77, np.uint8)
+    constant = np.full((1, *image_spec.IMAGE_SHAPE), 77, np.uint8)
     evaluate.with_tta(predict_fn, "ten-crop")(tf.constant(constant))
     np.testing.assert_array_equal(seen[-1], 77)
 

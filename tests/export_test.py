@@ -22,20 +22,9 @@ from emotion_tfds import models
 from emotion_tfds import preprocess
 from emotion_tfds import serving
 
+import support
+
 DATASET = "fer2013/seed6"
-
-
-def small_cnn(num_classes: int) -> keras.Model:
-  """A CNN small enough to train in seconds on 2 CPU cores (the base CNN takes ~30 s an epoch)."""
-  inputs = keras.Input(preprocess.IMAGE_SHAPE, name="image")
-  x = inputs
-  for filters in (16, 32, 32):
-    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-    x = keras.layers.MaxPooling2D(2)(x)
-  x = keras.layers.Flatten()(x)
-  x = keras.layers.Dropout(0.25)(x)
-  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-  return keras.Model(inputs, outputs)
 
 
 def split_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +36,7 @@ def train_small_model(builder, epochs: int) -> keras.Model:
   """Plain `model.fit` on `preprocess.to_model_input` images of the train split."""
   keras.utils.set_random_seed(0)
   images, labels = split_arrays(builder, "train")
-  model = small_cnn(datasets.num_classes(builder))
+  model = support.small_cnn(datasets.num_classes(builder))
   model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
   model.fit(preprocess.to_model_input(images), labels, batch_size=32, epochs=epochs, verbose=0)
   return model
@@ -82,6 +71,11 @@ class ExportRunTest(tf.test.TestCase):
     written = json.loads((self.out_dir / "parity.json").read_text())
     self.assertEqual(written["num_examples"], self.builder.info.splits["validation"].num_examples)
     self.assertEqual(written["accuracy"], self.report.accuracy)
+    # The TFLite models name their classes through the labels.txt beside them.
+    names = datasets.label_names(self.builder)
+    for quantization in export.QUANTIZATIONS:
+      self.assertEqual(serving.load(self.out_dir / export.TFLITE_FILES[quantization]).emotions(),
+                       names, quantization)
 
   def test_model_learned(self):
     # Otherwise the quantisation comparison below would compare near-uniform outputs.
@@ -157,7 +151,7 @@ class ExportArgumentsTest(tf.test.TestCase):
     finally:
       keras.mixed_precision.set_global_policy("float32")
     path = self.get_temp_dir() + "/saved_model"
-    export.export_saved_model(mixed, path)
+    export.export_saved_model(mixed, path, labels.SEED6)
     images = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
     probabilities = tf.saved_model.load(path).signatures[serving.SERVING_KEY](
         images=tf.constant(images))[serving.PROBABILITIES_KEY]
@@ -165,4 +159,4 @@ class ExportArgumentsTest(tf.test.TestCase):
     self.assertEqual({layer.dtype_policy.name for layer in float32.layers}, {"float32"})
     self.assertAllClose(probabilities, float32(preprocess.to_model_input(images)), atol=1e-6)
     self.assertAllClose(probabilities, mixed(preprocess.to_model_input(images)), atol=2e-2)
-    self.assertEqual(serving.saved_model_label_names(path), labels.scheme_of_size(6))
+    self.assertEqual(serving.saved_model_label_names(path), labels.SEED6)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import pathlib
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 from absl.testing import absltest
 
 from emotion_tfds import faces
-from emotion_tfds import preprocess
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _inside(inner, outer, slack: int = 0) -> bool:
@@ -62,9 +67,6 @@ class CropFaceTest(absltest.TestCase):
   def _frames(self, real_face_frames):
     self.frames = real_face_frames
 
-  def test_size_matches_model_input(self):
-    self.assertEqual(faces.CROP_SIZE, preprocess.IMAGE_SIZE)
-
   def test_crop_contains_the_face(self):
     for name, frame in self.frames.items():
       (box,) = faces.detect_faces(frame)
@@ -98,3 +100,14 @@ class CropFaceTest(absltest.TestCase):
       faces.crop_face(np.zeros((10, 10), np.uint8), (0, 0, 0, 5))
     with self.assertRaisesRegex(ValueError, "outside"):
       faces.crop_face(np.zeros((10, 10), np.uint8), (50, 50, 5, 5), margin=0.0)
+
+
+class ImportTest(absltest.TestCase):
+
+  def test_faces_and_facegen_do_not_load_tensorflow(self):
+    # Crop extraction runs in Beam workers: the image size comes from image_spec, not preprocess.
+    code = ("import sys; import emotion_tfds.faces, emotion_tfds.facegen; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True)
+    self.assertEqual(done.stdout.strip(), "[]")

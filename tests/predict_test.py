@@ -23,7 +23,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from emotion_tfds import datasets
-from emotion_tfds import evaluate
 from emotion_tfds import export
 from emotion_tfds import pipeline
 from emotion_tfds import predict
@@ -31,19 +30,10 @@ from emotion_tfds import preprocess
 from emotion_tfds import serving
 from emotion_tfds import training
 
+import support
+
 DATASET = "fer2013/seed6"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _small_cnn(num_classes: int) -> keras.Model:
-  inputs = keras.Input(preprocess.IMAGE_SHAPE, name="image")
-  x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-  x = keras.layers.MaxPooling2D(4)(x)
-  x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-  x = keras.layers.MaxPooling2D(2)(x)
-  x = keras.layers.Flatten()(x)
-  outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-  return keras.Model(inputs, outputs)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def trained(generated_data_dir, real_face_frames, tmp_path_factory):
   images, labels = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1,
                                                     as_supervised=True))
   keras.utils.set_random_seed(0)
-  model = _small_cnn(datasets.num_classes(builder))
+  model = support.small_cnn(datasets.num_classes(builder))
   model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
   model.fit(preprocess.to_model_input(images), labels, batch_size=32, epochs=2, verbose=0)
 
@@ -61,6 +51,7 @@ def trained(generated_data_dir, real_face_frames, tmp_path_factory):
   paths = {"keras": root / "model.keras", "saved_model": root / "saved_model",
            "tflite": root / "model.tflite"}
   model.save(paths["keras"])
+  serving.write_label_names(root, datasets.label_names(builder))  # As training saves model.keras.
   export.export_saved_model(model, paths["saved_model"], datasets.label_names(builder))
   export.export_tflite(paths["saved_model"], paths["tflite"])
 
@@ -179,7 +170,7 @@ class PredictLibraryTest(tf.test.TestCase):
     self.assertAllClose(classifiers["tflite"].predict(crops), expected, atol=1e-5)
 
   def test_same_preprocessing_on_every_path(self):
-    for module in (predict, export, training, evaluate):
+    for module in (serving, export, training):  # predict and evaluate go through serving.
       self.assertIs(module.preprocess, preprocess, module.__name__)
     photo = next(iter(self.t["frames"].values()))
     model = self.t["model"]

@@ -20,9 +20,11 @@ from emotion_tfds import curves
 from emotion_tfds import errors
 from emotion_tfds import callbacks
 from emotion_tfds import evaluate
+from emotion_tfds import labels
 from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import run_summaries
+from emotion_tfds import runs
 from emotion_tfds import serving
 from emotion_tfds import stage_inputs
 from emotion_tfds import stages
@@ -75,7 +77,7 @@ class StagesTest(absltest.TestCase):
     snapshots = _Snapshots()
     config = _config(self.model_dir, self.data_dir, "head:1:1e-2:16,all:1:1e-3:16",
                      pretrain="all:1:1e-3:16")
-    result = training.run(config, extra_callbacks=[snapshots])
+    result = runs.run(config, extra_callbacks=[snapshots])
     return config, result, snapshots.fits
 
   def test_stage_semantics_head_swap_and_outputs(self):
@@ -108,6 +110,7 @@ class StagesTest(absltest.TestCase):
     # Evaluation, report files, model.keras and a uint8 SavedModel.
     self.assertEqual(result.report.totals.count, 120)  # seed6 test split of the generated data.
     self.assertTrue((self.model_dir / "eval_test.json").exists())
+    self.assertEqual(serving.load(self.model_dir / serving.MODEL_FILE).emotions(), labels.SEED6)
     loaded = keras.models.load_model(self.model_dir / serving.MODEL_FILE)
     images = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
@@ -120,7 +123,7 @@ class StagesTest(absltest.TestCase):
     self.assertEqual(out["probabilities"].shape, (2, 6))
 
     # Started again, the finished run trains nothing and reproduces the evaluation.
-    again = training.run(config)
+    again = runs.run(config)
     self.assertEqual(again.history, [])
     self.assertEqual(again.resumed_from, (2, 1))
     self.assertEqual(again.report.to_dict(), result.report.to_dict())
@@ -184,14 +187,14 @@ class ResumeTest(absltest.TestCase):
 
     # 1. Crash in the all stage's first epoch: the last checkpoint closes the head stage.
     with self.assertRaises(_StopAt.Stop):
-      training.run(config, extra_callbacks=[_StopAt(fit_index=2, epoch=0)])
+      training.train(config, extra_callbacks=[_StopAt(fit_index=2, epoch=0)])
     progress = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (0, 1, _STEPS))
 
     # 2. Resumed, the all stage starts with a fresh optimizer; crash before its 2nd checkpoint.
     first, stop = _FirstState(), _StopAt(fit_index=1, epoch=1)
     with self.assertRaises(_StopAt.Stop):
-      training.run(config, extra_callbacks=[first, stop])
+      training.train(config, extra_callbacks=[first, stop])
     self.assertEqual(first.state["iterations"], 0)
     progress = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (1, 1, 2 * _STEPS))
@@ -206,7 +209,7 @@ class ResumeTest(absltest.TestCase):
     # 3. Resumed mid-stage: the stage's optimizer comes back (step counter, Adam moments) with
     # the weights, and the run finishes the stage.
     first = _FirstState()
-    result = training.run(config, extra_callbacks=[first])
+    result = runs.run(config, extra_callbacks=[first])
     self.assertEqual(result.resumed_from, (1, 1))
     self.assertEqual([(h["stage"], h["epoch"]) for h in result.history],
                      [("stage2_all", 2), ("stage2_all", 3)])
@@ -244,11 +247,11 @@ class ResumeTest(absltest.TestCase):
     other = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:4:1e-3:16")
     with self.assertRaisesRegex(errors.CheckpointMismatchError,
                                 r"another run; what differs: stages: .*all:3:.* -> .*all:4:"):
-      training.run(other)
+      training.train(other)
     capped = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16",
                      max_steps_per_epoch=_STEPS + 1)
     with self.assertRaisesRegex(ValueError, r"what differs: max_steps_per_epoch: 2 -> 3\."):
-      training.run(capped)
+      training.train(capped)
 
 
 @pytest.mark.usefixtures("data_dir")
@@ -263,9 +266,9 @@ class RecipeOptionsTest(absltest.TestCase):
         ":balance=weights", validate=True, keep_best="accuracy",
         final_tta="flip")
     with self.assertRaises(_StopAt.Stop):
-      training.run(config, extra_callbacks=[_StopAt(fit_index=1, epoch=2)])
+      training.train(config, extra_callbacks=[_StopAt(fit_index=1, epoch=2)])
     self.assertEqual(checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR)).epoch, 2)
-    result = training.run(config)
+    result = runs.run(config)
     self.assertEqual(result.resumed_from, (0, 2))
 
     # The plateau state came back: the lr of epochs 3-4 follows from the checkpointed best/wait.
@@ -335,7 +338,7 @@ class ErrorsTest(absltest.TestCase):
   def test_batch_larger_than_split(self):
     config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
-      training.run(config)
+      training.train(config)
 
   @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
@@ -378,12 +381,17 @@ class DataServiceTest(absltest.TestCase):
 
     try:
       with mock.patch.object(pipeline, "make_dataset", recording_make_dataset):
-        config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:16",
+        model_dir = support.tempdir(self)
+        config = _config(str(model_dir), self.data_dir, "all:1:1e-3:16",
                          data_service_address=f"grpc://127.0.0.1:{port}")
-        result = training.run(config)
+        result = training.train(config)
     finally:
       worker.stop()
       dispatcher.stop()
     self.assertIn(f"grpc://127.0.0.1:{port}", addresses)
     self.assertEqual([(h["stage"], h["epoch"]) for h in result.history], [("stage1_all", 1)])
     self.assertTrue(np.isfinite(result.history[0]["loss"]))
+    # Training ends at the trained network: evaluating and saving it are runs.run's.
+    self.assertEqual(result.network.output_shape, (None, 6))
+    self.assertEqual(sorted(p.name for p in model_dir.iterdir()),
+                     [checkpoints.CKPT_DIR, training.TENSORBOARD_DIR])

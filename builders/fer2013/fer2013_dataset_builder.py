@@ -23,12 +23,12 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from emotion_tfds import image_spec
 from emotion_tfds import labels
 
 _CSV_NAMES = ("fer2013.csv", "fer2013.csv.gz")  # Looked up in this order in manual_dir.
 _COLUMNS = ("emotion", "pixels", "Usage")
-_IMAGE_SHAPE = (48, 48, 1)
-_NUM_PIXELS = _IMAGE_SHAPE[0] * _IMAGE_SHAPE[1]
+_NUM_PIXELS = image_spec.IMAGE_SIZE**2
 _EMOTION_IDS = {str(i).encode(): i for i in range(len(labels.FER7))}
 _USAGES = tuple(labels.USAGE_TO_SPLIT)  # Training, PublicTest, PrivateTest.
 _USAGE_IDS = {usage.encode(): i for i, usage in enumerate(_USAGES)}
@@ -95,7 +95,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=_IMAGE_SHAPE, encoding_format="png"),
+            "image": tfds.features.Image(shape=image_spec.IMAGE_SHAPE, encoding_format="png"),
             "label": tfds.features.ClassLabel(names=labels.get_scheme(self.builder_config.scheme)),
             "row": tfds.features.Scalar(
                 dtype=np.int64, doc="1-based data row in the csv (header excluded); -1 if none."),
@@ -214,7 +214,7 @@ def _read_csv(path: epath.Path) -> _Table:
   if not rows:
     raise CsvError(f"{path}: no data rows after the header.")
   return _Table(path=path,
-                images=np.stack(images).reshape((-1, *_IMAGE_SHAPE)),
+                images=np.stack(images).reshape((-1, *image_spec.IMAGE_SHAPE)),
                 emotions=np.array(emotions, dtype=np.int64),
                 usages=np.array(usages, dtype=np.int64),
                 rows=np.array(rows, dtype=np.int64))

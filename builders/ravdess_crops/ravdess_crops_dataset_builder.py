@@ -12,8 +12,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from emotion_tfds import image_spec
 from emotion_tfds import labels
-from emotion_tfds import preprocess
 from emotion_tfds import ravdess_crops
 
 _HOMEPAGE = "https://zenodo.org/record/1188976"
@@ -44,7 +44,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=preprocess.IMAGE_SHAPE, encoding_format="png"),
+            "image": tfds.features.Image(shape=image_spec.IMAGE_SHAPE, encoding_format="png"),
             "label": tfds.features.ClassLabel(names=labels.FER7),
             "crop_file": tfds.features.Text(doc="Path in the crops folder, e.g. Actor_01/....png."),
             "source_video": tfds.features.Text(doc="The video it was cut from."),

@@ -10,10 +10,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from emotion_tfds import preprocess
+from emotion_tfds import image_spec
 
 
-def build_base_cnn(num_classes: int, input_shape: tuple[int, int, int] = preprocess.IMAGE_SHAPE,
+def build_base_cnn(num_classes: int, input_shape: tuple[int, int, int] = image_spec.IMAGE_SHAPE,
                    name: str = "base_cnn") -> keras.Model:
   """Builds the Emotion-detection CNN.
 

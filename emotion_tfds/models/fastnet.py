@@ -17,7 +17,7 @@ import keras
 from keras import layers
 import tensorflow as tf
 
-from emotion_tfds import preprocess
+from emotion_tfds import image_spec
 
 
 @keras.saving.register_keras_serializable(package="emotion_tfds")
@@ -48,7 +48,7 @@ def _conv_bn_relu(x, width: int, name: str, pool: bool = False, bn_momentum: flo
   return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_fastnet(num_classes: int, input_shape: tuple[int, int, int] = preprocess.IMAGE_SHAPE,
+def build_fastnet(num_classes: int, input_shape: tuple[int, int, int] = image_spec.IMAGE_SHAPE,
                   name: str = "fastnet", stem: int = 64, widths: Sequence[int] = (64, 128, 256),
                   convs_per_stage: int = 2, head_dropout: float = 0.2) -> keras.Model:
   """Builds the network.

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from emotion_tfds import preprocess
+from emotion_tfds import image_spec
 
 
-def build_vgg(num_classes: int, input_shape: tuple[int, int, int] = preprocess.IMAGE_SHAPE,
+def build_vgg(num_classes: int, input_shape: tuple[int, int, int] = image_spec.IMAGE_SHAPE,
               name: str = "vgg", filters: Sequence[int] = (32, 64, 128, 256),
               block_dropout: float = 0.25, fc_units: int = 256,
               head_dropout: float = 0.5) -> keras.Model:

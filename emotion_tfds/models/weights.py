@@ -22,8 +22,8 @@ import keras
 import numpy as np
 
 from emotion_tfds import errors
+from emotion_tfds import image_spec
 from emotion_tfds import labels
-from emotion_tfds import preprocess
 from emotion_tfds.models import base_cnn
 from emotion_tfds.models import heads
 
@@ -116,10 +116,10 @@ def with_predictions_head(model: keras.Model, path: pathlib.Path) -> keras.Model
     raise errors.UnusableModelError(
         f"{path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
         "expected one image input and one class output.")
-  if tuple(model.inputs[0].shape[1:]) != preprocess.IMAGE_SHAPE:
+  if tuple(model.inputs[0].shape[1:]) != image_spec.IMAGE_SHAPE:
     raise errors.UnusableModelError(
         f"{path}: the model takes inputs of shape {tuple(model.inputs[0].shape[1:])}; expected "
-        f"{preprocess.IMAGE_SHAPE} (48x48 grayscale faces).")
+        f"{image_spec.IMAGE_SHAPE} (48x48 grayscale faces).")
   if model.layers[-1].name == heads.PREDICTIONS:
     return model
   dense = _classifier_of(model, path)
