@@ -126,7 +126,11 @@ class StagesTest(absltest.TestCase):
     again = runs.run(config)
     self.assertEqual(again.history, [])
     self.assertEqual(again.resumed_from, (2, 1))
-    self.assertEqual(again.report.to_dict(), result.report.to_dict())
+    # The same predictions; the summed probabilities to float rounding (the order of a
+    # multi-threaded reduction varies with the machine's load).
+    np.testing.assert_array_equal(again.report.confusion, result.report.confusion)
+    np.testing.assert_allclose(again.report.true_prob_sum, result.report.true_prob_sum,
+                               rtol=1e-6)
 
 
 class _StopAt(keras.callbacks.Callback):
