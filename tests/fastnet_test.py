@@ -37,18 +37,21 @@ class FastnetTest(absltest.TestCase):
     np.testing.assert_allclose(again(images), six(images), atol=1e-6)
 
   def test_complexity_by_hand(self):
-    # Stem 4 -> 64 at 24x24, then per stage (in -> w at the pre-pool size, w -> w after it).
-    macs = 24 * 24 * 9 * 4 * 64
-    size, cin = 24, 64
-    for width in (64, 128, 256):
-      macs += size * size * 9 * cin * width
-      size //= 2
-      macs += size * size * 9 * width * width
-      cin = width
-    macs += 256 * 7
-    stats = complexity.complexity(models.build_fastnet(num_classes=7))
-    self.assertEqual(stats.macs, macs)
-    self.assertEqual(stats.params, models.build_fastnet(num_classes=7).count_params())
+    for build, stem, widths in ((models.build_fastnet, 64, (64, 128, 256)),
+                                (models.build_fastnet_small, 32, (32, 64, 128))):
+      # Stem 4 -> stem at 24x24, then per stage (in -> w at the pre-pool size, w -> w after it).
+      macs = 24 * 24 * 9 * 4 * stem
+      size, cin = 24, stem
+      for width in widths:
+        macs += size * size * 9 * cin * width
+        size //= 2
+        macs += size * size * 9 * width * width
+        cin = width
+      macs += widths[-1] * 7
+      net = build(num_classes=7)
+      stats = complexity.complexity(net)
+      self.assertEqual(stats.macs, macs, net.name)
+      self.assertEqual(stats.params, net.count_params(), net.name)
 
   def test_models_main_lists_every_model(self):
     out = subprocess.run([sys.executable, "models_main.py"], capture_output=True, text=True,
