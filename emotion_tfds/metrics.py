@@ -273,6 +273,7 @@ class EmotionReport:
   def format_table(self) -> str:
     """Seed-style console table: label, num image, accuracy, avg confidence, distribution."""
     header, body = self._table()
+    shown_names = self.in_display_order().pred_names  # The order of the body's counts.
     num_fixed = 6
     fixed = [r[:num_fixed] for r in [header] + body]
     widths = [max(len(r[k]) for r in fixed) for k in range(num_fixed)]
@@ -283,7 +284,7 @@ class EmotionReport:
       if k == 0:
         cells.append(row[num_fixed])
       else:
-        cells.append(" ".join(f"{n}:{c}" for n, c in zip(self.pred_names, row[num_fixed:])))
+        cells.append(" ".join(f"{n}:{c}" for n, c in zip(shown_names, row[num_fixed:])))
       lines.append("  ".join(cells))
     return "\n".join(lines + [""] + self._notes())
 

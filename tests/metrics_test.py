@@ -141,6 +141,15 @@ class EmotionReportTest(absltest.TestCase):
     np.testing.assert_allclose(tf_report.true_prob_sum, numpy_report.true_prob_sum)
     self.assertEqual(tf_report.true_prob_sum[2], 0.0)  # fear: not covered.
 
+  def test_console_distribution_names_its_counts_in_display_order(self):
+    # seed6's label order (neutral before sad) differs from its display order (neutral last).
+    report = metrics.EmotionReport(labels.SEED6)
+    true = np.repeat(np.arange(6), np.arange(1, 7))
+    report.update(true, np.eye(6, dtype=np.float32)[true])  # Every image predicted right.
+    for i, name in enumerate(labels.SEED6):
+      row = next(line for line in report.format_table().splitlines() if line.startswith(name))
+      self.assertIn(f" {name}:{i + 1} ", f"{row} ", row)
+
   def test_outputs_are_valid_and_agree(self):
     report = self._hand_report()
     table = report.format_table()
