@@ -30,12 +30,13 @@ class ConfigsTest(parameterized.TestCase):
     flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'fer7_fast.cfg'}"])
     config = train_main.make_config()
     (stage,) = config.schedule
-    self.assertEqual((config.model, config.dataset), ("fastnet", "fer2013/fer7"))
+    self.assertEqual((config.model, config.dataset), ("fastnet_small", "fer2013/fer7"))
+    self.assertEqual(stage.epochs, 24)
     self.assertEqual((stage.optimizer, stage.schedule), ("nesterov", "cosine"))
     self.assertEqual((config.keep_best, config.final_tta), ("accuracy", "flip"))
     params = config.augment_params
     self.assertEqual((params.crop, params.flip_prob, params.blur_sigma, params.contrast,
-                      params.brightness, params.noise_stddev), (0.1, 0.5, 0.0, 0.2, 0.05, 0.0))
+                      params.brightness, params.noise_stddev), (0.15, 0.5, 0.0, 0.3, 0.1, 0.0))
 
   def test_seed_recipe_pretrains_without_augmentation(self):
     flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'seed.cfg'}"])
