@@ -50,8 +50,8 @@ from emotion_tfds import checkpoints
 from emotion_tfds import curves
 from emotion_tfds import datasets
 from emotion_tfds import errors
-from emotion_tfds import image_spec
 from emotion_tfds import evaluate as evaluate_lib
+from emotion_tfds import image_spec
 from emotion_tfds import losses
 from emotion_tfds import models
 from emotion_tfds import preprocess
@@ -176,7 +176,8 @@ class TrainedRun:
     history: one dict per epoch trained by this call: stage, epoch, the Keras logs, images_per_s.
     resumed_from: (stage index, epochs done) of the checkpoint this call started from, or None.
     best_validation_accuracy: the best per-epoch validation accuracy of the stages that predict
-      the target's labels (NaN without validation).
+      the target's labels (NaN without validation, and on the other workers than the chief,
+      which write no event files).
   """
   network: keras.Model
   target: tfds.core.DatasetBuilder
@@ -407,7 +408,8 @@ def train(config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
   return TrainedRun(network=net, target=builders[config.dataset], strategy=strategy,
                     write_dir=write_dir, chief=chief, history=context.history,
                     resumed_from=(progress.stage, progress.epoch) if progress else None,
-                    best_validation_accuracy=_best_validation_accuracy(config, context))
+                    best_validation_accuracy=(_best_validation_accuracy(config, context)
+                                              if chief else float("nan")))
 
 
 def _best_validation_accuracy(config: TrainConfig, context: "_Context") -> float:
