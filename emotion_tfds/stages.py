@@ -22,6 +22,7 @@ Options (`key=value`, any order, after the positional fields; see `Stage` for th
   smooth=S        label smoothing
   balance=none|weights|sqrt   class weights n / (K n_c) in the loss, or their square roots
   augment=on|off  whether the run's augmentation applies in this stage (default on)
+  ema=M           evaluate, keep and finish with an exponential moving average of the weights
 
 Learning-rate scaling (`scaled_lr`, off unless asked for): the linear rule of Goyal et al. (2017),
 lr * global_batch / reference_batch, so a stage's lr is given for `reference_batch` images per step.
@@ -42,7 +43,7 @@ BALANCES: tuple[str, ...] = ("none", "weights", "sqrt")
 _OPTION_FIELDS = {"schedule": "schedule", "warmup": "warmup", "drops": "drops",
                   "factor": "factor", "patience": "patience", "wd": "weight_decay",
                   "clip": "clipnorm", "smooth": "label_smoothing", "balance": "balance",
-                  "augment": "augment"}
+                  "augment": "augment", "ema": "ema"}
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -72,6 +73,9 @@ class Stage:
     balance: "weights" scales each example's loss by n / (K * n_class) of the training split,
       "sqrt" by its square root, "none" not at all.
     augment: the run's augmentation applies in this stage (False: plain images).
+    ema: momentum M of an exponential moving average of the trainable weights (0: off); the
+      averages are what each epoch's validation, keep-best and the stage's end see
+      (weight_averages.py).
   """
   name: str
   trainable: str
@@ -90,6 +94,7 @@ class Stage:
   label_smoothing: float = 0.0
   balance: str = "none"
   augment: bool = True
+  ema: float = 0.0
 
   def __post_init__(self):
     if not _NAME_RE.match(self.name) or self.name in TRAINABLE:
@@ -131,6 +136,8 @@ class Stage:
       raise ValueError(f"Stage {self.name}: patience must be >= 1, got {self.patience}.")
     if self.weight_decay < 0 or self.clipnorm < 0:
       raise ValueError(f"Stage {self.name}: wd and clip must be >= 0.")
+    if not 0 <= self.ema < 1:
+      raise ValueError(f"Stage {self.name}: ema must be in [0, 1), got {self.ema}.")
     if not 0 <= self.label_smoothing < 1:
       raise ValueError(f"Stage {self.name}: smooth must be in [0, 1), got "
                        f"{self.label_smoothing}.")
@@ -261,15 +268,18 @@ def scaled_lr(stage: Stage, scale_lr: bool, reference_batch: int) -> float:
 
 
 def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0,
-                   clipnorm: float = 0.0) -> keras.optimizers.Optimizer:
+                   clipnorm: float = 0.0, ema: float = 0.0) -> keras.optimizers.Optimizer:
   """A fresh Keras optimizer by name (see OPTIMIZERS).
 
   "momentum" is SGD with momentum 0.9, "nesterov" the same with Nesterov momentum. `weight_decay`
   is decoupled (Keras subtracts lr * weight_decay * w after each step, for every optimizer);
-  `clipnorm` > 0 clips the global gradient norm. `learning_rate` is a float or a schedule.
+  `clipnorm` > 0 clips the global gradient norm; `ema` > 0 keeps a moving average of the
+  weights with that momentum. `learning_rate` is a float or a schedule.
   """
   kwargs = {"weight_decay": weight_decay or None,
             "global_clipnorm": clipnorm or None}
+  if ema:
+    kwargs.update(use_ema=True, ema_momentum=ema)
   if name == "adam":
     return keras.optimizers.Adam(learning_rate, **kwargs)
   if name == "adamw":

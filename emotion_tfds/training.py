@@ -61,6 +61,7 @@ from emotion_tfds import seeds
 from emotion_tfds import stage_inputs
 from emotion_tfds import stages as stages_lib
 from emotion_tfds import strategies
+from emotion_tfds import weight_averages
 
 AUGMENT_ON: tuple[str, ...] = ("device", "host", "none")
 KEEP_BEST: tuple[str, ...] = ("none", "accuracy", "macro_f1")
@@ -492,11 +493,12 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
                             host_augmented=augment_on == "host")
     optimizer = stages_lib.make_optimizer(
         stage.optimizer, schedules.learning_rate(stage, lr, steps),
-        weight_decay=stage.weight_decay, clipnorm=stage.clipnorm)
+        weight_decay=stage.weight_decay, clipnorm=stage.clipnorm, ema=stage.ema)
     trainer.compile(optimizer=optimizer,
                     loss=losses.SmoothedCrossEntropy(stage.label_smoothing, weights),
                     metrics=["accuracy"], jit_compile=config.jit_compile)
     trainer.optimizer.build(trainer.trainable_variables)
+  averaged = weight_averages.EvaluateAverages(trainer, stage.epochs) if stage.ema else None
   counters = context.counters
   stage_callbacks = []
   if stage.schedule == "plateau":
@@ -529,6 +531,7 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
       builder, stage, config.seed, index, first_epoch, steps, config.deterministic, host_augment,
       config.data_service_address))
   callbacks = [
+      *([averaged.put_in] if averaged else []),
       *callbacks_lib.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name), label_names=names,
           eval_dataset=validation, stage_note=f"{label}: {stage.spec()} on "
@@ -539,6 +542,7 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
       callbacks_lib.EpochLine(is_chief=context.chief, label=label, epochs=stage.epochs,
                               history=context.history, stage=stage.name),
       *stage_callbacks,
+      *([averaged.take_out] if averaged else []),
       *context.extra_callbacks,
       checkpoints.SaveCheckpoint(manager, counters, steps),
   ]

@@ -30,10 +30,10 @@ class ParseStagesTest(parameterized.TestCase):
   def test_options(self):
     (got,) = stages.parse_stages(
         "main:all:12:0.1:128:nesterov:schedule=cosine:warmup=1.5:wd=5e-4:smooth=0.1:clip=2"
-        ":balance=sqrt:augment=off")
+        ":balance=sqrt:augment=off:ema=0.999")
     self.assertEqual(got, stages.Stage(
         "main", "all", 12, 0.1, 128, "nesterov", schedule="cosine", warmup=1.5, weight_decay=5e-4,
-        label_smoothing=0.1, clipnorm=2.0, balance="sqrt", augment=False))
+        label_smoothing=0.1, clipnorm=2.0, balance="sqrt", augment=False, ema=0.999))
     (step,) = stages.parse_stages("all:10:0.1:64:sgd:schedule=step:drops=5/8:factor=0.2")
     self.assertEqual((step.drops, step.lr_factor), ((5, 8), 0.2))
     (plateau,) = stages.parse_stages("all:10:0.1:64:schedule=plateau:patience=3")
@@ -41,7 +41,7 @@ class ParseStagesTest(parameterized.TestCase):
 
   def test_options_round_trip(self):
     spec = ("a:all:12:0.1:128:nesterov:schedule=step:drops=4/8:factor=0.3:wd=0.0005:smooth=0.2,"
-            "b:head:3:0.001:32:adam:schedule=plateau:patience=4:balance=weights:augment=off")
+            "b:head:3:0.001:32:adam:schedule=plateau:patience=4:balance=weights:augment=off:ema=0.99")
     parsed = stages.parse_stages(spec)
     self.assertEqual(",".join(s.spec() for s in parsed), spec)
     self.assertEqual(stages.parse_stages(",".join(s.spec() for s in parsed)), parsed)
@@ -75,6 +75,7 @@ class ParseStagesTest(parameterized.TestCase):
       ("all:4:0.1:32:schedule=plateau:warmup=1", "warmup is not available"),
       ("all:4:0.1:32:warmup=5", "warmup must be in"),
       ("all:4:0.1:32:smooth=1", "smooth must be in"),
+      ("all:4:0.1:32:ema=1", "ema must be in"),
       ("all:4:0.1:32:balance=oversample", "balance must be one of"),
       ("all:4:0.1:32:augment=yes", "bad value 'yes' for option 'augment'"),
       ("all:4:0.1:32:schedule=plateau:factor=2", "factor must be in"),
@@ -124,5 +125,8 @@ class LearningRateTest(absltest.TestCase):
     self.assertAlmostEqual(nesterov.weight_decay, 5e-4)
     self.assertAlmostEqual(nesterov.global_clipnorm, 1.0)
     self.assertIsNone(stages.make_optimizer("adam", 0.1).weight_decay)
+    averaged = stages.make_optimizer("nesterov", 0.1, ema=0.99)
+    self.assertEqual((averaged.use_ema, averaged.ema_momentum), (True, 0.99))
+    self.assertFalse(stages.make_optimizer("nesterov", 0.1).use_ema)
     with self.assertRaisesRegex(ValueError, "Unknown optimizer"):
       stages.make_optimizer("lbfgs", 0.1)

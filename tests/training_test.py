@@ -29,6 +29,7 @@ from emotion_tfds import serving
 from emotion_tfds import stage_inputs
 from emotion_tfds import stages
 from emotion_tfds import training
+from emotion_tfds import weight_averages
 
 import support
 
@@ -256,6 +257,60 @@ class ResumeTest(absltest.TestCase):
                      max_steps_per_epoch=_STEPS + 1)
     with self.assertRaisesRegex(ValueError, r"what differs: max_steps_per_epoch: 2 -> 3\."):
       training.train(capped)
+
+
+class _Averages(keras.callbacks.Callback):
+  """Per epoch end: the network's trainable weights and the optimizer's moving averages."""
+
+  def __init__(self):
+    super().__init__()
+    self.epochs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.epochs.append(([v.numpy().copy() for v in self.model.trainable_variables],
+                        [v.numpy().copy() for v in weight_averages.averages(self.model.optimizer)]))
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.usefixtures("data_dir")
+class AveragedWeightsTest(absltest.TestCase):
+  """ema=M: validation and keep-best see the averages, checkpoints resume them, the stage ends
+  with them."""
+
+  def test_ema_is_evaluated_kept_resumed_and_final(self):
+    model_dir = support.tempdir(self)
+    config = _config(model_dir, self.data_dir, "all:4:1e-2:16:nesterov:ema=0.5", validate=True,
+                     keep_best="accuracy")
+    crashed, stop = _Averages(), _StopAt(fit_index=1, epoch=2)
+    with self.assertRaises(_StopAt.Stop):
+      training.train(config, extra_callbacks=[crashed, stop])
+    # Between epochs the network holds its trained weights, not the averages.
+    for trained, averaged in crashed.epochs:
+      self.assertFalse(_same(trained, averaged))
+    # The checkpoint of epoch 2 brings back the trained weights and the averages (optimizer
+    # variables) exactly.
+    first, resumed = _FirstState(), _Averages()
+    result = training.train(config, extra_callbacks=[first, resumed])
+    self.assertEqual(result.resumed_from, (0, 2))
+    self.assertTrue(any("average" in path for path in stop.saved_state["variables"]))
+    for path, value in stop.saved_state["variables"].items():
+      np.testing.assert_array_equal(first.state["variables"][path], value, err_msg=path)
+    for name, weights in stop.saved_state["weights"].items():
+      for a, b in zip(first.state["weights"][name], weights, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # After the last epoch (only) the averages stay in the network.
+    self.assertEqual([_same(*epoch) for epoch in resumed.epochs], [False, True])
+    # Keep-best saved the averages of its epoch, not trained weights.
+    best = models.MODELS["base_cnn"](num_classes=6)
+    best.load_weights(model_dir / training.BEST_WEIGHTS)
+    kept = [v.numpy() for v in best.trainable_variables]
+    every_average = [averaged for _, averaged in crashed.epochs + resumed.epochs]
+    self.assertTrue(any(_same(kept, averaged) for averaged in every_average))
+    self.assertFalse(any(_same(kept, trained) for trained, _ in crashed.epochs))
+    self.assertTrue(_same([v.numpy() for v in result.network.trainable_variables], kept))
 
 
 @pytest.mark.usefixtures("data_dir")
