@@ -1,6 +1,6 @@
 """runs.run under MirroredStrategy (2 logical CPUs, host augmentation) and
 MultiWorkerMirroredStrategy (2 worker processes on 127.0.0.1, device augmentation): a few real
-steps, and the replicas and the workers end with identical weights.
+steps (with ema=), and the replicas and the workers end with identical weights.
 
 Each run is a fresh Python process: logical devices and TF_CONFIG must be set before TF starts.
 """
@@ -39,7 +39,7 @@ else:
   strategy = strategies.make_strategy("multi_worker")
 config = training.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
-    schedule=tuple(stages.parse_stages("all:1:1e-3:16")), strategy=mode,
+    schedule=tuple(stages.parse_stages("all:1:1e-3:16:ema=0.9")), strategy=mode,  # EMA too.
     augment_on="host" if mode == "mirrored" else "device")  # Both augmentation paths.
 result = runs.run(config, strategy=strategy)
 # The largest difference between the replicas' copies of any variable.
