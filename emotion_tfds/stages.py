@@ -73,9 +73,9 @@ class Stage:
     balance: "weights" scales each example's loss by n / (K * n_class) of the training split,
       "sqrt" by its square root, "none" not at all.
     augment: the run's augmentation applies in this stage (False: plain images).
-    ema: momentum M of an exponential moving average of the trainable weights (0: off); the
-      averages are what each epoch's validation, keep-best and the stage's end see
-      (weight_averages.py).
+    ema: momentum M of an exponential moving average of the trainable weights and the BatchNorm
+      statistics (0: off); the averages are what each epoch's validation, keep-best and the
+      stage's end see (weight_averages.py).
   """
   name: str
   trainable: str

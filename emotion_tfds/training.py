@@ -202,7 +202,8 @@ class TrainingModel(keras.Model):
   """
 
   def __init__(self, net: keras.Model, augment_params: augment.AugmentParams | None,
-               stage_seed: int, host_augmented: bool = False, **kwargs):
+               stage_seed: int, host_augmented: bool = False,
+               batch_norm_averages: weight_averages.BatchNormAverages | None = None, **kwargs):
     """Wraps `net`.
 
     Args:
@@ -210,9 +211,11 @@ class TrainingModel(keras.Model):
       augment_params: augment uint8 training batches with these strengths; None: no augmentation.
       stage_seed: first element of every augmentation seed of this stage.
       host_augmented: training batches arrive float32, augmented by the input pipeline.
+      batch_norm_averages: updated after each step (a stage with `ema`).
     """
     super().__init__(name=f"training_{net.name}", **kwargs)
     self.net = net
+    self.batch_norm_averages = batch_norm_averages
     self._augment_params = augment_params
     self._stage_seed = stage_seed
     self._batch_spec = (
@@ -232,6 +235,16 @@ class TrainingModel(keras.Model):
 
   def train_step(self, data):
     logs = super().train_step(data)
+    if self.distribute_strategy.num_replicas_in_sync > 1:
+      # Each replica updates its BatchNorm statistics from its own part of the batch (Keras 3
+      # gives them no aggregation): average them, as Keras 2's MEAN aggregation did, so every
+      # replica and worker holds the same network.
+      context = tf.distribute.get_replica_context()
+      for statistic in weight_averages.batch_norm_statistics(self.net):
+        mean = context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(statistic))
+        statistic.assign(mean)
+    if self.batch_norm_averages is not None:
+      self.batch_norm_averages.update(self.optimizer.iterations)
     if strategies.is_multi_worker(self.distribute_strategy):
       # Keras 3.15 averages the step's logs over workers with strategy.reduce(MEAN, v, axis=0),
       # which needs a batch axis: give each scalar one (keras-team/keras#20585).
@@ -488,9 +501,10 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
     weights = losses.class_weights(datasets.class_counts(builder, "train"), stage.balance)
   with strategy.scope():
     set_trainable(net, stage.trainable)
+    batch_norm = weight_averages.BatchNormAverages(net, stage.ema) if stage.ema else None
     trainer = TrainingModel(net, augment_params if augment_on == "device" else None,
                             stage_seed=seeds.stage_seed(config.seed, seeds.Stream.AUGMENT, index),
-                            host_augmented=augment_on == "host")
+                            host_augmented=augment_on == "host", batch_norm_averages=batch_norm)
     optimizer = stages_lib.make_optimizer(
         stage.optimizer, schedules.learning_rate(stage, lr, steps),
         weight_decay=stage.weight_decay, clipnorm=stage.clipnorm, ema=stage.ema)
@@ -498,7 +512,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
                     loss=losses.SmoothedCrossEntropy(stage.label_smoothing, weights),
                     metrics=["accuracy"], jit_compile=config.jit_compile)
     trainer.optimizer.build(trainer.trainable_variables)
-  averaged = weight_averages.EvaluateAverages(trainer, stage.epochs) if stage.ema else None
+  averaged = (weight_averages.EvaluateAverages(trainer, stage.epochs, batch_norm)
+              if stage.ema else None)
   counters = context.counters
   stage_callbacks = []
   if stage.schedule == "plateau":
@@ -506,7 +521,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   if config.keep_best != "none" and index >= keep_best_from(config, context.builders):
     stage_callbacks.append(callbacks_lib.KeepBest(net, f"eval_{config.keep_best}", counters, index,
                                     context.write_dir / BEST_WEIGHTS))
-  extra_state = {k: v for c in stage_callbacks for k, v in getattr(c, "variables", {}).items()}
+  extra_state = {k: v for c in [*stage_callbacks, batch_norm] if c is not None
+                 for k, v in getattr(c, "variables", {}).items()}
   checkpoint = tf.train.Checkpoint(model=net, optimizer=trainer.optimizer, rng=checkpoints.rng_states(net),
                                    **counters.objects(), **extra_state)
   if restore_from is not None:

@@ -39,6 +39,7 @@ else:
   strategy = strategies.make_strategy("multi_worker")
 config = training.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
+    model="fastnet_small",  # BatchNorm: its statistics and their averages must stay in sync.
     schedule=tuple(stages.parse_stages("all:1:1e-3:16:ema=0.9")), strategy=mode,  # EMA too.
     augment_on="host" if mode == "mirrored" else "device")  # Both augmentation paths.
 result = runs.run(config, strategy=strategy)

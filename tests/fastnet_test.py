@@ -38,6 +38,7 @@ class FastnetTest(absltest.TestCase):
 
   def test_complexity_by_hand(self):
     for build, stem, widths in ((models.build_fastnet, 64, (64, 128, 256)),
+                                (models.build_fastnet_mid, 48, (48, 96, 192)),
                                 (models.build_fastnet_small, 32, (32, 64, 128))):
       # Stem 4 -> stem at 24x24, then per stage (in -> w at the pre-pool size, w -> w after it).
       macs = 24 * 24 * 9 * 4 * stem

@@ -168,7 +168,9 @@ def _optimizer_state(trainer: keras.Model) -> dict:
   return {"iterations": int(optimizer.iterations.numpy()),
           # Paths without the optimizer's own name ("adam_3/..."), which counts optimizers made.
           "variables": {v.path.split("/", 1)[1]: v.numpy().copy() for v in optimizer.variables},
-          "weights": _layer_weights(trainer.net)}
+          "weights": _layer_weights(trainer.net),
+          "batch_norm_averages": [v.numpy().copy() for v in trainer.batch_norm_averages.averages]
+                                 if trainer.batch_norm_averages else []}
 
 
 class _FirstState(keras.callbacks.Callback):
@@ -259,16 +261,23 @@ class ResumeTest(absltest.TestCase):
       training.train(capped)
 
 
+def _network_state(net: keras.Model) -> list[np.ndarray]:
+  """The trainable weights, then the BatchNorm statistics."""
+  return [v.numpy().copy() for v in
+          [*net.trainable_variables, *weight_averages.batch_norm_statistics(net)]]
+
+
 class _Averages(keras.callbacks.Callback):
-  """Per epoch end: the network's trainable weights and the optimizer's moving averages."""
+  """Per epoch end: the network's state (`_network_state`) and the averages of the same."""
 
   def __init__(self):
     super().__init__()
     self.epochs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
 
   def on_epoch_end(self, epoch, logs=None):
-    self.epochs.append(([v.numpy().copy() for v in self.model.trainable_variables],
-                        [v.numpy().copy() for v in weight_averages.averages(self.model.optimizer)]))
+    averages = [*weight_averages.averages(self.model.optimizer),
+                *self.model.batch_norm_averages.averages]
+    self.epochs.append((_network_state(self.model.net), [v.numpy().copy() for v in averages]))
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -277,21 +286,21 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 @pytest.mark.usefixtures("data_dir")
 class AveragedWeightsTest(absltest.TestCase):
-  """ema=M: validation and keep-best see the averages, checkpoints resume them, the stage ends
-  with them."""
+  """ema=M: validation and keep-best see the averages (of the weights and the BatchNorm
+  statistics), checkpoints resume them, the stage ends with them."""
 
   def test_ema_is_evaluated_kept_resumed_and_final(self):
     model_dir = support.tempdir(self)
     config = _config(model_dir, self.data_dir, "all:4:1e-2:16:nesterov:ema=0.5", validate=True,
-                     keep_best="accuracy")
+                     keep_best="accuracy", model="fastnet_small")
     crashed, stop = _Averages(), _StopAt(fit_index=1, epoch=2)
     with self.assertRaises(_StopAt.Stop):
       training.train(config, extra_callbacks=[crashed, stop])
     # Between epochs the network holds its trained weights, not the averages.
     for trained, averaged in crashed.epochs:
       self.assertFalse(_same(trained, averaged))
-    # The checkpoint of epoch 2 brings back the trained weights and the averages (optimizer
-    # variables) exactly.
+    # The checkpoint of epoch 2 brings back the trained weights and statistics and the averages
+    # (optimizer variables and the statistics' averages) exactly.
     first, resumed = _FirstState(), _Averages()
     result = training.train(config, extra_callbacks=[first, resumed])
     self.assertEqual(result.resumed_from, (0, 2))
@@ -301,16 +310,20 @@ class AveragedWeightsTest(absltest.TestCase):
     for name, weights in stop.saved_state["weights"].items():
       for a, b in zip(first.state["weights"][name], weights, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
+    self.assertLen(stop.saved_state["batch_norm_averages"], 2 * 7)
+    for a, b in zip(first.state["batch_norm_averages"], stop.saved_state["batch_norm_averages"],
+                    strict=True):
+      np.testing.assert_array_equal(a, b)
     # After the last epoch (only) the averages stay in the network.
     self.assertEqual([_same(*epoch) for epoch in resumed.epochs], [False, True])
     # Keep-best saved the averages of its epoch, not trained weights.
-    best = models.MODELS["base_cnn"](num_classes=6)
+    best = models.MODELS["fastnet_small"](num_classes=6)
     best.load_weights(model_dir / training.BEST_WEIGHTS)
-    kept = [v.numpy() for v in best.trainable_variables]
+    kept = _network_state(best)
     every_average = [averaged for _, averaged in crashed.epochs + resumed.epochs]
     self.assertTrue(any(_same(kept, averaged) for averaged in every_average))
     self.assertFalse(any(_same(kept, trained) for trained, _ in crashed.epochs))
-    self.assertTrue(_same([v.numpy() for v in result.network.trainable_variables], kept))
+    self.assertTrue(_same(_network_state(result.network), kept))
 
 
 @pytest.mark.usefixtures("data_dir")

@@ -84,6 +84,13 @@ def build_fastnet_wide(num_classes: int, **kwargs) -> keras.Model:
                        widths=(96, 192, 384), convs_per_stage=3, **kwargs)
 
 
+def build_fastnet_mid(num_classes: int, **kwargs) -> keras.Model:
+  """fastnet at three quarters of the widths, stem 48 and widths (48, 96, 192): ~0.56x the
+  multiply-adds, between fastnet_small and fastnet for a fixed-time budget."""
+  return build_fastnet(num_classes, name=kwargs.pop("name", "fastnet_mid"), stem=48,
+                       widths=(48, 96, 192), **kwargs)
+
+
 def build_fastnet_small(num_classes: int, **kwargs) -> keras.Model:
   """fastnet at half the widths, stem 32 and widths (32, 64, 128): ~1/4 of the multiply-adds and
   parameters (about the size of a 16-32-64-128 BatchNorm CNN), for more epochs in a fixed time."""
