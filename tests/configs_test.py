@@ -32,7 +32,7 @@ class ConfigsTest(parameterized.TestCase):
     (stage,) = config.schedule
     self.assertEqual((config.model, config.dataset), ("fastnet_small", "fer2013/fer7"))
     self.assertEqual(stage.epochs, 24)
-    self.assertEqual((stage.optimizer, stage.schedule), ("nesterov", "cosine"))
+    self.assertEqual((stage.optimizer, stage.schedule, stage.ema), ("nesterov", "cosine", 0.999))
     self.assertEqual((config.keep_best, config.final_tta), ("accuracy", "flip"))
     params = config.augment_params
     self.assertEqual((params.crop, params.flip_prob, params.blur_sigma, params.contrast,
