@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from emotion_tfds import errors
+# Registers the custom layers (fastnet's SpaceToDepth) that load_model must find.
+from emotion_tfds import models  # pylint: disable=unused-import
 from emotion_tfds import image_spec
 from emotion_tfds import preprocess
 

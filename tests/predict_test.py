@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 
 from emotion_tfds import datasets
 from emotion_tfds import export
+from emotion_tfds import models
 from emotion_tfds import pipeline
 from emotion_tfds import predict
 from emotion_tfds import preprocess
@@ -218,6 +219,21 @@ class PredictLibraryTest(tf.test.TestCase):
                      [str(others / "corrupt.jpg"), str(others / "gray.jpg")])
     self.assertEqual(predict.expand_inputs([str(others / "nothing*.png"), "missing.png"]),
                      [str(others / "nothing*.png"), "missing.png"])
+
+  def test_every_model_loads_in_a_fresh_process(self):
+    """A main that imports only `serving` loads every registered model's `.keras` file (custom
+    layers such as fastnet's SpaceToDepth must be registered without the training code)."""
+    paths = []
+    for name, build in models.MODELS.items():
+      paths.append(str(pathlib.Path(self.get_temp_dir()) / f"{name}.keras"))
+      build(num_classes=7).save(paths[-1])
+    script = ("import sys\nfrom emotion_tfds import serving\n"
+              "print([serving.load(p).num_classes for p in sys.argv[1:]])")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True,
+                          env=env, timeout=300, check=False, cwd=_REPO)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn(str([7] * len(paths)), proc.stdout)
 
   def test_unknown_model_file(self):
     path = pathlib.Path(self.get_temp_dir()) / "model.onnx"
