@@ -235,13 +235,14 @@ class TrainingModel(keras.Model):
 
   def train_step(self, data):
     logs = super().train_step(data)
-    if self.distribute_strategy.num_replicas_in_sync > 1:
+    statistics = weight_averages.batch_norm_statistics(self.net)
+    if statistics and self.distribute_strategy.num_replicas_in_sync > 1:
       # Each replica updates its BatchNorm statistics from its own part of the batch (Keras 3
       # gives them no aggregation): average them, as Keras 2's MEAN aggregation did, so every
       # replica and worker holds the same network.
-      context = tf.distribute.get_replica_context()
-      for statistic in weight_averages.batch_norm_statistics(self.net):
-        mean = context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(statistic))
+      means = tf.distribute.get_replica_context().all_reduce(  # One batched all-reduce.
+          tf.distribute.ReduceOp.MEAN, [tf.identity(s) for s in statistics])
+      for statistic, mean in zip(statistics, means):
         statistic.assign(mean)
     if self.batch_norm_averages is not None:
       self.batch_norm_averages.update(self.optimizer.iterations)
