@@ -20,7 +20,7 @@ import sys
 from absl import app
 from absl import flags
 
-from emotion_tfds import curves
+from emotion_tfds.report import curves
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "train_main --model_dir of the run.")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG file for the accuracy curves.")

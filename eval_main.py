@@ -18,9 +18,10 @@ import sys
 from absl import app
 from absl import flags
 
-from emotion_tfds import datasets
-from emotion_tfds import evaluate
 from emotion_tfds import labels
+from emotion_tfds import tta
+from emotion_tfds.data import datasets
+from emotion_tfds.serve import evaluate
 
 _MODEL_PATH = flags.DEFINE_string(
     "model_path", None, "Trained model: a .keras file or a SavedModel directory.")
@@ -33,7 +34,7 @@ _DATASET = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower_bound=1)
 _TTA = flags.DEFINE_enum(
-    "tta", "none", evaluate.TTA_MODES,
+    "tta", "none", tta.TTA_MODES,
     "Test-time augmentation, probabilities averaged: none; flip (image + mirror); ten-crop (4 "
     "corner and center 40x40 crops and their mirrors, each resized back to 48x48).")
 _MODEL_SCHEME = flags.DEFINE_enum(
@@ -51,7 +52,7 @@ _CONFUSION_PNG = flags.DEFINE_string(
 def main(argv: list[str]) -> None:
   del argv
   try:
-    evaluate.run(
+    evaluate.evaluate_file(
         model_path=_MODEL_PATH.value, dataset=_DATASET.value,
         data_dir=_DATA_DIR.value or datasets.default_data_dir(), split=_SPLIT.value,
         batch_size=_BATCH_SIZE.value, tta=_TTA.value, model_scheme=_MODEL_SCHEME.value,

@@ -16,8 +16,8 @@ import sys
 from absl import app
 from absl import flags
 
-from emotion_tfds import datasets
-from emotion_tfds import export
+from emotion_tfds.data import datasets
+from emotion_tfds.serve import export
 
 _MODEL_PATH = flags.DEFINE_string("model_path", None, "Trained Keras model (.keras).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for the SavedModel and TFLite files.")

@@ -1,7 +1,7 @@
 """Classifies the emotion of every face in ordinary photos.
 
 Each face is found with OpenCV's Haar cascade, cropped and converted exactly as the training data
-(`emotion_tfds.predict`). Prints one line per face (file, box, top emotion and probability, all
+(`emotion_tfds.serve.predict`). Prints one line per face (file, box, top emotion and probability, all
 probabilities); a photo without a face is reported as "no face", an unreadable file as an error,
 and the run goes on. Exit code 0 when every file could be read, 1 otherwise.
 
@@ -19,7 +19,7 @@ import sys
 from absl import app
 from absl import flags
 
-from emotion_tfds import predict
+from emotion_tfds.serve import predict
 
 _MODEL_PATH = flags.DEFINE_string(
     "model_path", None, "SavedModel directory, .keras file or .tflite file of a trained model.")

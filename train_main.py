@@ -18,15 +18,16 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from emotion_tfds import augment
-from emotion_tfds import datasets
 from emotion_tfds import errors
-from emotion_tfds import evaluate
+from emotion_tfds import experiment
 from emotion_tfds import models
-from emotion_tfds import runs
-from emotion_tfds import stages
-from emotion_tfds import strategies
-from emotion_tfds import training
+from emotion_tfds import tta
+from emotion_tfds.data import augment
+from emotion_tfds.data import datasets
+from emotion_tfds.data import facegen
+from emotion_tfds.train import config as config_lib
+from emotion_tfds.train import stages
+from emotion_tfds.train import strategies
 
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
@@ -44,7 +45,7 @@ _STAGES = flags.DEFINE_string(
     "[:key=value...], trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, "
     "sgd, momentum, nesterov or rmsprop; options schedule=constant|cosine|step|plateau, warmup=E, "
     "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
-    "augment=on|off (see emotion_tfds/stages.py).")
+    "augment=on|off (see emotion_tfds/train/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
@@ -57,7 +58,7 @@ _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('
 _MIXED_PRECISION = flags.DEFINE_bool(
     "mixed_precision", False, "float16 compute on GPU (bfloat16 on TPU/CPU), float32 variables.")
 _AUGMENT_ON = flags.DEFINE_enum(
-    "augment_on", "device", list(training.AUGMENT_ON),
+    "augment_on", "device", list(config_lib.AUGMENT_ON),
     "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
     "the host, or nowhere.")
 _DEFAULT_AUGMENT = augment.AugmentParams()
@@ -75,11 +76,11 @@ _AUGMENT_FLAGS = {
         ("shift", "shift", "Largest translation per axis, as a fraction of the side."),
         ("erase", "erase_prob", "Probability of erasing one random rectangle."))}
 _KEEP_BEST = flags.DEFINE_enum(
-    "keep_best", "none", list(training.KEEP_BEST),
+    "keep_best", "none", list(config_lib.KEEP_BEST),
     "The final model is the epoch with the best validation accuracy or macro-F1 (of the stages "
     "on the target's classes), or the last epoch ('none').")
 _FINAL_TTA = flags.DEFINE_enum(
-    "final_tta", "none", list(evaluate.TTA_MODES),
+    "final_tta", "none", list(tta.TTA_MODES),
     "Test-time augmentation of the final evaluation (as eval_main --tta).")
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
@@ -92,7 +93,7 @@ _REFERENCE_BATCH = flags.DEFINE_integer(
     "reference_batch", 32, "Batch size the stage learning rates are given for (--scale_lr).",
     lower_bound=1)
 _GENERATE_ROWS = flags.DEFINE_integer(
-    "generate_rows", 6000, "When a dataset is not built in --data_dir: generate this many faces "
+    "generate_rows", facegen.DEFAULT_ROWS, "When a dataset is not built in --data_dir: generate this many faces "
     "and build it from them (0: require a built dataset, e.g. real FER-2013).", lower_bound=0)
 _EVAL_SPLIT = flags.DEFINE_string(
     "eval_split", "test", "Split of the final evaluation ('validation' when it is absent).")
@@ -109,7 +110,7 @@ _PROGRESS = flags.DEFINE_enum(
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
 
 
-def make_config() -> training.TrainConfig:
+def make_config() -> config_lib.TrainConfig:
   """The TrainConfig of the parsed flags."""
   try:
     main_stages = stages.parse_stages(_STAGES.value)
@@ -117,7 +118,7 @@ def make_config() -> training.TrainConfig:
     if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
       pretrain = stages.parse_stages(_PRETRAIN_STAGES.value, prefix="pretrain",
                                      dataset=_PRETRAIN_DATASET.value)
-    schedule = stages.build_schedule(main_stages, pretrain)
+    schedule = stages.with_pretraining(main_stages, pretrain)
   except ValueError as e:
     raise app.UsageError(f"--stages/--pretrain_stages: {e}") from None
   try:
@@ -125,10 +126,10 @@ def make_config() -> training.TrainConfig:
         **{field: holder.value for field, holder in _AUGMENT_FLAGS.items()})
   except ValueError as e:
     raise app.UsageError(f"--augment_*: {e}") from None
-  return training.TrainConfig(
+  return config_lib.TrainConfig(
       model_dir=_MODEL_DIR.value,
       data_dir=_DATA_DIR.value or datasets.default_data_dir(),
-      schedule=tuple(schedule),
+      stages=tuple(schedule),
       dataset=_DATASET.value,
       model=_MODEL.value,
       pretrained=_PRETRAINED.value,
@@ -156,7 +157,7 @@ def make_config() -> training.TrainConfig:
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
-  runs.run(make_config())
+  experiment.run_experiment(make_config())
 
 
 if __name__ == "__main__":

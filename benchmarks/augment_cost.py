@@ -22,7 +22,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from emotion_tfds import augment
+from emotion_tfds.data import augment
 
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Images per batch.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 40, "Measured batches per repeat.", lower_bound=1)

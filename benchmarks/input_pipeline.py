@@ -29,7 +29,10 @@ import pathlib
 import shutil
 import tempfile
 import time
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable
+from typing import Iterable
+from typing import Iterator
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -38,9 +41,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from emotion_tfds import augment
-from emotion_tfds import datasets
-from emotion_tfds import pipeline
+from emotion_tfds.data import augment
+from emotion_tfds.data import datasets
+from emotion_tfds.data import pipeline
 
 MODES = ("a", "b", "c", "plain")
 DESCRIPTIONS = {

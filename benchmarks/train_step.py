@@ -5,7 +5,7 @@ Run from the repository root:
   python -m benchmarks.train_step --models=fastnet,base_cnn --batch_size=128 --steps=40
 
 For each model, on the same in-memory random 48x48 faces, taken in turns:
-  project  `training.TrainingModel` as `training.train` compiles it: uint8 batches from tf.data,
+  project  `training_model.TrainingModel` as `loop.train` compiles it: uint8 batches from tf.data,
            on-device augmentation (`augment.augment_batch`, `AugmentParams()` strengths), the
            label-smoothed loss (`losses.SmoothedCrossEntropy`), SGD with Nesterov momentum and
            weight decay under a warmup + cosine schedule.
@@ -27,13 +27,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emotion_tfds import augment
-from emotion_tfds import losses
 from emotion_tfds import models
-from emotion_tfds import schedules
-from emotion_tfds import stages
-from emotion_tfds import training
+from emotion_tfds.data import augment
 from emotion_tfds.models import complexity
+from emotion_tfds.train import losses
+from emotion_tfds.train import schedules
+from emotion_tfds.train import stages
+from emotion_tfds.train import training_model
 
 _MODELS = flags.DEFINE_list("models", sorted(models.MODELS), "Models to measure.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Images per step.", lower_bound=1)
@@ -59,7 +59,7 @@ def _project_trainer(name: str, steps_per_epoch: int,
                      params: augment.AugmentParams | None) -> keras.Model:
   (stage,) = stages.parse_stages(_STAGE)
   net = models.MODELS[name](num_classes=_NUM_CLASSES)
-  trainer = training.TrainingModel(net, params, stage_seed=1)
+  trainer = training_model.TrainingModel(net, params, stage_seed=1)
   trainer.compile(
       optimizer=stages.make_optimizer(stage.optimizer,
                                       schedules.learning_rate(stage, stage.lr, steps_per_epoch),

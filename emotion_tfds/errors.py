@@ -8,9 +8,9 @@ Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import functools
 import sys
-from collections.abc import Callable
 
 
 class UserError(Exception):

@@ -1,6 +1,6 @@
 """Frontal-face detection and 48x48 grayscale face crops with OpenCV's Haar cascade.
 
-Shared by the RAVDESS crop extraction (`emotion_tfds.ravdess`) and prediction on photos, so a face
+Shared by the RAVDESS crop extraction (`emotion_tfds.ravdess.extract`) and prediction on photos, so a face
 is found and cropped the same way everywhere.
 """
 

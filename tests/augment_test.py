@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.augment: batched, seeded augmentation in TensorFlow ops."""
+"""Tests for emotion_tfds.data.augment: batched, seeded augmentation in TensorFlow ops."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from emotion_tfds import augment
 from emotion_tfds import preprocess
+from emotion_tfds.data import augment
 
 _SIZE = 48
 _SEED = tf.constant([7, 11], tf.int64)

@@ -10,15 +10,14 @@ import pathlib
 from absl.testing import absltest
 import keras
 import numpy as np
+import support
 import tensorflow as tf
 
-from emotion_tfds import callbacks
-from emotion_tfds import facegen
 from emotion_tfds import labels
-from emotion_tfds import metrics
 from emotion_tfds import preprocess
-
-import support
+from emotion_tfds.data import facegen
+from emotion_tfds.report import callbacks
+from emotion_tfds.report import metrics
 
 BATCH = 32
 

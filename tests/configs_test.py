@@ -23,13 +23,13 @@ class ConfigsTest(parameterized.TestCase):
   def test_parses(self, name):
     flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / name}"])
     config = train_main.make_config()
-    self.assertTrue(config.schedule)
-    self.assertEqual(config.stage_dataset(config.schedule[-1]), config.dataset)
+    self.assertTrue(config.stages)
+    self.assertEqual(config.stage_dataset(config.stages[-1]), config.dataset)
 
   def test_fast_recipe_is_what_its_header_says(self):
     flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'fer7_fast.cfg'}"])
     config = train_main.make_config()
-    (stage,) = config.schedule
+    (stage,) = config.stages
     self.assertEqual((config.model, config.dataset), ("fastnet_small", "fer2013/fer7"))
     self.assertEqual(stage.epochs, 24)
     self.assertEqual((stage.optimizer, stage.schedule, stage.ema), ("nesterov", "cosine", 0.999))
@@ -41,5 +41,5 @@ class ConfigsTest(parameterized.TestCase):
   def test_seed_recipe_pretrains_without_augmentation(self):
     flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'seed.cfg'}"])
     config = train_main.make_config()
-    self.assertEqual([s.augment for s in config.schedule], [False, True, True, True])
+    self.assertEqual([s.augment for s in config.stages], [False, True, True, True])
     self.assertEqual(config.augment_on, "device")

@@ -60,7 +60,7 @@ def real_face_frames() -> dict:
 @pytest.fixture(scope="session")
 def generated_csv(tmp_path_factory) -> pathlib.Path:
   """A generated-faces fer2013.csv with all three Usage values."""
-  from emotion_tfds import facegen
+  from emotion_tfds.data import facegen
   manual_dir = tmp_path_factory.mktemp("generated_manual")
   return facegen.write_csv(manual_dir / "fer2013.csv", num_rows=GENERATED_ROWS, seed=GENERATED_SEED)
 
@@ -68,7 +68,7 @@ def generated_csv(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def generated_data_dir(tmp_path_factory, generated_csv) -> pathlib.Path:
   """A TFDS data_dir holding fer2013/fer7 and fer2013/seed6 built from `generated_csv`."""
-  from emotion_tfds import datasets
+  from emotion_tfds.data import datasets
   data_dir = tmp_path_factory.mktemp("tfds_data")
   for config in ("fer7", "seed6"):
     datasets.build(f"fer2013/{config}", data_dir=data_dir, manual_dir=generated_csv.parent)

@@ -1,4 +1,4 @@
-"""Tests of emotion_tfds.curves and curves_main.py on real TensorBoard event files written here.
+"""Tests of emotion_tfds.report.curves and curves_main.py on real TensorBoard event files written here.
 
 (The curves of a real train_main run are read back in train_main_test.DefaultRunTest.)
 """
@@ -11,11 +11,10 @@ import sys
 import time
 
 from absl.testing import absltest
+import support
 import tensorflow as tf
 
-from emotion_tfds import curves
-
-import support
+from emotion_tfds.report import curves
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

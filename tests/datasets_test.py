@@ -1,4 +1,4 @@
-"""Tests of emotion_tfds.datasets and of the fer2013 builder end to end: generated and real data.
+"""Tests of emotion_tfds.data.datasets and of the fer2013 builder end to end: generated and real data.
 
 The real-data test builds fer7 from $EMOTION_TFDS_SHARED_DATA/fer2013.csv.gz (skipped with
 the reason when it is absent).
@@ -20,8 +20,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from emotion_tfds import datasets
 from emotion_tfds import labels
+from emotion_tfds.data import datasets
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CONFIGS = ("fer7", "seed6")

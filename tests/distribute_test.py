@@ -28,7 +28,8 @@ _CHILD = r'''
 import json, sys
 import numpy as np
 import tensorflow as tf
-from emotion_tfds import runs, stages, strategies, training
+from emotion_tfds import experiment, workers
+from emotion_tfds.train import config as config_lib, stages, strategies
 
 mode, data_dir, model_dir, out = sys.argv[1:5]
 if mode == "mirrored":
@@ -37,12 +38,12 @@ if mode == "mirrored":
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 else:
   strategy = strategies.make_strategy("multi_worker")
-config = training.TrainConfig(
+config = config_lib.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
     model="fastnet_small",  # BatchNorm: its statistics and their averages must stay in sync.
-    schedule=tuple(stages.parse_stages("all:1:1e-3:16:ema=0.9")), strategy=mode,  # EMA too.
+    stages=tuple(stages.parse_stages("all:1:1e-3:16:ema=0.9")), strategy=mode,  # EMA too.
     augment_on="host" if mode == "mirrored" else "device")  # Both augmentation paths.
-result = runs.run(config, strategy=strategy)
+result = experiment.run_experiment(config, strategy=strategy)
 # The largest difference between the replicas' copies of any variable.
 spread = 0.0
 for v in result.model.weights:
@@ -50,7 +51,7 @@ for v in result.model.weights:
   spread = max([spread] + [float(np.max(np.abs(c - copies[0]))) for c in copies])
 np.savez(out, *result.model.get_weights())
 print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "spread": spread,
-                              "chief": strategies.is_chief_worker(strategy),
+                              "chief": workers.is_chief_worker(strategy),
                               "steps": [h["epoch"] for h in result.history]}))
 '''
 

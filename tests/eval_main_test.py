@@ -16,26 +16,26 @@ from absl.testing import absltest
 import keras
 import numpy as np
 import pytest
+import support
 import tensorflow as tf
 
 from emotion_tfds import errors
-from emotion_tfds import evaluate
-from emotion_tfds import export
 from emotion_tfds import image_spec
 from emotion_tfds import labels
 from emotion_tfds import models
 from emotion_tfds import preprocess
-from emotion_tfds import serving
-
-import support
+from emotion_tfds import tta
+from emotion_tfds.serve import evaluate
+from emotion_tfds.serve import export
+from emotion_tfds.serve import loader
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3) -> keras.Model:
   """The base CNN trained for a few steps on `dataset`'s train split of generated faces."""
-  from emotion_tfds import datasets
-  from emotion_tfds import pipeline
+  from emotion_tfds.data import datasets
+  from emotion_tfds.data import pipeline
   builder = datasets.get_builder(dataset, data_dir)
   train, _ = pipeline.make_dataset(builder, "train", 32, training=True)
   keras.utils.set_random_seed(0)
@@ -74,8 +74,8 @@ class LoadModelTest(absltest.TestCase):
     export.export_saved_model(model, self.tmp / "sm", label_names=labels.SEED6)
     images = _images(5)
     expected = model(preprocess.to_model_input(images)).numpy()
-    from_keras = serving.load(self.tmp / "m.keras")
-    from_saved = serving.load(self.tmp / "sm")
+    from_keras = loader.load(self.tmp / "m.keras")
+    from_saved = loader.load(self.tmp / "sm")
     self.assertEqual((from_keras.num_classes, from_keras.label_names), (6, None))
     self.assertEqual((from_saved.num_classes, from_saved.label_names), (6, labels.SEED6))
     np.testing.assert_allclose(from_keras.predict_fn(tf.constant(images)), expected, atol=1e-6)
@@ -86,25 +86,25 @@ class LoadModelTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.UnusableModelError,
                                 r"m\.keras does not name its classes .*--label_names"):
       from_keras.emotions()
-    serving.write_label_names(self.tmp, labels.FER7)
+    loader.write_label_names(self.tmp, labels.FER7)
     with self.assertRaisesRegex(errors.UnusableModelError,
                                 r"labels\.txt names 7 classes .* but .*m\.keras has 6 outputs"):
-      serving.load(self.tmp / "m.keras")
-    serving.write_label_names(self.tmp, labels.SEED6)
-    self.assertEqual(serving.load(self.tmp / "m.keras").emotions(), labels.SEED6)
+      loader.load(self.tmp / "m.keras")
+    loader.write_label_names(self.tmp, labels.SEED6)
+    self.assertEqual(loader.load(self.tmp / "m.keras").emotions(), labels.SEED6)
 
   def test_bad_model_paths(self):
     with self.assertRaisesRegex(FileNotFoundError, "nope.keras does not exist"):
-      serving.load(self.tmp / "nope.keras")
+      loader.load(self.tmp / "nope.keras")
     (self.tmp / "old.h5").write_bytes(b"")
     with self.assertRaisesRegex(ValueError, r"old\.h5.*load_pretrained"):
-      serving.load(self.tmp / "old.h5")
+      loader.load(self.tmp / "old.h5")
 
 
 class SchemeCheckTest(absltest.TestCase):
 
-  def _model(self, num_classes: int, names=None) -> serving.LoadedModel:
-    return serving.LoadedModel(lambda x: x, num_classes, names, "m.keras")
+  def _model(self, num_classes: int, names=None) -> loader.LoadedModel:
+    return loader.LoadedModel(lambda x: x, num_classes, names, "m.keras")
 
   def test_class_count_mismatch_names_both(self):
     with self.assertRaisesRegex(
@@ -136,7 +136,7 @@ class TtaTest(absltest.TestCase):
       return tf.stack([left, 1.0 - left], axis=1)
 
     images = _images(3)
-    flip = evaluate.with_tta(predict_fn, "flip")(tf.constant(images)).numpy()
+    flip = tta.with_tta(predict_fn, "flip")(tf.constant(images)).numpy()
     views = seen[-1]
     self.assertEqual(views.shape, (6, *image_spec.IMAGE_SHAPE))
     np.testing.assert_array_equal(views[3:], images[:, :, ::-1])
@@ -144,7 +144,7 @@ class TtaTest(absltest.TestCase):
     right = images[:, :, 24:, 0].mean(axis=(1, 2)) / 255.0
     np.testing.assert_allclose(flip[:, 0], (left + right) / 2, rtol=1e-5)
 
-    ten = evaluate.with_tta(predict_fn, "ten-crop")(tf.constant(images)).numpy()
+    ten = tta.with_tta(predict_fn, "ten-crop")(tf.constant(images)).numpy()
     views = seen[-1]
     self.assertEqual((views.shape, views.dtype), ((30, *image_spec.IMAGE_SHAPE), np.uint8))
     self.assertEqual(ten.shape, (3, 2))
@@ -155,16 +155,16 @@ class TtaTest(absltest.TestCase):
     top_right = tf.image.resize(images[:, 0:40, 8:48].astype(np.float32), (48, 48))
     np.testing.assert_array_equal(views[3:6], np.round(top_right.numpy()).astype(np.uint8))
     constant = np.full((1, *image_spec.IMAGE_SHAPE), 77, np.uint8)
-    evaluate.with_tta(predict_fn, "ten-crop")(tf.constant(constant))
+    tta.with_tta(predict_fn, "ten-crop")(tf.constant(constant))
     np.testing.assert_array_equal(seen[-1], 77)
 
   def test_unknown_mode(self):
     with self.assertRaisesRegex(ValueError, "Unknown TTA 'rotate'"):
-      evaluate.with_tta(lambda x: x, "rotate")
+      tta.with_tta(lambda x: x, "rotate")
 
 
 class EvalMainTest(absltest.TestCase):
-  """eval_main and evaluate.run on the generated-faces dataset with models trained here."""
+  """eval_main and evaluation.run on the generated-faces dataset with models trained here."""
 
   @pytest.fixture(autouse=True)
   def _inject(self, generated_data_dir, trained_models, tmp_path):
@@ -173,7 +173,7 @@ class EvalMainTest(absltest.TestCase):
     self.tmp = tmp_path
 
   def _split_labels(self, config: str, split: str = "test") -> np.ndarray:
-    from emotion_tfds import datasets
+    from emotion_tfds.data import datasets
     builder = datasets.get_builder(f"fer2013/{config}", self.data_dir)
     ds = builder.as_dataset(split=split, as_supervised=True)
     return np.array([int(y) for _, y in ds.as_numpy_iterator()])
@@ -202,7 +202,7 @@ class EvalMainTest(absltest.TestCase):
     self.assertTrue(list((self.tmp / "tb").glob("events.out.tfevents.*")))
 
   def test_run_writes_json_and_csv_with_tta(self):
-    json_report = evaluate.run(
+    json_report = evaluate.evaluate_file(
         model_path=self.models["fer7_saved"], dataset="fer2013/fer7", data_dir=self.data_dir,
         tta="flip", output=self.tmp / "r.json")
     data = json.loads((self.tmp / "r.json").read_text())
@@ -210,7 +210,7 @@ class EvalMainTest(absltest.TestCase):
     self.assertEqual(data["totals"]["count"], json_report.totals.count)
     self.assertEqual(sum(e["count"] for e in data["emotions"]), len(self._split_labels("fer7")))
 
-    evaluate.run(model_path=self.models["fer7"], dataset="fer2013/fer7", data_dir=self.data_dir,
+    evaluate.evaluate_file(model_path=self.models["fer7"], dataset="fer2013/fer7", data_dir=self.data_dir,
                  split="validation", output=self.tmp / "r.csv")
     rows = list(csv.DictReader((self.tmp / "r.csv").open()))
     self.assertEqual([r["label"] for r in rows], list(labels.FER7) + ["total"])
@@ -220,12 +220,12 @@ class EvalMainTest(absltest.TestCase):
         self.assertBetween(float(row["accuracy"]), 0.0, 1.0)
 
   def test_ten_crop_on_a_trained_model(self):
-    from emotion_tfds import datasets
-    from emotion_tfds import pipeline
+    from emotion_tfds.data import datasets
+    from emotion_tfds.data import pipeline
     builder = datasets.get_builder("fer2013/fer7", self.data_dir)
     # Both passes must see the same 32 images: the default order depends on thread timing.
     batches, _ = pipeline.make_dataset(builder, "test", 16, training=False, deterministic=True)
-    model = serving.load(self.models["fer7"])
+    model = loader.load(self.models["fer7"])
     plain = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7)
     ten = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7, "ten-crop")
     self.assertEqual(ten.totals.count, 32)
@@ -235,8 +235,8 @@ class EvalMainTest(absltest.TestCase):
 
   def test_seed6_model_on_fer7_data_reports_fear_as_not_covered(self):
     with self.assertRaisesRegex(ValueError, r"6 classes, but dataset fer2013/fer7 has 7 emotions"):
-      evaluate.run(model_path=self.models["seed6"], dataset="fer2013/fer7", data_dir=self.data_dir)
-    report = evaluate.run(model_path=self.models["seed6"], dataset="fer2013/fer7",
+      evaluate.evaluate_file(model_path=self.models["seed6"], dataset="fer2013/fer7", data_dir=self.data_dir)
+    report = evaluate.evaluate_file(model_path=self.models["seed6"], dataset="fer2013/fer7",
                           data_dir=self.data_dir, model_scheme="seed6")
     test_labels = self._split_labels("fer7")
     fear = report.rows[labels.FER7.index("fear")]

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.export: SavedModel signatures, TFLite parity, quantisation.
+"""Tests for emotion_tfds.serve.export: SavedModel signatures, TFLite parity, quantisation.
 
 A small CNN is trained once per module on the generated faces (fer2013/seed6) and exported by
 `export.run` (what export_main runs), as a user would; the tests check what it wrote.
@@ -12,17 +12,16 @@ from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
 import pytest
+import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from emotion_tfds import datasets
-from emotion_tfds import export
 from emotion_tfds import labels
 from emotion_tfds import models
 from emotion_tfds import preprocess
-from emotion_tfds import serving
-
-import support
+from emotion_tfds.data import datasets
+from emotion_tfds.serve import export
+from emotion_tfds.serve import loader
 
 DATASET = "fer2013/seed6"
 
@@ -74,7 +73,7 @@ class ExportRunTest(tf.test.TestCase):
     # The TFLite models name their classes through the labels.txt beside them.
     names = datasets.label_names(self.builder)
     for quantization in export.QUANTIZATIONS:
-      self.assertEqual(serving.load(self.out_dir / export.TFLITE_FILES[quantization]).emotions(),
+      self.assertEqual(loader.load(self.out_dir / export.TFLITE_FILES[quantization]).emotions(),
                        names, quantization)
 
   def test_model_learned(self):
@@ -98,37 +97,37 @@ class ExportRunTest(tf.test.TestCase):
     self.assertIn(np.int8, dtypes)
     # Tensors carry the signature's names, for apps that do not use the signature API.
     self.assertEqual({d["name"] for d in interpreter.get_output_details()},
-                     {serving.PROBABILITIES_KEY, serving.LABEL_KEY})
-    self.assertEqual([d["name"] for d in interpreter.get_input_details()], [serving.IMAGES_KEY])
+                     {loader.PROBABILITIES_KEY, loader.LABEL_KEY})
+    self.assertEqual([d["name"] for d in interpreter.get_input_details()], [loader.IMAGES_KEY])
     # The uint8 input of the model stays uint8: no float scaling left to the app.
-    runner = interpreter.get_signature_runner(serving.SERVING_KEY)
-    self.assertEqual(runner.get_input_details()[serving.IMAGES_KEY]["dtype"], np.uint8)
+    runner = interpreter.get_signature_runner(loader.SERVING_KEY)
+    self.assertEqual(runner.get_input_details()[loader.IMAGES_KEY]["dtype"], np.uint8)
 
   def test_saved_model_signatures(self):
     images, _ = split_arrays(self.builder, "validation")
     images = images[:16]
     loaded = tf.saved_model.load(str(self.out_dir / "saved_model"))
     expected = self.model(preprocess.to_model_input(images), training=False).numpy()
-    served = loaded.signatures[serving.SERVING_KEY](images=tf.constant(images))
-    self.assertAllClose(served[serving.PROBABILITIES_KEY], expected, atol=1e-6)
-    self.assertAllEqual(served[serving.LABEL_KEY], expected.argmax(-1))
-    serve_photos = loaded.signatures[serving.PHOTOS_KEY]
+    served = loaded.signatures[loader.SERVING_KEY](images=tf.constant(images))
+    self.assertAllClose(served[loader.PROBABILITIES_KEY], expected, atol=1e-6)
+    self.assertAllEqual(served[loader.LABEL_KEY], expected.argmax(-1))
+    serve_photos = loaded.signatures[loader.PHOTOS_KEY]
     # Gray 48x48 crops, and the same crops as 96x96 RGB photos, give the same probabilities.
-    self.assertAllClose(serve_photos(images=tf.constant(images))[serving.PROBABILITIES_KEY],
+    self.assertAllClose(serve_photos(images=tf.constant(images))[loader.PROBABILITIES_KEY],
                         expected, atol=1e-6)
     rgb_96 = np.repeat(np.repeat(np.repeat(images, 2, axis=1), 2, axis=2), 3, axis=3)
-    self.assertAllClose(serve_photos(images=tf.constant(rgb_96))[serving.PROBABILITIES_KEY],
+    self.assertAllClose(serve_photos(images=tf.constant(rgb_96))[loader.PROBABILITIES_KEY],
                         expected, atol=1e-6)
     names = datasets.label_names(self.builder)
     self.assertEqual(
-        [n.decode() for n in loaded.signatures[serving.LABEL_NAMES_KEY]()["label_names"].numpy()],
+        [n.decode() for n in loaded.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
         list(names))
-    self.assertEqual(serving.saved_model_label_names(self.out_dir / "saved_model"), names)
+    self.assertEqual(loader.saved_model_label_names(self.out_dir / "saved_model"), names)
 
   def test_serve_photos_rejects_two_channels(self):
     loaded = tf.saved_model.load(str(self.out_dir / "saved_model"))
     with self.assertRaises(tf.errors.InvalidArgumentError):
-      loaded.signatures[serving.PHOTOS_KEY](images=tf.zeros([1, 48, 48, 2], tf.uint8))
+      loaded.signatures[loader.PHOTOS_KEY](images=tf.zeros([1, 48, 48, 2], tf.uint8))
 
 
 class ExportArgumentsTest(tf.test.TestCase):
@@ -153,10 +152,10 @@ class ExportArgumentsTest(tf.test.TestCase):
     path = self.get_temp_dir() + "/saved_model"
     export.export_saved_model(mixed, path, labels.SEED6)
     images = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1), dtype=np.uint8)
-    probabilities = tf.saved_model.load(path).signatures[serving.SERVING_KEY](
-        images=tf.constant(images))[serving.PROBABILITIES_KEY]
+    probabilities = tf.saved_model.load(path).signatures[loader.SERVING_KEY](
+        images=tf.constant(images))[loader.PROBABILITIES_KEY]
     float32 = export.float32_model(mixed)
     self.assertEqual({layer.dtype_policy.name for layer in float32.layers}, {"float32"})
     self.assertAllClose(probabilities, float32(preprocess.to_model_input(images)), atol=1e-6)
     self.assertAllClose(probabilities, mixed(preprocess.to_model_input(images)), atol=2e-2)
-    self.assertEqual(serving.saved_model_label_names(path), labels.SEED6)
+    self.assertEqual(loader.saved_model_label_names(path), labels.SEED6)

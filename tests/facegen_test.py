@@ -12,8 +12,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from emotion_tfds import facegen
 from emotion_tfds import labels
+from emotion_tfds.data import facegen
 
 
 def _read(path: pathlib.Path) -> tuple[list[str], list[list[str]]]:
@@ -117,20 +117,22 @@ class ExpressionTest(parameterized.TestCase):
     self.assertGreater(accuracy, 0.65)
 
 
+_MAIN = pathlib.Path(__file__).resolve().parents[1] / "facegen_main.py"
+
+
 class CliTest(absltest.TestCase):
 
   def test_cli_writes_csv_and_sheet(self):
     tmp = tempfile.TemporaryDirectory()
     self.addCleanup(tmp.cleanup)
     out = pathlib.Path(tmp.name)
-    subprocess.run([sys.executable, "-m", "emotion_tfds.facegen", f"--out={out}", "--num_rows=50",
+    subprocess.run([sys.executable, str(_MAIN), f"--out={out}", "--num_rows=50",
                     "--seed=2", f"--sheet={out / 'sheet.png'}"], check=True, capture_output=True)
     expected = facegen.write_csv(out / "api.csv", num_rows=50, seed=2)
     self.assertEqual((out / "fer2013.csv").read_bytes(), expected.read_bytes())
     self.assertTrue((out / "sheet.png").read_bytes().startswith(b"\x89PNG"))
 
   def test_cli_requires_out(self):
-    result = subprocess.run([sys.executable, "-m", "emotion_tfds.facegen"], capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, str(_MAIN)], capture_output=True, text=True)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn("out", result.stderr)

@@ -6,10 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+from absl.testing import absltest
 import cv2
 import numpy as np
 import pytest
-from absl.testing import absltest
 
 from emotion_tfds import faces
 
@@ -106,7 +106,7 @@ class ImportTest(absltest.TestCase):
 
   def test_faces_and_facegen_do_not_load_tensorflow(self):
     # Crop extraction runs in Beam workers: the image size comes from image_spec, not preprocess.
-    code = ("import sys; import emotion_tfds.faces, emotion_tfds.facegen; "
+    code = ("import sys; import emotion_tfds.faces, emotion_tfds.data.facegen; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=120, check=True)

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.losses against Keras' own cross-entropy."""
+"""Tests for emotion_tfds.train.losses against Keras' own cross-entropy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from absl.testing import absltest
 import keras
 import numpy as np
 
-from emotion_tfds import losses
+from emotion_tfds.train import losses
 
 
 class SmoothedCrossEntropyTest(absltest.TestCase):

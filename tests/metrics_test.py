@@ -12,12 +12,11 @@ import textwrap
 
 from absl.testing import absltest
 import numpy as np
+import support
 import tensorflow as tf
 
 from emotion_tfds import labels
-from emotion_tfds import metrics
-
-import support
+from emotion_tfds.report import metrics
 
 # A 5-emotion example small enough to compute by hand. Disgust is never predicted (precision
 # undefined, like the seed's disgust row), sad never occurs in the labels but is predicted once,
@@ -212,7 +211,8 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from emotion_tfds import labels, metrics
+    from emotion_tfds import labels
+    from emotion_tfds.report import metrics
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(3)
     images = rng.dirichlet(np.ones(6), size=53).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.mixtures: the fill-the-gap selection and the input-time mixture of
+"""Tests for emotion_tfds.data.mixtures: the fill-the-gap selection and the input-time mixture of
 fer2013 with ravdess_crops, both built for real (generated csv rows, generated-face crops)."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from emotion_tfds import datasets
-from emotion_tfds import facegen
 from emotion_tfds import labels
-from emotion_tfds import mixtures
-from emotion_tfds import pipeline
-from emotion_tfds import ravdess_crops
+from emotion_tfds.data import datasets
+from emotion_tfds.data import facegen
+from emotion_tfds.data import mixtures
+from emotion_tfds.data import pipeline
+from emotion_tfds.ravdess import crops_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def _write_crops_folder(out: pathlib.Path) -> None:
   12 fear and 6 happy crops."""
   dummy = REPO / "builders" / "ravdess_crops" / "dummy_data"
   copies = []
-  for crop in ravdess_crops.read_manifest(dummy):
+  for crop in crops_folder.read_manifest(dummy):
     for actor in _CROP_ACTORS.get(crop.emotion, ()):
       stem = pathlib.PurePosixPath(crop.crop_file).stem
       copy = dataclasses.replace(crop, actor=actor, source_video=f"Actor_{actor:02d}/{stem}.mp4",
@@ -102,7 +102,7 @@ def _write_crops_folder(out: pathlib.Path) -> None:
       (out / copy.crop_file).parent.mkdir(parents=True, exist_ok=True)
       shutil.copy(dummy / crop.crop_file, out / copy.crop_file)
       copies.append(copy)
-  ravdess_crops.write_manifest(out, copies)
+  crops_folder.write_manifest(out, copies)
 
 
 @pytest.fixture(scope="class")
@@ -193,7 +193,7 @@ class FillGapMixtureTest(absltest.TestCase):
     self.assertEqual(code, 1, stderr[-3000:])
     self.assertNotIn("Traceback", stderr)
     self.assertRegex(stderr, r"error: Dataset ravdess_crops is not built in .*fer_only.*"
-                             r"python -m emotion_tfds\.ravdess .*tfds build builders/ravdess_crops")
+                             r"python ravdess_main\.py .*tfds build builders/ravdess_crops")
 
   def test_names_and_unbuilt_parts(self):
     with self.assertRaisesRegex(ValueError, "<FER-2013 dataset>\\+<crops dataset>"):

@@ -8,10 +8,10 @@ import tempfile
 
 import h5py
 import keras
+from keras import layers
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras import layers
 
 from emotion_tfds import errors
 from emotion_tfds import labels

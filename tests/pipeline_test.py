@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.pipeline over a generated fer2013 dataset built with the real builder."""
+"""Tests for emotion_tfds.data.pipeline over a generated fer2013 dataset built with the real builder."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from emotion_tfds import augment
-from emotion_tfds import datasets
-from emotion_tfds import pipeline
+from emotion_tfds.data import augment
+from emotion_tfds.data import datasets
+from emotion_tfds.data import pipeline
 
 _DATASET = "fer2013/fer7"
 _BATCH = 32  # Divides the generated train split (1,120), so training drops nothing.

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.predict and predict_main on real photographs.
+"""Tests for emotion_tfds.serve.predict and predict_main on real photographs.
 
 The photos are the real RAVDESS frames (one face each) when the shared data is present, else
 scikit-image's astronaut (`real_face_frames` fixture). A small CNN is trained once per module on the
@@ -19,19 +19,18 @@ import cv2
 import keras
 import numpy as np
 import pytest
+import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from emotion_tfds import datasets
-from emotion_tfds import export
 from emotion_tfds import models
-from emotion_tfds import pipeline
-from emotion_tfds import predict
 from emotion_tfds import preprocess
-from emotion_tfds import serving
-from emotion_tfds import training
-
-import support
+from emotion_tfds.data import datasets
+from emotion_tfds.data import pipeline
+from emotion_tfds.serve import export
+from emotion_tfds.serve import loader
+from emotion_tfds.serve import predict
+from emotion_tfds.train import training_model
 
 DATASET = "fer2013/seed6"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +51,7 @@ def trained(generated_data_dir, real_face_frames, tmp_path_factory):
   paths = {"keras": root / "model.keras", "saved_model": root / "saved_model",
            "tflite": root / "model.tflite"}
   model.save(paths["keras"])
-  serving.write_label_names(root, datasets.label_names(builder))  # As training saves model.keras.
+  loader.write_label_names(root, datasets.label_names(builder))  # As training saves model.keras.
   export.export_saved_model(model, paths["saved_model"], datasets.label_names(builder))
   export.export_tflite(paths["saved_model"], paths["tflite"])
 
@@ -171,7 +170,7 @@ class PredictLibraryTest(tf.test.TestCase):
     self.assertAllClose(classifiers["tflite"].predict(crops), expected, atol=1e-5)
 
   def test_same_preprocessing_on_every_path(self):
-    for module in (serving, export, training):  # predict and evaluate go through serving.
+    for module in (loader, export, training_model):  # predict and evaluate go through loader.
       self.assertIs(module.preprocess, preprocess, module.__name__)
     photo = next(iter(self.t["frames"].values()))
     model = self.t["model"]
@@ -187,10 +186,10 @@ class PredictLibraryTest(tf.test.TestCase):
 
     # (b) The SavedModel's serve_photos signature (any-size photo preprocessing) on the crop.
     loaded = tf.saved_model.load(str(self.t["paths"]["saved_model"]))
-    served = loaded.signatures[serving.PHOTOS_KEY](images=tf.constant(crops))
+    served = loaded.signatures[loader.PHOTOS_KEY](images=tf.constant(crops))
 
     # (c) The training path: the crop as a fer2013.csv row -> TFDS builder -> pipeline batch ->
-    # to_model_input (as training.py feeds the network).
+    # to_model_input (as loop.py feeds the network).
     manual_dir = pathlib.Path(self.get_temp_dir()) / "manual"
     manual_dir.mkdir()
     pixels = " ".join(str(v) for v in crops[0].ravel())
@@ -206,7 +205,7 @@ class PredictLibraryTest(tf.test.TestCase):
     self.assertAllEqual(images, crops)  # The stored example is the crop, byte for byte.
     self.assertAllEqual(predicted, trained_on)
     self.assertAllClose(predicted_served, trained_on, atol=1e-6)
-    self.assertAllClose(served[serving.PROBABILITIES_KEY], trained_on, atol=1e-6)
+    self.assertAllClose(served[loader.PROBABILITIES_KEY], trained_on, atol=1e-6)
     # The probabilities depend on the crop: a shifted crop gives different ones.
     self.assertNotAllClose(keras_classifier.predict(np.roll(crops, 6, axis=2)), predicted,
                            atol=1e-4)
@@ -227,8 +226,8 @@ class PredictLibraryTest(tf.test.TestCase):
     for name, build in models.MODELS.items():
       paths.append(str(pathlib.Path(self.get_temp_dir()) / f"{name}.keras"))
       build(num_classes=7).save(paths[-1])
-    script = ("import sys\nfrom emotion_tfds import serving\n"
-              "print([serving.load(p).num_classes for p in sys.argv[1:]])")
+    script = ("import sys\nfrom emotion_tfds.serve import loader\n"
+              "print([loader.load(p).num_classes for p in sys.argv[1:]])")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True,
                           env=env, timeout=300, check=False, cwd=_REPO)

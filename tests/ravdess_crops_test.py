@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.ravdess_crops: the manifest of a crops folder and reading its crops."""
+"""Tests for emotion_tfds.ravdess.crops_folder: the manifest of a crops folder and reading its crops."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import tempfile
 
 from absl.testing import absltest
 
-from emotion_tfds import ravdess_crops
+from emotion_tfds.ravdess import crops_folder
 
 
-def _crops() -> list[ravdess_crops.Crop]:
-  return [ravdess_crops.Crop(
+def _crops() -> list[crops_folder.Crop]:
+  return [crops_folder.Crop(
       crop_file=f"Actor_0{actor}/02-01-07-01-01-01-0{actor}_f000{frame}.png", emotion="disgust",
       emotion_code=7, intensity=1, vocal_channel=1, statement=1, repetition=1, actor=actor,
       source_video=f"Actor_0{actor}/02-01-07-01-01-01-0{actor}.mp4", frame_index=frame,
@@ -28,24 +28,24 @@ class ManifestTest(absltest.TestCase):
 
   def test_round_trip_sorted_by_crop_file_and_no_temporary_left(self):
     crops = _crops()
-    path = ravdess_crops.write_manifest(self.out, crops)
+    path = crops_folder.write_manifest(self.out, crops)
     self.assertEqual(path, self.out / "manifest.csv")
-    self.assertEqual(ravdess_crops.read_manifest(self.out),
+    self.assertEqual(crops_folder.read_manifest(self.out),
                      sorted(crops, key=lambda c: c.crop_file))
     self.assertEqual([p.name for p in self.out.iterdir()], ["manifest.csv"])
 
   def test_bad_manifests_name_the_file_and_row(self):
     with self.assertRaisesRegex(FileNotFoundError, "manifest.csv does not exist"):
-      ravdess_crops.read_manifest(self.out)
-    ravdess_crops.write_manifest(self.out, _crops()[:2])
+      crops_folder.read_manifest(self.out)
+    crops_folder.write_manifest(self.out, _crops()[:2])
     manifest = self.out / "manifest.csv"
     good = manifest.read_text().splitlines()
     manifest.write_text("\n".join(["a,b"] + good[1:]) + "\n")
     with self.assertRaisesRegex(ValueError, r"manifest\.csv: header \['a', 'b'\]"):
-      ravdess_crops.read_manifest(self.out)
+      crops_folder.read_manifest(self.out)
     manifest.write_text("\n".join(good[:2] + [good[2].replace(",1,", ",x,", 1)]))
     with self.assertRaisesRegex(ValueError, r"manifest\.csv: row 2: "):
-      ravdess_crops.read_manifest(self.out)
+      crops_folder.read_manifest(self.out)
     manifest.write_text("\n".join(good[:2] + [good[2].replace("disgust", "calm")]))
     with self.assertRaisesRegex(ValueError, "row 2: unknown emotion 'calm'"):
-      ravdess_crops.read_manifest(self.out)
+      crops_folder.read_manifest(self.out)

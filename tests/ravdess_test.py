@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.ravdess (+ ravdess_names, video_frames): crops from real-face clips
+"""Tests for emotion_tfds.ravdess.extract (+ ravdess_names, video_frames): crops from real-face clips
 (direct and Beam), names, frame sampling, summary.
 
 The clips are written with cv2.VideoWriter from real photographs (the shared RAVDESS frames, else
@@ -15,18 +15,17 @@ import shutil
 import subprocess
 import sys
 
+from absl.testing import absltest
 import cv2
 import numpy as np
 import pytest
-from absl.testing import absltest
+import support
 
 from emotion_tfds import faces
-from emotion_tfds import ravdess
-from emotion_tfds import ravdess_crops
-from emotion_tfds import ravdess_names
-from emotion_tfds import video_frames
-
-import support
+from emotion_tfds.ravdess import crops_folder
+from emotion_tfds.ravdess import extract
+from emotion_tfds.ravdess import file_names
+from emotion_tfds.ravdess import video_frames
 
 FRAMES_PER_CLIP = 8
 K = 3  # Sampled frames 1, 4 and 6 of 8.
@@ -90,9 +89,9 @@ def extracted(tmp_path_factory, real_face_frames):
   root = tmp_path_factory.mktemp("ravdess_extract")
   photos = list(real_face_frames.values())
   videos = write_ravdess_folder(root / "videos", photos)
-  options = ravdess.ExtractOptions(frames_per_video=K)
-  direct_stats = ravdess.extract_folder(str(videos), str(root / "direct"), options)
-  beam_stats = ravdess.run_beam(str(videos), str(root / "beam"), options, pipeline_args=BEAM_ARGS)
+  options = extract.ExtractOptions(frames_per_video=K)
+  direct_stats = extract.extract_folder(str(videos), str(root / "direct"), options)
+  beam_stats = extract.run_beam(str(videos), str(root / "beam"), options, pipeline_args=BEAM_ARGS)
   return videos, root / "direct", direct_stats, root / "beam", beam_stats, photos
 
 
@@ -122,12 +121,12 @@ class ExtractTest(absltest.TestCase):
     self.assertIn("emotion 09", problems["Actor_07/02-01-09-01-01-01-07.mp4"])
     self.assertIn("cannot be opened", problems[TRUNCATED_MP4])
     self.assertIn("truncated", problems[TRUNCATED_AVI])
-    self.assertEqual(ravdess.read_summary(str(self.direct_dir)).to_json(),
+    self.assertEqual(extract.read_summary(str(self.direct_dir)).to_json(),
                      self.direct_stats.to_json())
     self.assertIn(TRUNCATED_AVI, self.direct_stats.format())
 
   def test_manifest_labels_and_frames(self):
-    crops = ravdess_crops.read_manifest(str(self.direct_dir))
+    crops = crops_folder.read_manifest(str(self.direct_dir))
     self.assertLen(crops, 3 * K)
     for clip, (emotion, actor, intensity) in FACE_CLIPS.items():
       clip_crops = [c for c in crops if c.source_video == clip]
@@ -140,7 +139,7 @@ class ExtractTest(absltest.TestCase):
     self.assertEqual(crops[0].crop_file, "Actor_01/02-01-07-01-01-01-01_f0001.png")
 
   def test_crops_are_48x48_faces(self):
-    crops = ravdess_crops.read_manifest(str(self.direct_dir))
+    crops = crops_folder.read_manifest(str(self.direct_dir))
     for crop in crops:
       image = cv2.imread(str(self.direct_dir / crop.crop_file), cv2.IMREAD_UNCHANGED)
       self.assertEqual((image.shape, image.dtype), ((48, 48), np.uint8), crop.crop_file)
@@ -152,41 +151,41 @@ class ExtractTest(absltest.TestCase):
     self.assertEqual(sorted(p.name for p in self.direct_dir.rglob("*.tmp-*")), [])
 
   def test_read_crop(self):
-    crops = ravdess_crops.read_manifest(str(self.direct_dir))
-    data = ravdess_crops.read_crop(str(self.direct_dir), crops[0])
+    crops = crops_folder.read_manifest(str(self.direct_dir))
+    data = crops_folder.read_crop(str(self.direct_dir), crops[0])
     np.testing.assert_array_equal(
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED),
         cv2.imread(str(self.direct_dir / crops[0].crop_file), cv2.IMREAD_UNCHANGED))
     bad_dir = support.tempdir(self)
     (bad_dir / "Actor_01").mkdir()
     with self.assertRaisesRegex(FileNotFoundError, "f0001.png"):
-      ravdess_crops.read_crop(str(bad_dir), crops[0])
+      crops_folder.read_crop(str(bad_dir), crops[0])
     cv2.imwrite(str(bad_dir / crops[0].crop_file), np.zeros((48, 48, 3), np.uint8))
     with self.assertRaisesRegex(ValueError, "f0001.png: expected a 48x48 8-bit grayscale PNG, got "
                                 "48x48, bit depth 8, colour type 2"):
-      ravdess_crops.read_crop(str(bad_dir), crops[0])
+      crops_folder.read_crop(str(bad_dir), crops[0])
 
   def test_beam_matches_direct(self):
-    self.assertEqual(ravdess_crops.read_manifest(str(self.beam_dir)),
-                     ravdess_crops.read_manifest(str(self.direct_dir)))
+    self.assertEqual(crops_folder.read_manifest(str(self.beam_dir)),
+                     crops_folder.read_manifest(str(self.direct_dir)))
     self.assertEqual(self.beam_stats.to_json(), self.direct_stats.to_json())
-    for crop in ravdess_crops.read_manifest(str(self.direct_dir)):
+    for crop in crops_folder.read_manifest(str(self.direct_dir)):
       self.assertEqual((self.beam_dir / crop.crop_file).read_bytes(),
                        (self.direct_dir / crop.crop_file).read_bytes(), crop.crop_file)
 
   def test_calm_as_neutral(self):
     out = str(support.tempdir(self))
-    options = ravdess.ExtractOptions(frames_per_video=2, calm_as_neutral=True)
-    result = ravdess.extract_video(str(self.videos / CALM_CLIP), str(self.videos), out, options)
+    options = extract.ExtractOptions(frames_per_video=2, calm_as_neutral=True)
+    result = extract.extract_video(str(self.videos / CALM_CLIP), str(self.videos), out, options)
     self.assertEqual([(c.emotion, c.emotion_code) for c in result.crops], [("neutral", 2)] * 2)
     self.assertTrue(all(os.path.exists(os.path.join(out, c.crop_file)) for c in result.crops))
 
   def test_other_modality_is_kept_on_request(self):
     out = str(support.tempdir(self))
-    options = ravdess.ExtractOptions(frames_per_video=1, modality=1)
-    kept = ravdess.extract_video(
+    options = extract.ExtractOptions(frames_per_video=1, modality=1)
+    kept = extract.extract_video(
         str(self.videos / OTHER_MODALITY_CLIP), str(self.videos), out, options)
-    skipped = ravdess.extract_video(
+    skipped = extract.extract_video(
         str(self.videos / "Actor_01/02-01-07-01-01-01-01.mp4"), str(self.videos), out, options)
     self.assertLen(kept.crops, 1)
     self.assertEqual((skipped.crops, skipped.stats.counts["skipped_other_modality"]), ([], 1))
@@ -197,24 +196,27 @@ class ExtractTest(absltest.TestCase):
     shutil.copy(self.videos / CALM_CLIP, videos / CALM_CLIP)
     out = str(support.tempdir(self))
     result = subprocess.run(
-        [sys.executable, "-m", "emotion_tfds.ravdess", f"--ravdess_dir={videos}", f"--out={out}",
+        [sys.executable, str(_MAIN), f"--ravdess_dir={videos}", f"--out={out}",
          "--frames_per_video=2", "--calm_as_neutral"],
         capture_output=True, text=True, timeout=300, check=False)
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertRegex(result.stdout, r"faces found \(= crops written\) +2\n")
-    self.assertEqual([c.emotion for c in ravdess_crops.read_manifest(out)], ["neutral", "neutral"])
+    self.assertEqual([c.emotion for c in crops_folder.read_manifest(out)], ["neutral", "neutral"])
 
   def test_missing_folder(self):
     with self.assertRaisesRegex(FileNotFoundError, "does-not-exist"):
-      ravdess.extract_folder("/does-not-exist", str(support.tempdir(self)))
+      extract.extract_folder("/does-not-exist", str(support.tempdir(self)))
+
+
+_MAIN = pathlib.Path(__file__).resolve().parents[1] / "ravdess_main.py"
 
 
 class NameTest(absltest.TestCase):
 
   def test_parse(self):
     self.assertEqual(
-        ravdess_names.parse_name("Actor_12/01-02-06-02-01-02-12.mp4"),
-        ravdess_names.RavdessName(modality=1, vocal_channel=2, emotion=6, intensity=2,
+        file_names.parse_name("Actor_12/01-02-06-02-01-02-12.mp4"),
+        file_names.RavdessName(modality=1, vocal_channel=2, emotion=6, intensity=2,
                                   statement=1, repetition=2, actor=12))
 
   def test_bad_names(self):
@@ -223,7 +225,7 @@ class NameTest(absltest.TestCase):
                           ("04-01-01-01-01-01-01.mp4", "modality 04"),
                           ("01-01-00-01-01-01-01.mp4", "emotion 00")]:
       with self.assertRaisesRegex(ValueError, message):
-        ravdess_names.parse_name(name)
+        file_names.parse_name(name)
 
   def test_sample_indices(self):
     self.assertEqual(video_frames.sample_indices(8, 3), [1, 4, 6])
@@ -235,9 +237,9 @@ class SummaryTest(absltest.TestCase):
 
   def test_summary_json(self):
     out = str(support.tempdir(self))
-    stats = ravdess.Stats()
+    stats = extract.Stats()
     stats.counts.update(files=3, skipped_bad_name=1)
     stats.problems.append(("a.mp4", "why"))
-    path = ravdess.write_summary(out, stats)
+    path = extract.write_summary(out, stats)
     self.assertEqual(json.loads(pathlib.Path(path).read_text())["counts"]["files"], 3)
-    self.assertEqual(ravdess.read_summary(out), stats)
+    self.assertEqual(extract.read_summary(out), stats)

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.schedules: the in-stage lr curves and reduce-on-plateau."""
+"""Tests for emotion_tfds.train.schedules: the in-stage lr curves and reduce-on-plateau."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emotion_tfds import schedules
-from emotion_tfds import stages
+from emotion_tfds.train import schedules
+from emotion_tfds.train import stages
 
 
 def _curve(spec: str, steps_per_epoch: int) -> np.ndarray:

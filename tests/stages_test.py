@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.stages: parsing, validation, lr scaling and optimizers."""
+"""Tests for emotion_tfds.train.stages: parsing, validation, lr scaling and optimizers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 
-from emotion_tfds import stages
+from emotion_tfds.train import stages
 
 
 class ParseStagesTest(parameterized.TestCase):
@@ -91,18 +91,18 @@ class ScheduleTest(absltest.TestCase):
   def test_pretrain_first(self):
     pre = stages.parse_stages("all:1:1e-3:32", prefix="pretrain", dataset="fer2013/fer7")
     main = stages.parse_stages("head:1:1e-3:32")
-    schedule = stages.build_schedule(main, pre)
+    schedule = stages.with_pretraining(main, pre)
     self.assertEqual([s.name for s in schedule], ["pretrain1_all", "stage1_head"])
     self.assertEqual([s.dataset for s in schedule], ["fer2013/fer7", None])
 
   def test_duplicate_names(self):
     main = stages.parse_stages("a:head:1:1e-3:32,a:all:1:1e-3:32")
     with self.assertRaisesRegex(ValueError, "repeated: \\['a'\\]"):
-      stages.build_schedule(main)
+      stages.with_pretraining(main)
 
   def test_empty(self):
     with self.assertRaisesRegex(ValueError, "no stages"):
-      stages.build_schedule([])
+      stages.with_pretraining([])
 
 
 class LearningRateTest(absltest.TestCase):

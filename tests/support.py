@@ -34,3 +34,13 @@ def small_cnn(num_classes: int) -> keras.Model:
   x = keras.layers.Flatten()(x)
   outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
   return keras.Model(inputs, outputs)
+
+
+def read_run_folder(logdir: pathlib.Path) -> dict[str, list]:
+  """tag -> [(step, summary value)] of the event files directly in `logdir` (not below it)."""
+  from emotion_tfds.report import curves  # Not at the top: support imports no TensorFlow.
+  out: dict[str, list] = {}
+  for event in curves.read_events(logdir):
+    for value in event.summary.value:
+      out.setdefault(value.tag, []).append((event.step, value))
+  return out

@@ -19,12 +19,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import support
 import tensorflow as tf
 
-from emotion_tfds import checkpoints
-from emotion_tfds import curves
-
-import support
+from emotion_tfds.report import curves
+from emotion_tfds.train import checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 300

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.training: stage semantics, head swap, exports, checkpoints and resume.
+"""Tests for emotion_tfds.train.loop: stage semantics, head swap, exports, checkpoints and resume.
 
 Real training runs of a few steps on the generated faces of `generated_data_dir` (conftest).
 """
@@ -12,38 +12,40 @@ from absl.testing import absltest
 import keras
 import numpy as np
 import pytest
+import support
 import tensorflow as tf
 
-from emotion_tfds import augment
-from emotion_tfds import checkpoints
-from emotion_tfds import curves
 from emotion_tfds import errors
-from emotion_tfds import callbacks
-from emotion_tfds import evaluate
+from emotion_tfds import experiment
 from emotion_tfds import labels
 from emotion_tfds import models
-from emotion_tfds import pipeline
-from emotion_tfds import run_summaries
-from emotion_tfds import runs
-from emotion_tfds import serving
-from emotion_tfds import stage_inputs
-from emotion_tfds import stages
-from emotion_tfds import training
-from emotion_tfds import weight_averages
-
-import support
+from emotion_tfds.data import augment
+from emotion_tfds.data import pipeline
+from emotion_tfds.report import callbacks
+from emotion_tfds.report import curves
+from emotion_tfds.report import evaluation
+from emotion_tfds.report import run_summaries
+from emotion_tfds.serve import loader
+from emotion_tfds.train import checkpoints
+from emotion_tfds.train import config as config_lib
+from emotion_tfds.train import inputs
+from emotion_tfds.train import keep_best
+from emotion_tfds.train import loop
+from emotion_tfds.train import stages
+from emotion_tfds.train import training_model
+from emotion_tfds.train import weight_averages
 
 _STEPS = 2  # Steps per epoch of every run here.
 
 
-def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> training.TrainConfig:
-  schedule = stages.build_schedule(
+def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> config_lib.TrainConfig:
+  schedule = stages.with_pretraining(
       stages.parse_stages(spec),
       stages.parse_stages(pretrain, prefix="pretrain", dataset="fer2013/fer7") if pretrain else [])
   defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0)
   defaults.update(kwargs)
-  return training.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
-                              schedule=tuple(schedule), **defaults)
+  return config_lib.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
+                              stages=tuple(schedule), **defaults)
 
 
 def _layer_weights(net: keras.Model) -> dict[str, list[np.ndarray]]:
@@ -78,7 +80,7 @@ class StagesTest(absltest.TestCase):
     snapshots = _Snapshots()
     config = _config(self.model_dir, self.data_dir, "head:1:1e-2:16,all:1:1e-3:16",
                      pretrain="all:1:1e-3:16")
-    result = runs.run(config, extra_callbacks=[snapshots])
+    result = experiment.run_experiment(config, extra_callbacks=[snapshots])
     return config, result, snapshots.fits
 
   def test_stage_semantics_head_swap_and_outputs(self):
@@ -111,12 +113,12 @@ class StagesTest(absltest.TestCase):
     # Evaluation, report files, model.keras and a uint8 SavedModel.
     self.assertEqual(result.report.totals.count, 120)  # seed6 test split of the generated data.
     self.assertTrue((self.model_dir / "eval_test.json").exists())
-    self.assertEqual(serving.load(self.model_dir / serving.MODEL_FILE).emotions(), labels.SEED6)
-    loaded = keras.models.load_model(self.model_dir / serving.MODEL_FILE)
+    self.assertEqual(loader.load(self.model_dir / loader.MODEL_FILE).emotions(), labels.SEED6)
+    loaded = keras.models.load_model(self.model_dir / loader.MODEL_FILE)
     images = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
                                result.model.predict(images, verbose=0), atol=1e-6)
-    saved = tf.saved_model.load(str(self.model_dir / serving.SAVED_MODEL_DIR))
+    saved = tf.saved_model.load(str(self.model_dir / loader.SAVED_MODEL_DIR))
     signature = saved.signatures["serving_default"]
     spec = signature.structured_input_signature[1]["images"]
     self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
@@ -124,7 +126,7 @@ class StagesTest(absltest.TestCase):
     self.assertEqual(out["probabilities"].shape, (2, 6))
 
     # Started again, the finished run trains nothing and reproduces the evaluation.
-    again = runs.run(config)
+    again = experiment.run_experiment(config)
     self.assertEqual(again.history, [])
     self.assertEqual(again.resumed_from, (2, 1))
     # The same predictions; the summed probabilities to float rounding (the order of a
@@ -194,14 +196,14 @@ class ResumeTest(absltest.TestCase):
 
     # 1. Crash in the all stage's first epoch: the last checkpoint closes the head stage.
     with self.assertRaises(_StopAt.Stop):
-      training.train(config, extra_callbacks=[_StopAt(fit_index=2, epoch=0)])
+      loop.train(config, extra_callbacks=[_StopAt(fit_index=2, epoch=0)])
     progress = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (0, 1, _STEPS))
 
     # 2. Resumed, the all stage starts with a fresh optimizer; crash before its 2nd checkpoint.
     first, stop = _FirstState(), _StopAt(fit_index=1, epoch=1)
     with self.assertRaises(_StopAt.Stop):
-      training.train(config, extra_callbacks=[first, stop])
+      loop.train(config, extra_callbacks=[first, stop])
     self.assertEqual(first.state["iterations"], 0)
     progress = checkpoints.read_progress(str(ckpt_dir))
     self.assertEqual((progress.stage, progress.epoch, progress.global_step), (1, 1, 2 * _STEPS))
@@ -216,7 +218,7 @@ class ResumeTest(absltest.TestCase):
     # 3. Resumed mid-stage: the stage's optimizer comes back (step counter, Adam moments) with
     # the weights, and the run finishes the stage.
     first = _FirstState()
-    result = runs.run(config, extra_callbacks=[first])
+    result = experiment.run_experiment(config, extra_callbacks=[first])
     self.assertEqual(result.resumed_from, (1, 1))
     self.assertEqual([(h["stage"], h["epoch"]) for h in result.history],
                      [("stage2_all", 2), ("stage2_all", 3)])
@@ -232,7 +234,7 @@ class ResumeTest(absltest.TestCase):
 
     # TensorBoard reads the crashed and resumed run as one: epochs count on across stages, each
     # stage notes its start once, and the run folder holds one HParams trial and its result.
-    tb = model_dir / training.TENSORBOARD_DIR
+    tb = model_dir / loop.TENSORBOARD_DIR
 
     def steps(folder: pathlib.Path, tag: str) -> list[int]:
       return [e.step for e in curves.read_events(folder) if e.summary.value[0].tag == tag]
@@ -254,11 +256,11 @@ class ResumeTest(absltest.TestCase):
     other = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:4:1e-3:16")
     with self.assertRaisesRegex(errors.CheckpointMismatchError,
                                 r"another run; what differs: stages: .*all:3:.* -> .*all:4:"):
-      training.train(other)
+      loop.train(other)
     capped = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:3:1e-3:16",
                      max_steps_per_epoch=_STEPS + 1)
     with self.assertRaisesRegex(ValueError, r"what differs: max_steps_per_epoch: 2 -> 3\."):
-      training.train(capped)
+      loop.train(capped)
 
 
 def _network_state(net: keras.Model) -> list[np.ndarray]:
@@ -295,14 +297,14 @@ class AveragedWeightsTest(absltest.TestCase):
                      keep_best="accuracy", model="fastnet_small")
     crashed, stop = _Averages(), _StopAt(fit_index=1, epoch=2)
     with self.assertRaises(_StopAt.Stop):
-      training.train(config, extra_callbacks=[crashed, stop])
+      loop.train(config, extra_callbacks=[crashed, stop])
     # Between epochs the network holds its trained weights, not the averages.
     for trained, averaged in crashed.epochs:
       self.assertFalse(_same(trained, averaged))
     # The checkpoint of epoch 2 brings back the trained weights and statistics and the averages
     # (optimizer variables and the statistics' averages) exactly.
     first, resumed = _FirstState(), _Averages()
-    result = training.train(config, extra_callbacks=[first, resumed])
+    result = loop.train(config, extra_callbacks=[first, resumed])
     self.assertEqual(result.resumed_from, (0, 2))
     self.assertTrue(any("average" in path for path in stop.saved_state["variables"]))
     for path, value in stop.saved_state["variables"].items():
@@ -318,7 +320,7 @@ class AveragedWeightsTest(absltest.TestCase):
     self.assertEqual([_same(*epoch) for epoch in resumed.epochs], [False, True])
     # Keep-best saved the averages of its epoch, not trained weights.
     best = models.MODELS["fastnet_small"](num_classes=6)
-    best.load_weights(model_dir / training.BEST_WEIGHTS)
+    best.load_weights(model_dir / keep_best.BEST_WEIGHTS)
     kept = _network_state(best)
     every_average = [averaged for _, averaged in crashed.epochs + resumed.epochs]
     self.assertTrue(any(_same(kept, averaged) for averaged in every_average))
@@ -338,9 +340,9 @@ class RecipeOptionsTest(absltest.TestCase):
         ":balance=weights", validate=True, keep_best="accuracy",
         final_tta="flip")
     with self.assertRaises(_StopAt.Stop):
-      training.train(config, extra_callbacks=[_StopAt(fit_index=1, epoch=2)])
+      loop.train(config, extra_callbacks=[_StopAt(fit_index=1, epoch=2)])
     self.assertEqual(checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR)).epoch, 2)
-    result = runs.run(config)
+    result = experiment.run_experiment(config)
     self.assertEqual(result.resumed_from, (0, 2))
 
     # The plateau state came back: the lr of epochs 3-4 follows from the checkpointed best/wait.
@@ -349,14 +351,14 @@ class RecipeOptionsTest(absltest.TestCase):
     self.assertTrue(all(np.isclose(r, allowed, rtol=1e-6).any() for r in rates), rates)
     # The final network is the best epoch's, not the last one's.
     best = models.MODELS["base_cnn"](num_classes=6)
-    best.load_weights(model_dir / training.BEST_WEIGHTS)
+    best.load_weights(model_dir / keep_best.BEST_WEIGHTS)
     for name, weights in _layer_weights(best).items():
       for a, b in zip(weights, _layer_weights(result.model)[name], strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
     # The report is of that network with flip TTA (the eval_main code path).
-    builder = stage_inputs.built_dataset("fer2013/seed6", self.data_dir, 0)
-    plain = evaluate.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy())
-    flip = evaluate.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy(),
+    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, 0)
+    plain = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy())
+    flip = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy(),
                              tta="flip")
     np.testing.assert_allclose(result.report.true_prob_sum, flip.true_prob_sum, rtol=1e-5)
     self.assertFalse(np.array_equal(result.report.true_prob_sum, plain.true_prob_sum))
@@ -364,11 +366,11 @@ class RecipeOptionsTest(absltest.TestCase):
   def test_augment_off_stage_and_fingerprint(self):
     config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:16:augment=off")
     self.assertIn("augment=off", config.fingerprint())
-    other = training.TrainConfig(**{**config.__dict__, "augment_params": augment.AugmentParams(
+    other = config_lib.TrainConfig(**{**config.__dict__, "augment_params": augment.AugmentParams(
         crop=0.1)})
     self.assertNotEqual(config.fingerprint(), other.fingerprint())
     with self.assertRaisesRegex(ValueError, "keep_best needs"):
-      training.TrainConfig(**{**config.__dict__, "keep_best": "accuracy", "validate": False})
+      config_lib.TrainConfig(**{**config.__dict__, "keep_best": "accuracy", "validate": False})
 
 
 class XlaStepTest(absltest.TestCase):
@@ -384,7 +386,7 @@ class XlaStepTest(absltest.TestCase):
       keras.utils.set_random_seed(0)
       net = models.MODELS["fastnet"](num_classes=7, head_dropout=0.0)
       initial = [w.numpy() for w in net.weights]
-      trainer = training.TrainingModel(net, augment.AugmentParams(rotate=5.0, erase_prob=0.5),
+      trainer = training_model.TrainingModel(net, augment.AugmentParams(rotate=5.0, erase_prob=0.5),
                                        stage_seed=3)
       trainer.compile(optimizer=stages.make_optimizer("nesterov", 0.05, weight_decay=5e-4),
                       loss="sparse_categorical_crossentropy", jit_compile=jit)
@@ -404,17 +406,17 @@ class ErrorsTest(absltest.TestCase):
   def test_dataset_not_built(self):
     data_dir = str(support.tempdir(self))
     with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
-      stage_inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
+      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
 
   @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
     config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
-      training.train(config)
+      loop.train(config)
 
   @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
-    builder = stage_inputs.built_dataset("fer2013/seed6", self.data_dir, generate_rows=0)
+    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, generate_rows=0)
     identity = checkpoints.data_identity({"fer2013/seed6": builder})
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
     self.assertEqual(identity, f"fer2013/seed6@{builder.info.version}:" + "/".join(
@@ -425,12 +427,12 @@ class ErrorsTest(absltest.TestCase):
   def test_bad_config(self):
     schedule = tuple(stages.parse_stages("all:1:1e-3:8"))
     with self.assertRaisesRegex(ValueError, "Unknown strategy"):
-      training.TrainConfig(model_dir="m", data_dir="d", schedule=schedule, strategy="gpu")
+      config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, strategy="gpu")
     with self.assertRaisesRegex(ValueError, "Unknown augment_on"):
-      training.TrainConfig(model_dir="m", data_dir="d", schedule=schedule, augment_on="tpu")
+      config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, augment_on="tpu")
     pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="fer2013/fer7"))
     with self.assertRaisesRegex(ValueError, "not on the target dataset fer2013/seed6"):
-      training.TrainConfig(model_dir="m", data_dir="d", schedule=pretrain_only)
+      config_lib.TrainConfig(model_dir="m", data_dir="d", stages=pretrain_only)
 
 
 @pytest.mark.usefixtures("data_dir")
@@ -456,14 +458,14 @@ class DataServiceTest(absltest.TestCase):
         model_dir = support.tempdir(self)
         config = _config(str(model_dir), self.data_dir, "all:1:1e-3:16",
                          data_service_address=f"grpc://127.0.0.1:{port}")
-        result = training.train(config)
+        result = loop.train(config)
     finally:
       worker.stop()
       dispatcher.stop()
     self.assertIn(f"grpc://127.0.0.1:{port}", addresses)
     self.assertEqual([(h["stage"], h["epoch"]) for h in result.history], [("stage1_all", 1)])
     self.assertTrue(np.isfinite(result.history[0]["loss"]))
-    # Training ends at the trained network: evaluating and saving it are runs.run's.
+    # Training ends at the trained network: evaluating and saving it are experiment.run's.
     self.assertEqual(result.network.output_shape, (None, 6))
     self.assertEqual(sorted(p.name for p in model_dir.iterdir()),
-                     [checkpoints.CKPT_DIR, training.TENSORBOARD_DIR])
+                     [checkpoints.CKPT_DIR, loop.TENSORBOARD_DIR])

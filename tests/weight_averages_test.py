@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.weight_averages: the BatchNorm statistics' averages and the swap."""
+"""Tests for emotion_tfds.train.weight_averages: the BatchNorm statistics' averages and the swap."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import keras
 import numpy as np
 
 from emotion_tfds import models
-from emotion_tfds import stages
-from emotion_tfds import training
-from emotion_tfds import weight_averages
+from emotion_tfds.train import stages
+from emotion_tfds.train import training_model
+from emotion_tfds.train import weight_averages
 
 _MOMENTUM = 0.75
 
@@ -44,7 +44,7 @@ class BatchNormAveragesTest(absltest.TestCase):
     # fastnet_small: a stem and two convolutions in each of 3 stages, each with a BatchNorm.
     self.assertLen(batch_norm.statistics, 2 * 7)
     self.assertLen(batch_norm.variables["batch_norm_averages"], 2 * 7)
-    trainer = training.TrainingModel(net, None, stage_seed=0, batch_norm_averages=batch_norm)
+    trainer = training_model.TrainingModel(net, None, stage_seed=0, batch_norm_averages=batch_norm)
     trainer.compile(optimizer=stages.make_optimizer("nesterov", 0.1, ema=_MOMENTUM),
                     loss="sparse_categorical_crossentropy")
     trainer.optimizer.build(trainer.trainable_variables)

@@ -21,6 +21,7 @@ dashboards as PNGs (`?forceSVG=true` makes the charts render without a GPU).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import contextlib
 import json
 import pathlib
@@ -31,7 +32,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 
 from absl import app
 from absl import flags

@@ -3,7 +3,7 @@
 Build with `tfds build builders/fer2013 --manual_dir=DIR --data_dir=DIR [--config=seed6]`, or use
 `tfds.builder("fer2013/seed6")` after `import builders.fer2013`. Every config is built from the csv
 alone; RAVDESS face crops are a dataset of their own (`builders/ravdess_crops`), mixed into train
-at input time (`emotion_tfds.mixtures`; BUILD.md, "RAVDESS crops").
+at input time (`emotion_tfds.data.mixtures`; BUILD.md, "RAVDESS crops").
 
 Row numbers in examples (`row`) and in error messages are 1-based *data* rows: the first row after
 the header is row 1 (it sits on file line 2). Blank lines are skipped and not counted.
@@ -71,7 +71,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   Columns `emotion,pixels,Usage`: emotion id 0..6, 2304 space-separated pixels 0..255 (48x48,
   row-major), Usage Training / PublicTest / PrivateTest (-> splits train / validation / test; a
   Usage the file lacks gives no such split). Generated faces in the same format:
-  `python -m emotion_tfds.facegen --out=DIR --num_rows=N`.
+  `python facegen_main.py --out=DIR --num_rows=N`.
   """
   BUILDER_CONFIGS = [
       Fer2013Config(name="fer7", scheme="fer7",

@@ -2,7 +2,7 @@
 
 dummy_data/fer2013.csv.gz holds 28 generated faces (4/2/2 per emotion in Training/PublicTest/
 PrivateTest), made with
-  python -m emotion_tfds.facegen --out=builders/fer2013/dummy_data --num_rows=28
+  python facegen_main.py --out=builders/fer2013/dummy_data --num_rows=28
   gzip -9n builders/fer2013/dummy_data/fer2013.csv
 """
 

@@ -1,8 +1,8 @@
 """RAVDESS face crops as a TFDS dataset: 48x48 grayscale faces cut from RAVDESS videos.
 
 Build with `tfds build builders/ravdess_crops --manual_dir=CROPS --data_dir=DIR`, where CROPS is
-the folder `python -m emotion_tfds.ravdess --ravdess_dir=RAVDESS --out=CROPS` wrote (manifest.csv
-and Actor_NN/*.png). Mixed into FER-2013's train split at input time by `emotion_tfds.mixtures`
+the folder `python ravdess_main.py --ravdess_dir=RAVDESS --out=CROPS` wrote (manifest.csv
+and Actor_NN/*.png). Mixed into FER-2013's train split at input time by `emotion_tfds.data.mixtures`
 (e.g. `--dataset=fer2013/seed6+ravdess_crops`); see BUILD.md, "RAVDESS crops".
 """
 
@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from emotion_tfds import image_spec
 from emotion_tfds import labels
-from emotion_tfds import ravdess_crops
+from emotion_tfds.ravdess import crops_folder
 
 _HOMEPAGE = "https://zenodo.org/record/1188976"
 _NUM_SHARDS = 4
@@ -27,7 +27,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release: the crops of a manifest.csv, one train split."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   `manual_dir` is a crops folder: manifest.csv plus the Actor_NN/*.png crops it lists, as written by
-  `python -m emotion_tfds.ravdess --ravdess_dir=RAVDESS --out=CROPS` from the RAVDESS videos
+  `python ravdess_main.py --ravdess_dir=RAVDESS --out=CROPS` from the RAVDESS videos
   (Video_Speech_Actor_NN.zip and Video_Song_Actor_NN.zip, unzipped) of
   https://zenodo.org/record/1188976
   """
@@ -62,10 +62,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     A bad manifest or crop fails here, before any example is written.
     """
     crops_dir = epath.Path(dl_manager.manual_dir)
-    crops = ravdess_crops.read_manifest(crops_dir)
+    crops = crops_folder.read_manifest(crops_dir)
     if not crops:
-      raise ValueError(f"{crops_dir / ravdess_crops.MANIFEST_NAME} lists no crops.")
-    self._examples = [(crop, ravdess_crops.read_crop(crops_dir, crop)) for crop in crops]
+      raise ValueError(f"{crops_dir / crops_folder.MANIFEST_NAME} lists no crops.")
+    self._examples = [(crop, crops_folder.read_crop(crops_dir, crop)) for crop in crops]
     if download_config.num_shards is None:
       download_config = download_config.replace(num_shards=min(_NUM_SHARDS, len(crops)))
     try:
@@ -77,7 +77,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # The crops were read by `_download_and_prepare`.
     return {"train": self._generate_examples(self._examples)}
 
-  def _generate_examples(self, examples: list[tuple[ravdess_crops.Crop, bytes]]):
+  def _generate_examples(self, examples: list[tuple[crops_folder.Crop, bytes]]):
     for crop, png in examples:
       yield crop.crop_file, {
           "image": png, "label": crop.emotion, "crop_file": crop.crop_file,

@@ -1,6 +1,6 @@
 """Tests of the RAVDESS crops builder: TFDS's builder checks on dummy_data, and bad crops folders.
 
-dummy_data/ is a crops folder of 14 generated faces (`emotion_tfds.facegen.generate(14, seed=0)`,
+dummy_data/ is a crops folder of 14 generated faces (`emotion_tfds.data.facegen.generate(14, seed=0)`,
 2 per emotion, actors 1-2) written as PNGs with a manifest.csv (`ravdess_crops.write_manifest`).
 """
 

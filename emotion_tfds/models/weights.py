@@ -13,9 +13,10 @@ or linear (logits) activation, or a Dense followed by a softmax layer, and it be
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 import os
 import pathlib
-from collections.abc import Callable, Sequence
 
 import h5py
 import keras

@@ -1,0 +1,109 @@
+"""Evaluates a model file on a dataset split: the per-emotion report, with optional TTA.
+
+Models: any file `loader.load` reads (a `.keras` file, a SavedModel directory from
+`export.export_saved_model`, whose `assets/labels.txt` names its classes, or a `.tflite` file).
+Either way the evaluation feeds the stored uint8 images.
+
+Label schemes: the model's emotions are, in this order of precedence, `model_scheme` when given,
+the model's own label names (labels.txt), else the dataset's. A model whose class count does not
+match them is refused. When the model's emotions differ from the dataset's (a seed6 model on fer7
+data), the report maps labels by emotion name and lists the dataset emotions the model lacks as not
+covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import os
+import pathlib
+
+import tensorflow as tf
+
+from emotion_tfds import labels
+from emotion_tfds import tta as tta_lib
+from emotion_tfds.data import datasets
+from emotion_tfds.data import pipeline
+from emotion_tfds.report import evaluation
+from emotion_tfds.report import metrics
+from emotion_tfds.serve import loader
+
+
+def model_emotions(model: loader.LoadedModel, dataset: str, label_names: Sequence[str],
+                   model_scheme: str | None = None) -> tuple[str, ...]:
+  """The model's emotions in output order, checked against its class count.
+
+  Raises:
+    ValueError: the class count does not match (the message names the model, the dataset and both
+      counts), or the model shares no emotion with the dataset.
+  """
+  if model_scheme is not None:
+    names, origin = labels.get_scheme(model_scheme), f"--model_scheme={model_scheme}"
+  elif model.label_names is not None:
+    names, origin = model.label_names, "its labels.txt"
+  else:
+    names, origin = tuple(label_names), f"dataset {dataset}"
+  if len(names) != model.num_classes:
+    sizes = ", ".join(f"{k}: {len(v)}" for k, v in labels.SCHEMES.items())
+    hint = ""
+    if model_scheme is None and model.label_names is None:
+      hint = (" To evaluate a model of another label scheme on these images through the label "
+              f"mapping, pass --model_scheme ({sizes} classes).")
+    raise ValueError(
+        f"Model {model.source} has {model.num_classes} classes, but {origin} has {len(names)} "
+        f"emotions ({', '.join(names)}).{hint}")
+  if not set(names) & set(label_names):
+    raise ValueError(f"Model {model.source} predicts {names}, none of which is in dataset "
+                     f"{dataset} ({tuple(label_names)}).")
+  return tuple(names)
+
+
+def evaluate_dataset(model: loader.LoadedModel, dataset: tf.data.Dataset,
+                     label_names: Sequence[str], pred_names: Sequence[str], tta: str = "none") -> metrics.EmotionReport:
+  """Streams (uint8 images, labels) batches through the model into a report."""
+  evaluator = metrics.StreamingEvaluator(tta_lib.with_tta(model.predict_fn, tta), label_names, pred_names)
+  return evaluator.evaluate(dataset)
+
+
+def evaluate_file(*, model_path: str | os.PathLike, dataset: str, data_dir: str | os.PathLike,
+        split: str = "test", batch_size: int = pipeline.EVAL_BATCH, tta: str = "none",
+        model_scheme: str | None = None, output: str | os.PathLike | None = None,
+        logdir: str | os.PathLike | None = None,
+        confusion_png: str | os.PathLike | None = None) -> metrics.EmotionReport:
+  """Evaluates `model_path` on `split` of `dataset`, prints the table and writes what is asked.
+
+  Args:
+    model_path: `.keras` file or SavedModel directory.
+    dataset: TFDS name with config, e.g. "fer2013/fer7".
+    data_dir: TFDS data_dir holding the built dataset.
+    split: split to evaluate.
+    batch_size: images per batch.
+    tta: one of tta.TTA_MODES.
+    model_scheme: the model's label scheme when it is not the dataset's (and not in a SavedModel).
+    output: report file; `.md`, `.json` or `.csv` by suffix.
+    logdir: TensorBoard folder for the table as a text summary (and the confusion image).
+    confusion_png: PNG file for the confusion-matrix picture.
+
+  Returns:
+    The report.
+  """
+  if output is not None and pathlib.Path(output).suffix not in metrics.OUTPUT_SUFFIXES:
+    raise ValueError(f"--output {output}: suffix must be one of {metrics.OUTPUT_SUFFIXES}.")
+  builder = datasets.get_builder(dataset, data_dir)
+  label_names = tuple(datasets.label_names(builder))
+  if split not in builder.info.splits:
+    raise ValueError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "
+                     f"{sorted(builder.info.splits)}.")
+  model = loader.load(model_path)
+  pred_names = model_emotions(model, dataset, label_names, model_scheme)
+  images, num_examples = pipeline.make_dataset(builder, split, batch_size, training=False)
+  report = evaluate_dataset(model, images, label_names, pred_names, tta)
+  print(f"{model.source} on {dataset} {split} ({num_examples} images, TTA {tta}):")
+  print(report.format_table(), flush=True)
+  if output is not None:
+    print(f"Wrote {report.save(output)}")
+  if confusion_png is not None:
+    print(f"Wrote {metrics.confusion_png(report, confusion_png)}")
+  if logdir is not None:
+    evaluation.write_text_summary(report, logdir)
+    print(f"Wrote the report to TensorBoard run {logdir}")
+  return report

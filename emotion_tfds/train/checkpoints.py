@@ -1,0 +1,107 @@
+"""The run's checkpoint: its progress counters, the per-epoch save, and what must match on resume.
+
+The checkpoint (`tf.train.CheckpointManager` in `<model_dir>/ckpt`, written after every epoch)
+holds the network, the stage's optimizer (slots and step counter), the Keras dropout seed-generator
+states, the stage index, the epochs done in it, the global step, the best epoch so far, the best validation
+accuracy and a
+fingerprint of the run's settings and data. TF writes the data and index files first and
+atomically replaces the small `checkpoint` state file last, so a kill during a write leaves the
+previous checkpoint in use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+CKPT_DIR = "ckpt"
+_SEED_STATE = "seed_generator_state"  # Name of Keras' SeedGenerator state variables (dropout RNG).
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+  """Where a checkpoint stands: `epoch` epochs of stage `stage` are done."""
+  path: str
+  stage: int
+  epoch: int
+  global_step: int
+  fingerprint: str
+
+
+def read_progress(ckpt_dir: str) -> Progress | None:
+  """The latest checkpoint's progress in `ckpt_dir`, or None when there is none."""
+  path = tf.train.latest_checkpoint(ckpt_dir)
+  if path is None:
+    return None
+  reader = tf.train.load_checkpoint(path)
+
+  def value(name):
+    return reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+  return Progress(path=path, stage=int(value("stage")), epoch=int(value("epoch")),
+                  global_step=int(value("global_step")),
+                  fingerprint=value("fingerprint").decode("utf8"))
+
+
+class Counters:
+  """The checkpointed progress variables."""
+
+  def __init__(self, fingerprint: str):
+    self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
+    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    self.fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False,
+                                   name="fingerprint")
+    # keep_best: the best validation value so far and where it was (stage index, epoch 1-based).
+    self.best_value = tf.Variable(-np.inf, dtype=tf.float32, trainable=False, name="best_value")
+    self.best_stage = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_stage")
+    self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+    # The best validation accuracy of the stages on the target's classes, with or without keep_best.
+    self.best_accuracy = tf.Variable(-np.inf, dtype=tf.float32, trainable=False,
+                                     name="best_accuracy")
+
+  def objects(self) -> dict:
+    return {"stage": self.stage, "epoch": self.epoch, "global_step": self.global_step,
+            "fingerprint": self.fingerprint, "best_value": self.best_value,
+            "best_stage": self.best_stage, "best_epoch": self.best_epoch,
+            "best_accuracy": self.best_accuracy}
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+  """Saves the checkpoint at the end of every epoch (after the callbacks placed before it)."""
+
+  def __init__(self, manager: tf.train.CheckpointManager, counters: Counters, steps: int):
+    super().__init__()
+    self._manager = manager
+    self._counters = counters
+    self._steps = steps
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._counters.epoch.assign(epoch + 1)
+    self._counters.global_step.assign_add(self._steps)
+    self._manager.save(checkpoint_number=int(self._counters.global_step.numpy()))
+
+
+def rng_states(net: keras.Model) -> list:
+  """The Keras seed-generator states (dropout RNG): not tracked by tf.train.Checkpoint otherwise."""
+  return [v for v in net.non_trainable_variables if v.name == _SEED_STATE]
+
+
+def data_identity(builders: dict) -> str:
+  """Each dataset's name, version and split sizes: what a resumed run must train on again."""
+  return ",".join(
+      f"{name}@{builder.info.version}:" + "/".join(
+          f"{split}={info.num_examples}" for split, info in sorted(builder.info.splits.items()))
+      for name, builder in sorted(builders.items()))
+
+
+def fingerprint_difference(saved: str, current: str) -> str:
+  """The settings that differ between two fingerprints, as "key: saved -> current; ..."."""
+  def fields(fingerprint: str) -> dict[str, str]:
+    return dict(part.partition("=")[::2] for part in fingerprint.split(";"))
+  a, b = fields(saved), fields(current)
+  return "; ".join(f"{key}: {a.get(key, '(none)')} -> {b.get(key, '(none)')}"
+                   for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key))

@@ -1,0 +1,88 @@
+"""The data of a run: its datasets looked up (or generated), and each stage's input pipelines.
+
+`train_dataset_fn` is what `strategy.distribute_datasets_from_function` calls once per input
+pipeline: epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches shuffled
+with a seed of (run seed, stage, epoch) over one cached read of the split, so the batches of an
+epoch are the same whether the run was interrupted or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from emotion_tfds import errors
+from emotion_tfds import seeds
+from emotion_tfds.data import augment
+from emotion_tfds.data import datasets
+from emotion_tfds.data import mixtures
+from emotion_tfds.data import pipeline
+from emotion_tfds.train import stages as stages_lib
+
+
+def built_dataset(dataset: str, data_dir: str, generate_rows: int, seed: int = 0):
+  """The built dataset `dataset` in `data_dir`, generated (faces) and built first when asked to.
+
+  Raises:
+    errors.DataNotBuiltError: the dataset is not built and `generate_rows` is 0.
+  """
+  if datasets.MIXTURE_SEPARATOR in dataset:
+    fer, crops = datasets.mixture_parts(dataset)
+    return mixtures.FillGapMixture(built_dataset(fer, data_dir, generate_rows, seed),
+                                   built_dataset(crops, data_dir, 0))
+  builder = datasets.get_builder(dataset, data_dir)
+  if builder.is_prepared():
+    return builder
+  if builder.name == "ravdess_crops":
+    raise errors.DataNotBuiltError(
+        f"Dataset {dataset} is not built in {data_dir}. Extract the crops from the RAVDESS videos "
+        "and build it (BUILD.md, \"RAVDESS crops\"): `python ravdess_main.py "
+        "--ravdess_dir=<RAVDESS videos> --out=<crops folder>`, then `tfds build "
+        f"builders/ravdess_crops --manual_dir=<crops folder> --data_dir={data_dir}`.")
+  if generate_rows <= 0:
+    raise errors.DataNotBuiltError(
+        f"Dataset {dataset} is not built in {data_dir}. Build it first (see BUILD.md, e.g. "
+        f"`tfds build builders/fer2013 --config={dataset.split('/')[-1]} --data_dir={data_dir} "
+        f"--manual_dir=<folder with fer2013.csv>`), or pass --generate_rows=N to train on N "
+        "generated faces.")
+  print(f"{dataset} is not built in {data_dir}: generating {generate_rows} faces and building it.",
+        flush=True)
+  return datasets.ensure_generated(dataset, data_dir, num_rows=generate_rows, seed=seed)
+
+
+def split_size(builder, split: str) -> int:
+  """Examples in `split` of a built dataset."""
+  return builder.info.splits[split].num_examples
+
+
+def train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: int,
+                     first_epoch: int, steps: int, deterministic: bool,
+                     host_augment: augment.AugmentParams | None,
+                     data_service_address: str | None = None,
+                     ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+  """The per-input-pipeline training dataset of a stage, for `distribute_datasets_from_function`.
+
+  Epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches shuffled with
+  `seeds.epoch_seed(seed, stage_index, epoch)` over one cached read of the split: the batches of
+  an epoch do not depend on where the run (re)started, and every worker has its steps even when
+  shards differ in size.
+  """
+
+  def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    ds, _ = pipeline.make_dataset(
+        builder, "train", input_context.get_per_replica_batch_size(stage.global_batch),
+        training=True, input_context=input_context, seed=seeds.stage_seed(seed, seeds.Stream.STAGE, stage_index),
+        epoch_seeds=[seeds.epoch_seed(seed, stage_index, epoch)
+                     for epoch in range(first_epoch, stage.epochs)],
+        steps_per_epoch=steps, deterministic=deterministic, augment_on_host=host_augment,
+        data_service_address=data_service_address)
+    return ds
+
+  return dataset_fn
+
+
+def eval_dataset(builder, split: str, batch: int = pipeline.EVAL_BATCH) -> tf.data.Dataset:
+  """Batches of one whole split, in order, for evaluation."""
+  ds, _ = pipeline.make_dataset(builder, split, batch, training=False)
+  return ds

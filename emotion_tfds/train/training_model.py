@@ -1,0 +1,87 @@
+"""The Keras model that training fits: a network behind the uint8 conversion and the augmentation."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from emotion_tfds import image_spec
+from emotion_tfds import preprocess
+from emotion_tfds import workers
+from emotion_tfds.data import augment
+from emotion_tfds.train import weight_averages
+
+
+class TrainingModel(keras.Model):
+  """`net` behind the uint8 -> float conversion, with on-device augmentation in training calls.
+
+  Inputs are uint8 batches [B, 48, 48, 1] (or float32 [0, 1] batches already augmented on the
+  host, passed through). Only `net` holds weights; it is what gets saved and exported.
+  """
+
+  def __init__(self, net: keras.Model, augment_params: augment.AugmentParams | None,
+               stage_seed: int, host_augmented: bool = False,
+               batch_norm_averages: weight_averages.BatchNormAverages | None = None, **kwargs):
+    """Wraps `net`.
+
+    Args:
+      net: the network (float32 [0, 1] input).
+      augment_params: augment uint8 training batches with these strengths; None: no augmentation.
+      stage_seed: first element of every augmentation seed of this stage.
+      host_augmented: training batches arrive float32, augmented by the input pipeline.
+      batch_norm_averages: updated after each step (a stage with `ema`).
+    """
+    super().__init__(name=f"training_{net.name}", **kwargs)
+    self.net = net
+    self.batch_norm_averages = batch_norm_averages
+    self._augment_params = augment_params
+    self._stage_seed = stage_seed
+    self._batch_spec = (
+        tf.TensorSpec([None, *image_spec.IMAGE_SHAPE], tf.float32 if host_augmented else tf.uint8),
+        tf.TensorSpec([None], tf.int64))
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Builds the metrics from the known input spec, not from a batch reduced over replicas.
+
+    Keras 3.15 gets its sample batch with `strategy.reduce("MEAN", (images, labels))`, which
+    MultiWorkerMirroredStrategy cannot do for a tuple (keras-team/keras#20585); only the shapes and
+    dtypes are needed. (Overrides a private Keras method; tests/distribute_test.py covers it.)
+    """
+    del iterator, data_batch
+    with self.distribute_strategy.scope():
+      self._symbolic_build(data_batch=self._batch_spec)
+
+  def train_step(self, data):
+    logs = super().train_step(data)
+    statistics = weight_averages.batch_norm_statistics(self.net)
+    if statistics and self.distribute_strategy.num_replicas_in_sync > 1:
+      # Each replica updates its BatchNorm statistics from its own part of the batch (Keras 3
+      # gives them no aggregation): average them, as Keras 2's MEAN aggregation did, so every
+      # replica and worker holds the same network.
+      means = tf.distribute.get_replica_context().all_reduce(  # One batched all-reduce.
+          tf.distribute.ReduceOp.MEAN, [tf.identity(s) for s in statistics])
+      for statistic, mean in zip(statistics, means):
+        statistic.assign(mean)
+    if self.batch_norm_averages is not None:
+      self.batch_norm_averages.update(self.optimizer.iterations)
+    if workers.is_multi_worker(self.distribute_strategy):
+      # Keras 3.15 averages the step's logs over workers with strategy.reduce(MEAN, v, axis=0),
+      # which needs a batch axis: give each scalar one (keras-team/keras#20585).
+      logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
+
+  def _step_seed(self) -> tf.Tensor:
+    """Stateless seed [2]: (stage seed, optimizer step * replicas + replica id)."""
+    context = tf.distribute.get_replica_context()
+    replica = tf.cast(context.replica_id_in_sync_group if context else 0, tf.int64)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    step = tf.cast(self.optimizer.iterations, tf.int64) * replicas + replica
+    return tf.stack([tf.constant(self._stage_seed, tf.int64), step])
+
+  def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+    if images.dtype != tf.uint8:  # Augmented on the host: already the network's input.
+      return self.net(images, training=training)
+    if training and self._augment_params is not None:
+      return self.net(augment.augment_batch(images, self._step_seed(), self._augment_params),
+                      training=True)
+    return preprocess.network_probabilities(self.net, images, training=training)
