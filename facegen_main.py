@@ -10,12 +10,14 @@ and build its own.
 
 from __future__ import annotations
 
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 import pathlib
 
-from absl import app
 from absl import flags
 
-from emotion_tfds import errors
 from emotion_tfds.data import facegen
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write fer2013.csv into.")
@@ -38,4 +40,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("out")
-  app.run(errors.exit_on_user_error(main))
+  quiet.run(main)

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from emotion_tfds.data import datasets
+from emotion_tfds.data import integrity
 from emotion_tfds.report import evaluation
 from emotion_tfds.report import metrics
 from emotion_tfds.report import run_summaries
@@ -43,9 +44,15 @@ class RunResult:
 def run_experiment(config: config_lib.TrainConfig,
                    strategy: tf.distribute.Strategy | None = None,
                    extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
-  """Trains (`loop.train`, same arguments and errors), evaluates and saves the final network."""
-  trained = loop.train(config, strategy, extra_callbacks)
-  report = evaluate_final(trained, config)
+  """Trains (`loop.train`, same arguments and errors), evaluates and saves the final network.
+
+  Raises:
+    errors.DamagedDataError: a file of the run's datasets cannot be read (`integrity`).
+  """
+  used = [config.dataset] + [config.stage_dataset(stage) for stage in config.stages]
+  with integrity.naming_damaged_files(used, config.data_dir):
+    trained = loop.train(config, strategy, extra_callbacks)
+    report = evaluate_final(trained, config)
   export.save_trained(trained.network, trained.write_dir, datasets.label_names(trained.target),
                       announce=trained.chief)
   if not trained.chief:

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
+from emotion_tfds import errors
 from emotion_tfds import image_spec
 from emotion_tfds import preprocess
 from emotion_tfds.data import datasets
@@ -311,18 +312,23 @@ def run(model_path: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str
   (float32) Keras model on `parity_split`.
 
   Raises:
-    ValueError: when the model's number of classes differs from the dataset's.
+    errors.ConfigError: when the model's classes differ from the dataset's.
+    errors.UserError: a model file or dataset that cannot be used.
   """
   network, model_names = loader.load_keras_model(model_path)
   model = float32_model(network)
   builder = datasets.get_builder(dataset, data_dir)
+  if not builder.is_prepared():
+    raise errors.DataNotBuiltError(f"Dataset {dataset} is not built in {data_dir}: pass the "
+                                   "--data_dir that holds it, or build it (BUILD.md).")
   names = datasets.label_names(builder)
   if int(model.output_shape[-1]) != len(names):
-    raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but {dataset} has "
-                     f"{len(names)} classes {names}.")
+    raise errors.ConfigError(f"{model_path} has {model.output_shape[-1]} outputs but {dataset} "
+                             f"has {len(names)} classes {names}.")
   if model_names is not None and tuple(model_names) != tuple(names):
-    raise ValueError(f"{model_path} predicts {model_names} (its labels.txt), but {dataset} has "
-                     f"{names}: export it with the dataset it was trained on.")
+    raise errors.ConfigError(f"{model_path} predicts {model_names} (its labels.txt), but "
+                             f"{dataset} has {names}: export it with the dataset it was trained "
+                             "on.")
   # Shuffled (every emotion, not just the first rows), deterministically (the same int8 model).
   train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0,
                                    deterministic=True, cache=False)
