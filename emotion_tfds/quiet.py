@@ -86,6 +86,8 @@ class _ProjectWarningsAndErrors(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno >= logging.ERROR:
       return True
+    if record.levelno < logging.WARNING:
+      return False
     try:
       parts = pathlib.Path(record.pathname).resolve().relative_to(_ROOT).parts
     except ValueError:
