@@ -22,6 +22,8 @@ import pytest
 import support
 import tensorflow as tf
 
+# Registers fastnet's SpaceToDepth, which load_model of a fastnet model.keras must find.
+from emotion_tfds import models  # noqa: F401
 from emotion_tfds.report import curves
 from emotion_tfds.train import checkpoints
 
