@@ -55,7 +55,8 @@ class GetCallbacksTest(absltest.TestCase):
     model = support.small_cnn(len(labels.FER7))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    logdir = str(support.tempdir(self))
+    tb = support.tempdir(self) / "tb"
+    logdir = str(tb / "stage2_head")
     cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7, eval_dataset=evaluation,
                                   stage_note="head 2/3: head:2:0.003:32", epoch_offset=5,
                                   global_batch_size=BATCH)
@@ -64,18 +65,28 @@ class GetCallbacksTest(absltest.TestCase):
       history = model.fit(train, epochs=2, validation_data=evaluation.map(
           lambda x, y: (preprocess.to_model_input(x), y)), callbacks=cbs, verbose=0)
 
+    # TensorBoard lists the stage's run and one run per emotion (its own colour in every chart).
+    self.assertCountEqual(support.tensorboard_runs(tb),
+                          ["stage2_head", *(f"per_emotion/{e}" for e in labels.FER7)])
     events = read_events(logdir)
+    per_emotion = {e: read_events(tb / "per_emotion" / e) for e in labels.FER7}
+    self.assertEqual([t for t in events if t.startswith("per_emotion")], [])
     # Steps are the run's epochs: this stage follows five others.
     self.assertEqual(set(events["eval/accuracy"]), {5, 6})
     self.assertEqual(events[callbacks.STAGE_TAG][5].item().decode(), "head 2/3: head:2:0.003:32")
     self.assertLen(events[callbacks.STAGE_TAG], 1)
-    for step in (5, 6):
+    for emotion in labels.FER7:
+      # One tag per metric, the same in every emotion's run.
+      self.assertEqual(sorted(t for t in per_emotion[emotion] if ":" not in t),
+                       ["per_emotion/f1", "per_emotion/mean_confidence", "per_emotion/precision",
+                        "per_emotion/recall"])
       for metric in callbacks.PER_EMOTION_TAGS:
-        for emotion in labels.FER7:
-          tag = f"per_emotion/{metric}/{emotion}"
-          self.assertIn(step, events.get(tag, {}), tag)
-          self.assertTrue(math.isfinite(float(events[tag][step])), tag)
-          self.assertIn(emotion, events[f"description:{tag}"])
+        tag = f"per_emotion/{metric}"
+        self.assertEqual(set(per_emotion[emotion][tag]), {5, 6}, tag)
+        self.assertTrue(all(math.isfinite(float(v)) for v in per_emotion[emotion][tag].values()))
+        self.assertEqual(per_emotion[emotion][f"description:{tag}"],
+                         callbacks.PER_EMOTION_TAGS[metric][1])
+    for step in (5, 6):
       for tag in ("eval/accuracy", "eval/macro_f1", "eval/balanced_accuracy", "eval/loss",
                   "train/loss", "train/accuracy", "train/learning_rate",
                   "train/images_per_second", "train/epoch_seconds"):
@@ -84,7 +95,7 @@ class GetCallbacksTest(absltest.TestCase):
     # Every tag says what it holds.
     tags = [t for t in events if not t.startswith(("plugin:", "description:"))]
     self.assertEqual([t for t in tags if f"description:{t}" not in events], [])
-    self.assertIn("recall", events["description:per_emotion/recall/happy"])
+    self.assertIn("recall", per_emotion["happy"]["description:per_emotion/recall"])
     for step in (5, 6):
       width, height, png = events[metrics.CONFUSION_TAG][step][:3]
       picture = tf.io.decode_png(png).numpy()
@@ -105,7 +116,7 @@ class GetCallbacksTest(absltest.TestCase):
     expected.update(eval_labels, model.predict(preprocess.to_model_input(eval_images), verbose=0))
     for row in expected.rows:
       for tag, (attribute, _) in callbacks.PER_EMOTION_TAGS.items():
-        self.assertAlmostEqual(float(events[f"per_emotion/{tag}/{row.name}"][6]),
+        self.assertAlmostEqual(float(per_emotion[row.name][f"per_emotion/{tag}"][6]),
                                getattr(row, attribute) or 0.0, places=5, msg=f"{tag} {row.name}")
     self.assertAlmostEqual(float(events["eval/macro_f1"][6]), expected.totals.macro_f1, places=5)
     self.assertAlmostEqual(history.history["eval_macro_f1"][1], expected.totals.macro_f1, places=5)
@@ -120,29 +131,47 @@ class GetCallbacksTest(absltest.TestCase):
     train, evaluation, _, _ = _datasets(num_rows=384)
     model = support.small_cnn(len(labels.FER7))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    resumed, worker = str(support.tempdir(self)), str(support.tempdir(self))
+    resumed, worker = support.tempdir(self) / "resumed", support.tempdir(self) / "worker"
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(
-        logdir=resumed, label_names=labels.FER7, eval_dataset=evaluation,
+        logdir=str(resumed / "all"), label_names=labels.FER7, eval_dataset=evaluation,
         stage_note="all", initial_epoch=1, epoch_line=False))
-    events = read_events(resumed)
+    events = read_events(resumed / "all")
     self.assertNotIn(callbacks.STAGE_TAG, events)
     self.assertEqual(set(events["eval/accuracy"]), {1})  # Steps are Keras's absolute epochs.
     self.assertNotIn("train/images_per_second", events)  # No global_batch_size given.
 
-    # The same callbacks through two `fit` calls: the note once, steps continue.
-    again = str(support.tempdir(self))
-    cbs = callbacks.get_callbacks(logdir=again, label_names=labels.FER7, eval_dataset=evaluation,
-                                  stage_note="all", epoch_line=False)
+    # The same callbacks through two `fit` calls: the note once, steps continue, also in the
+    # emotions' runs; an emotion without images (disgust) gets no scalars.
+    again = support.tempdir(self)
+    without_disgust = evaluation.unbatch().filter(lambda x, y: y != 1).batch(50)
+    cbs = callbacks.get_callbacks(logdir=str(again / "all"), label_names=labels.FER7,
+                                  eval_dataset=without_disgust, stage_note="all", epoch_line=False)
     model.fit(train, epochs=1, verbose=0, callbacks=cbs)
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=cbs)
-    events = read_events(again)
+    events = read_events(again / "all")
     self.assertLen(events[callbacks.STAGE_TAG], 1)
     self.assertEqual(set(events["eval/macro_f1"]), {0, 1})
+    self.assertEqual(set(read_events(again / "per_emotion" / "happy")["per_emotion/f1"]), {0, 1})
+    self.assertEqual(read_events(again / "per_emotion" / "disgust"), {})
 
     model.fit(train, epochs=1, verbose=0, callbacks=callbacks.get_callbacks(
-        logdir=worker, label_names=labels.FER7, eval_dataset=evaluation,
+        logdir=str(worker / "all"), label_names=labels.FER7, eval_dataset=evaluation,
         stage_note="all", is_chief=False, epoch_line=False))
-    self.assertEqual(read_events(worker), {})
+    self.assertFalse(worker.exists())
+
+  def test_emotion_runs_are_listed_before_the_stage_run(self):
+    # TensorBoard colours runs in the order it lists them (by first event, then name): the
+    # emotions' runs, made as the stage starts and ahead of its own run, follow one another.
+    _, evaluation, _, _ = _datasets(num_rows=384)
+    tb = support.tempdir(self)
+    board = callbacks.EmotionTensorBoard(str(tb / "stage1_head"), labels.FER7,
+                                         eval_dataset=evaluation)
+    board.set_model(support.small_cnn(len(labels.FER7)))
+    board.on_train_begin()
+    board.on_train_end()
+    runs = support.tensorboard_runs(tb)
+    self.assertCountEqual(runs[:-1], [f"per_emotion/{emotion}" for emotion in labels.FER7])
+    self.assertEqual(runs[-1], "stage1_head")
 
   def test_float_eval_dataset_is_refused(self):
     floats = tf.data.Dataset.from_tensor_slices(

@@ -129,3 +129,17 @@ def read_run_folder(logdir: pathlib.Path) -> dict[str, list]:
     for value in event.summary.value:
       out.setdefault(value.tag, []).append((event.step, value))
   return out
+
+
+def tensorboard_runs(logdir: pathlib.Path) -> list[str]:
+  """The runs TensorBoard lists for `--logdir=logdir`, in its order (by first event, then name),
+  which is the order it colours them in."""
+  from tensorboard import context
+  from tensorboard.backend.event_processing import data_provider
+  from tensorboard.backend.event_processing import plugin_event_multiplexer
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(str(logdir))
+  multiplexer.Reload()
+  runs = data_provider.MultiplexerDataProvider(multiplexer, str(logdir)).list_runs(
+      context.RequestContext(), experiment_id="")
+  return [run.run_name for run in sorted(runs, key=lambda run: (run.start_time, run.run_name))]
