@@ -136,7 +136,7 @@ class LoadEnsembleTest(absltest.TestCase):
       self.assertEqual(model.source, str(path))
       np.testing.assert_allclose(model.predict(self.m["images"]),
                                  loader.load(path).predict(self.m["images"]), atol=0)
-    with self.assertRaisesRegex(ValueError, "No model path"):
+    with self.assertRaisesRegex(errors.ConfigError, "No model path given: pass --model_path="):
       loader.load_ensemble([])
 
   def test_members_with_other_classes_are_refused(self):
@@ -153,8 +153,8 @@ class LoadEnsembleTest(absltest.TestCase):
       with self.assertRaisesRegex(errors.UnusableModelError, expected):
         load([first, second])
     (other / loader.LABELS_ASSET).unlink()  # A member that does not name its classes.
-    with self.assertRaisesRegex(errors.UnusableModelError,
-                                rf"{second} predicts 6 unnamed classes \(no labels.txt beside it\)"):
+    with self.assertRaisesRegex(
+        errors.UnusableModelError, rf"{second} predicts 6 unnamed classes \(no labels.txt beside"):
       loader.load_ensemble([first, second])
 
   def test_keras_members_and_their_names(self):

@@ -140,7 +140,7 @@ def load_ensemble(model_paths: ModelPaths) -> LoadedModel:
     errors.MissingFileError: a member does not exist.
     errors.UnusableModelError: a member `load` refuses, or one whose classes differ from the first
       member's (naming that file and both class lists).
-    ValueError: no path.
+    errors.ConfigError: no path.
   """
   paths = model_path_list(model_paths)
   loaded = [load(path) for path in paths]
@@ -165,7 +165,7 @@ def load_keras_models(model_paths: ModelPaths
   Raises:
     errors.MissingFileError: a file does not exist.
     errors.UnusableModelError: as `load_keras_model`, or members whose classes differ.
-    ValueError: no path.
+    errors.ConfigError: no path.
   """
   paths = model_path_list(model_paths)
   loaded = [(path, *load_keras_model(path)) for path in paths]
@@ -178,11 +178,12 @@ def model_path_list(model_paths: ModelPaths) -> list[str | os.PathLike]:
   """One path or several as a list.
 
   Raises:
-    ValueError: no path.
+    errors.ConfigError: no path.
   """
   paths = [model_paths] if isinstance(model_paths, (str, os.PathLike)) else list(model_paths)
   if not paths:
-    raise ValueError("No model path given.")
+    raise errors.ConfigError("No model path given: pass --model_path=FILE (or FILE,FILE,... for "
+                             "an ensemble).")
   return paths
 
 
