@@ -8,6 +8,7 @@ runs/default/saved_model. Run from the repository root:
   python train_main.py
   python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
   python train_main.py --stages=head:10:1e-3:32,all:10:1e-4:128 --strategy=mirrored
+  python train_main.py --flagfile=configs/fer7_fast.cfg --ensemble_members=3 --model_dir=runs/ens
 
 Starting the same command again continues from the last checkpoint in --model_dir.
 """
@@ -105,6 +106,13 @@ _DATA_SERVICE_ADDRESS = flags.DEFINE_string(
     "data_service_address", None,
     "tf.data service dispatcher (e.g. grpc://host:5050): the training input pipeline runs on its "
     "workers instead of in this process.")
+_ENSEMBLE_MEMBERS = flags.DEFINE_integer(
+    "ensemble_members", 1,
+    "Train this many networks of the recipe, member k with seed --seed + k in "
+    "<model_dir>/member_<k>/ (each a whole run: model.keras, saved_model, eval report), then "
+    "evaluate their ensemble (the mean of their probabilities, --eval_split, --final_tta) and save "
+    "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
+    lower_bound=1)
 _PROGRESS = flags.DEFINE_enum(
     "progress", "bar", ["bar", "line", "none"],
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
@@ -157,7 +165,10 @@ def make_config() -> config_lib.TrainConfig:
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
-  experiment.run_experiment(make_config())
+  if _ENSEMBLE_MEMBERS.value > 1:
+    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value)
+  else:
+    experiment.run_experiment(make_config())
 
 
 if __name__ == "__main__":

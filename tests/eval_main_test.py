@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import support
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from emotion_tfds import errors
 from emotion_tfds import image_spec
@@ -32,13 +33,14 @@ from emotion_tfds.serve import loader
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3) -> keras.Model:
-  """The base CNN trained for a few steps on `dataset`'s train split of generated faces."""
+def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3, seed: int = 0) -> keras.Model:
+  """The base CNN, initialised from `seed`, trained for a few steps on `dataset`'s train split of
+  generated faces."""
   from emotion_tfds.data import datasets
   from emotion_tfds.data import pipeline
   builder = datasets.get_builder(dataset, data_dir)
   train, _ = pipeline.make_dataset(builder, "train", 32, training=True)
-  keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(seed)
   model = models.build_base_cnn(len(datasets.label_names(builder)))
   model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
   model.fit(train.take(steps).map(lambda x, y: (preprocess.to_model_input(x), y)), verbose=0)
@@ -47,14 +49,16 @@ def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def trained_models(generated_data_dir, tmp_path_factory) -> dict[str, pathlib.Path]:
-  """Models trained here on generated faces: fer7 .keras and SavedModel, seed6 .keras."""
+  """Models trained here on generated faces: fer7 .keras and SavedModel, a second fer7 .keras
+  (another seed), seed6 .keras."""
   out = tmp_path_factory.mktemp("trained")
   fer7 = _train(generated_data_dir, "fer2013/fer7")
   fer7.save(out / "fer7.keras")
   export.export_saved_model(fer7, out / "fer7_saved_model", label_names=labels.FER7)
+  _train(generated_data_dir, "fer2013/fer7", seed=1).save(out / "fer7_seed1.keras")
   _train(generated_data_dir, "fer2013/seed6").save(out / "seed6.keras")
   return {"fer7": out / "fer7.keras", "fer7_saved": out / "fer7_saved_model",
-          "seed6": out / "seed6.keras"}
+          "fer7_seed1": out / "fer7_seed1.keras", "seed6": out / "seed6.keras"}
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -200,6 +204,29 @@ class EvalMainTest(absltest.TestCase):
     self.assertEqual(sum(line.startswith("| ") for line in markdown.splitlines()), 1 + 7 + 1)
     self.assertGreater(tf.io.decode_png((self.tmp / "cm.png").read_bytes()).shape[0], 100)
     self.assertTrue(list((self.tmp / "tb").glob("events.out.tfevents.*")))
+
+  def test_eval_main_with_two_models_evaluates_the_mean_of_their_probabilities(self):
+    paths = [self.models["fer7"], self.models["fer7_seed1"]]
+    output = self.tmp / "ensemble.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "eval_main.py"), f"--model_path={paths[0]},{paths[1]}",
+         f"--data_dir={self.data_dir}", "--dataset=fer2013/fer7", f"--output={output}"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn(f"{paths[0]},{paths[1]} on fer2013/fer7 test", result.stdout)
+    from emotion_tfds.data import datasets
+    builder = datasets.get_builder("fer2013/fer7", self.data_dir)
+    images, true = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1,
+                                                    as_supervised=True))
+    # The mean probability of the true emotion: the members' own, and their average's.
+    confidences = [loader.load(path).predict(images)[np.arange(len(true)), true]
+                   for path in paths]
+    self.assertGreater(abs(confidences[0].mean() - confidences[1].mean()), 1e-4)
+    report = json.loads(output.read_text())
+    self.assertEqual(report["totals"]["count"], len(true))
+    self.assertAlmostEqual(report["totals"]["mean_confidence"],
+                           float(np.mean(confidences)), delta=1e-6)
 
   def test_run_writes_json_and_csv_with_tta(self):
     json_report = evaluate.evaluate_file(

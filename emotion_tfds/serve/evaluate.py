@@ -1,7 +1,8 @@
 """Evaluates a model file on a dataset split: the per-emotion report, with optional TTA.
 
 Models: any file `loader.load` reads (a `.keras` file, a SavedModel directory from
-`export.export_saved_model`, whose `assets/labels.txt` names its classes, or a `.tflite` file).
+`export.export_saved_model`, whose `assets/labels.txt` names its classes, or a `.tflite` file), or
+several, evaluated as an ensemble: the mean of their probabilities (`loader.load_ensemble`).
 Either way the evaluation feeds the stored uint8 images.
 
 Label schemes: the model's emotions are, in this order of precedence, `model_scheme` when given,
@@ -64,7 +65,7 @@ def evaluate_dataset(model: loader.LoadedModel, dataset: tf.data.Dataset,
   return evaluator.evaluate(dataset)
 
 
-def evaluate_file(*, model_path: str | os.PathLike, dataset: str, data_dir: str | os.PathLike,
+def evaluate_file(*, model_path: loader.ModelPaths, dataset: str, data_dir: str | os.PathLike,
         split: str = "test", batch_size: int = pipeline.EVAL_BATCH, tta: str = "none",
         model_scheme: str | None = None, output: str | os.PathLike | None = None,
         logdir: str | os.PathLike | None = None,
@@ -72,7 +73,7 @@ def evaluate_file(*, model_path: str | os.PathLike, dataset: str, data_dir: str 
   """Evaluates `model_path` on `split` of `dataset`, prints the table and writes what is asked.
 
   Args:
-    model_path: `.keras` file or SavedModel directory.
+    model_path: `.keras` file or SavedModel directory, or several: an ensemble.
     dataset: TFDS name with config, e.g. "fer2013/fer7".
     data_dir: TFDS data_dir holding the built dataset.
     split: split to evaluate.
@@ -93,7 +94,7 @@ def evaluate_file(*, model_path: str | os.PathLike, dataset: str, data_dir: str 
   if split not in builder.info.splits:
     raise ValueError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "
                      f"{sorted(builder.info.splits)}.")
-  model = loader.load(model_path)
+  model = loader.load_ensemble(model_path)
   pred_names = model_emotions(model, dataset, label_names, model_scheme)
   images, num_examples = pipeline.make_dataset(builder, split, batch_size, training=False)
   report = evaluate_dataset(model, images, label_names, pred_names, tta)
