@@ -16,22 +16,26 @@ import tensorflow as tf
 from emotion_tfds import labels
 from emotion_tfds import preprocess
 from emotion_tfds.data import facegen
+from emotion_tfds.data import pipeline
 from emotion_tfds.report import callbacks
 from emotion_tfds.report import metrics
 
 BATCH = 32
 
 
-def _datasets(num_rows: int = 448) -> tuple[tf.data.Dataset, tf.data.Dataset, np.ndarray, np.ndarray]:
-  """Generated faces: float training batches, and uint8 eval batches with their arrays."""
+def _datasets(num_rows: int = 448) -> tuple[tf.data.Dataset, callbacks.EvalDatasetFn, np.ndarray,
+                                             np.ndarray]:
+  """Generated faces: float training batches, and the eval dataset function of uint8 padded
+  batches (128 images in 3 batches of 50) with its arrays."""
   images, fer_ids, _ = facegen.generate(num_rows, seed=0)
   images = images[..., np.newaxis]
   train_images, train_labels = images[:320], fer_ids[:320]
   eval_images, eval_labels = images[320:], fer_ids[320:]
   train = tf.data.Dataset.from_tensor_slices((train_images, train_labels)).batch(
       BATCH, drop_remainder=True).map(lambda x, y: (preprocess.to_model_input(x), y))
-  evaluation = tf.data.Dataset.from_tensor_slices((eval_images, eval_labels)).batch(50)
-  return train, evaluation, eval_images, eval_labels
+  examples = tf.data.Dataset.from_tensor_slices((eval_images, eval_labels))
+  return (train, lambda context: pipeline.padded_batches(examples, 50, context), eval_images,
+          eval_labels)
 
 
 def read_events(logdir: str | pathlib.Path) -> dict[str, dict[int, tf.Tensor]]:
@@ -54,15 +58,17 @@ class GetCallbacksTest(absltest.TestCase):
     train, evaluation, eval_images, eval_labels = _datasets()
     model = support.small_cnn(len(labels.FER7))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+                  weighted_metrics=["accuracy"])  # Weighted by the eval batches' mask.
     logdir = str(support.tempdir(self))
-    cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7, eval_dataset=evaluation,
+    cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7,
+                                  eval_dataset_fn=evaluation,
                                   stage_note="head 2/3: head:2:0.003:32", epoch_offset=5,
                                   global_batch_size=BATCH)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-      history = model.fit(train, epochs=2, validation_data=evaluation.map(
-          lambda x, y: (preprocess.to_model_input(x), y)), callbacks=cbs, verbose=0)
+      # The mask is Keras's sample weight: the padding counts in no validation metric either.
+      history = model.fit(train, epochs=2, validation_data=evaluation(None).map(
+          lambda x, y, mask: (preprocess.to_model_input(x), y, mask)), callbacks=cbs, verbose=0)
 
     events = read_events(logdir)
     # Steps are the run's epochs: this stage follows five others.
@@ -122,7 +128,7 @@ class GetCallbacksTest(absltest.TestCase):
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     resumed, worker = str(support.tempdir(self)), str(support.tempdir(self))
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(
-        logdir=resumed, label_names=labels.FER7, eval_dataset=evaluation,
+        logdir=resumed, label_names=labels.FER7, eval_dataset_fn=evaluation,
         stage_note="all", initial_epoch=1, epoch_line=False))
     events = read_events(resumed)
     self.assertNotIn(callbacks.STAGE_TAG, events)
@@ -131,7 +137,7 @@ class GetCallbacksTest(absltest.TestCase):
 
     # The same callbacks through two `fit` calls: the note once, steps continue.
     again = str(support.tempdir(self))
-    cbs = callbacks.get_callbacks(logdir=again, label_names=labels.FER7, eval_dataset=evaluation,
+    cbs = callbacks.get_callbacks(logdir=again, label_names=labels.FER7, eval_dataset_fn=evaluation,
                                   stage_note="all", epoch_line=False)
     model.fit(train, epochs=1, verbose=0, callbacks=cbs)
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=cbs)
@@ -140,12 +146,17 @@ class GetCallbacksTest(absltest.TestCase):
     self.assertEqual(set(events["eval/macro_f1"]), {0, 1})
 
     model.fit(train, epochs=1, verbose=0, callbacks=callbacks.get_callbacks(
-        logdir=worker, label_names=labels.FER7, eval_dataset=evaluation,
+        logdir=worker, label_names=labels.FER7, eval_dataset_fn=evaluation,
         stage_note="all", is_chief=False, epoch_line=False))
     self.assertEqual(read_events(worker), {})
 
-  def test_float_eval_dataset_is_refused(self):
+  def test_float_or_unmasked_eval_dataset_is_refused(self):
     floats = tf.data.Dataset.from_tensor_slices(
-        (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64))).batch(2)
-    with self.assertRaisesRegex(ValueError, "uint8 images"):
-      callbacks.get_callbacks(logdir=str(support.tempdir(self)), label_names=labels.FER7, eval_dataset=floats)
+        (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64)))
+    unmasked = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 48, 48, 1), np.uint8), np.zeros(4, np.int64))).batch(2)
+    for dataset_fn in (lambda context: pipeline.padded_batches(floats, 2, context),
+                       lambda context: unmasked):
+      with self.assertRaisesRegex(ValueError, "uint8 images.*mask"):
+        callbacks.get_callbacks(logdir=str(support.tempdir(self)), label_names=labels.FER7,
+                                eval_dataset_fn=dataset_fn)
