@@ -16,22 +16,26 @@ import tensorflow as tf
 from emotion_tfds import labels
 from emotion_tfds import preprocess
 from emotion_tfds.data import facegen
+from emotion_tfds.data import pipeline
 from emotion_tfds.report import callbacks
 from emotion_tfds.report import metrics
 
 BATCH = 32
 
 
-def _datasets(num_rows: int = 448) -> tuple[tf.data.Dataset, tf.data.Dataset, np.ndarray, np.ndarray]:
-  """Generated faces: float training batches, and uint8 eval batches with their arrays."""
+def _datasets(num_rows: int = 448) -> tuple[tf.data.Dataset, callbacks.EvalDatasetFn, np.ndarray,
+                                             np.ndarray]:
+  """Generated faces: float training batches, and the eval dataset function of uint8 padded
+  batches (128 images in 3 batches of 50) with its arrays."""
   images, fer_ids, _ = facegen.generate(num_rows, seed=0)
   images = images[..., np.newaxis]
   train_images, train_labels = images[:320], fer_ids[:320]
   eval_images, eval_labels = images[320:], fer_ids[320:]
   train = tf.data.Dataset.from_tensor_slices((train_images, train_labels)).batch(
       BATCH, drop_remainder=True).map(lambda x, y: (preprocess.to_model_input(x), y))
-  evaluation = tf.data.Dataset.from_tensor_slices((eval_images, eval_labels)).batch(50)
-  return train, evaluation, eval_images, eval_labels
+  examples = tf.data.Dataset.from_tensor_slices((eval_images, eval_labels))
+  return (train, lambda context: pipeline.padded_batches(examples, 50, context), eval_images,
+          eval_labels)
 
 
 def read_events(logdir: str | pathlib.Path) -> dict[str, dict[int, tf.Tensor]]:
@@ -54,16 +58,18 @@ class GetCallbacksTest(absltest.TestCase):
     train, evaluation, eval_images, eval_labels = _datasets()
     model = support.small_cnn(len(labels.FER7))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+                  weighted_metrics=["accuracy"])  # Weighted by the eval batches' mask.
     tb = support.tempdir(self) / "tb"
     logdir = str(tb / "stage2_head")
-    cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7, eval_dataset=evaluation,
+    cbs = callbacks.get_callbacks(logdir=logdir, label_names=labels.FER7,
+                                  eval_dataset_fn=evaluation,
                                   stage_note="head 2/3: head:2:0.003:32", epoch_offset=5,
                                   global_batch_size=BATCH)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-      history = model.fit(train, epochs=2, validation_data=evaluation.map(
-          lambda x, y: (preprocess.to_model_input(x), y)), callbacks=cbs, verbose=0)
+      # The mask is Keras's sample weight: the padding counts in no validation metric either.
+      history = model.fit(train, epochs=2, validation_data=evaluation(None).map(
+          lambda x, y, mask: (preprocess.to_model_input(x), y, mask)), callbacks=cbs, verbose=0)
 
     # TensorBoard lists the stage's run and one run per emotion (its own colour in every chart).
     self.assertCountEqual(support.tensorboard_runs(tb),
@@ -133,7 +139,7 @@ class GetCallbacksTest(absltest.TestCase):
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     resumed, worker = support.tempdir(self) / "resumed", support.tempdir(self) / "worker"
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=callbacks.get_callbacks(
-        logdir=str(resumed / "all"), label_names=labels.FER7, eval_dataset=evaluation,
+        logdir=str(resumed / "all"), label_names=labels.FER7, eval_dataset_fn=evaluation,
         stage_note="all", initial_epoch=1, epoch_line=False))
     events = read_events(resumed / "all")
     self.assertNotIn(callbacks.STAGE_TAG, events)
@@ -143,9 +149,13 @@ class GetCallbacksTest(absltest.TestCase):
     # The same callbacks through two `fit` calls: the note once, steps continue, also in the
     # emotions' runs; an emotion without images (disgust) gets no scalars.
     again = support.tempdir(self)
-    without_disgust = evaluation.unbatch().filter(lambda x, y: y != 1).batch(50)
-    cbs = callbacks.get_callbacks(logdir=str(again / "all"), label_names=labels.FER7,
-                                  eval_dataset=without_disgust, stage_note="all", epoch_line=False)
+    _, _, eval_images, eval_labels = _datasets(num_rows=384)
+    keep = eval_labels != 1
+    without_disgust = tf.data.Dataset.from_tensor_slices((eval_images[keep], eval_labels[keep]))
+    cbs = callbacks.get_callbacks(
+        logdir=str(again / "all"), label_names=labels.FER7,
+        eval_dataset_fn=lambda context: pipeline.padded_batches(without_disgust, 50, context),
+        stage_note="all", epoch_line=False)
     model.fit(train, epochs=1, verbose=0, callbacks=cbs)
     model.fit(train, epochs=2, initial_epoch=1, verbose=0, callbacks=cbs)
     events = read_events(again / "all")
@@ -155,7 +165,7 @@ class GetCallbacksTest(absltest.TestCase):
     self.assertEqual(read_events(again / "per_emotion" / "disgust"), {})
 
     model.fit(train, epochs=1, verbose=0, callbacks=callbacks.get_callbacks(
-        logdir=str(worker / "all"), label_names=labels.FER7, eval_dataset=evaluation,
+        logdir=str(worker / "all"), label_names=labels.FER7, eval_dataset_fn=evaluation,
         stage_note="all", is_chief=False, epoch_line=False))
     self.assertFalse(worker.exists())
 
@@ -165,7 +175,7 @@ class GetCallbacksTest(absltest.TestCase):
     _, evaluation, _, _ = _datasets(num_rows=384)
     tb = support.tempdir(self)
     board = callbacks.EmotionTensorBoard(str(tb / "stage1_head"), labels.FER7,
-                                         eval_dataset=evaluation)
+                                         eval_dataset_fn=evaluation)
     board.set_model(support.small_cnn(len(labels.FER7)))
     board.on_train_begin()
     board.on_train_end()
@@ -173,8 +183,13 @@ class GetCallbacksTest(absltest.TestCase):
     self.assertCountEqual(runs[:-1], [f"per_emotion/{emotion}" for emotion in labels.FER7])
     self.assertEqual(runs[-1], "stage1_head")
 
-  def test_float_eval_dataset_is_refused(self):
+  def test_float_or_unmasked_eval_dataset_is_refused(self):
     floats = tf.data.Dataset.from_tensor_slices(
-        (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64))).batch(2)
-    with self.assertRaisesRegex(ValueError, "uint8 images"):
-      callbacks.get_callbacks(logdir=str(support.tempdir(self)), label_names=labels.FER7, eval_dataset=floats)
+        (np.zeros((4, 48, 48, 1), np.float32), np.zeros(4, np.int64)))
+    unmasked = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 48, 48, 1), np.uint8), np.zeros(4, np.int64))).batch(2)
+    for dataset_fn in (lambda context: pipeline.padded_batches(floats, 2, context),
+                       lambda context: unmasked):
+      with self.assertRaisesRegex(ValueError, "uint8 images.*mask"):
+        callbacks.get_callbacks(logdir=str(support.tempdir(self)), label_names=labels.FER7,
+                                eval_dataset_fn=dataset_fn)

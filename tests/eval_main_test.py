@@ -49,16 +49,18 @@ def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3, seed: int = 0) 
 
 @pytest.fixture(scope="module")
 def trained_models(generated_data_dir, tmp_path_factory) -> dict[str, pathlib.Path]:
-  """Models trained here on generated faces: fer7 .keras and SavedModel, a second fer7 .keras
-  (another seed), seed6 .keras."""
+  """Models trained here on generated faces: fer7 .keras, SavedModel and float .tflite, a second
+  fer7 .keras (another seed), seed6 .keras."""
   out = tmp_path_factory.mktemp("trained")
   fer7 = _train(generated_data_dir, "fer2013/fer7")
   fer7.save(out / "fer7.keras")
   export.export_saved_model(fer7, out / "fer7_saved_model", label_names=labels.FER7)
+  export.export_tflite(out / "fer7_saved_model", out / "fer7.tflite")
   _train(generated_data_dir, "fer2013/fer7", seed=1).save(out / "fer7_seed1.keras")
   _train(generated_data_dir, "fer2013/seed6").save(out / "seed6.keras")
   return {"fer7": out / "fer7.keras", "fer7_saved": out / "fer7_saved_model",
-          "fer7_seed1": out / "fer7_seed1.keras", "seed6": out / "seed6.keras"}
+          "fer7_tflite": out / "fer7.tflite", "fer7_seed1": out / "fer7_seed1.keras",
+          "seed6": out / "seed6.keras"}
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -246,15 +248,29 @@ class EvalMainTest(absltest.TestCase):
       if row["accuracy"]:
         self.assertBetween(float(row["accuracy"]), 0.0, 1.0)
 
+  def test_tflite_model_reports_what_its_keras_model_does(self):
+    # 140 test images in batches of 64: the LiteRT interpreter gets 3 full batches, 52 padded.
+    tflite, keras_file = (
+        evaluate.evaluate_file(model_path=self.models[name], dataset="fer2013/fer7",
+                               data_dir=self.data_dir, batch_size=64, tta="flip")
+        for name in ("fer7_tflite", "fer7"))
+    np.testing.assert_array_equal(
+        tflite.confusion.sum(axis=1),
+        np.bincount(self._split_labels("fer7"), minlength=len(labels.FER7)))
+    np.testing.assert_array_equal(tflite.confusion, keras_file.confusion)
+    np.testing.assert_allclose(tflite.true_prob_sum, keras_file.true_prob_sum, rtol=1e-4)
+
   def test_ten_crop_on_a_trained_model(self):
     from emotion_tfds.data import datasets
     from emotion_tfds.data import pipeline
     builder = datasets.get_builder("fer2013/fer7", self.data_dir)
-    # Both passes must see the same 32 images: the default order depends on thread timing.
-    batches, _ = pipeline.make_dataset(builder, "test", 16, training=False, deterministic=True)
+    # The first 32 images of the split (read in order): both passes see the same ones.
+    def first_two_batches(context):
+      return pipeline.make_eval_dataset(builder, "test", 16, context)[0].take(2)
     model = loader.load(self.models["fer7"])
-    plain = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7)
-    ten = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7, "ten-crop")
+    plain = evaluate.evaluate_dataset(model, first_two_batches, labels.FER7, labels.FER7)
+    ten = evaluate.evaluate_dataset(model, first_two_batches, labels.FER7, labels.FER7,
+                                    "ten-crop")
     self.assertEqual(ten.totals.count, 32)
     np.testing.assert_array_equal(ten.confusion.sum(axis=1), plain.confusion.sum(axis=1))
     self.assertBetween(ten.totals.mean_confidence, 0.0, 1.0)

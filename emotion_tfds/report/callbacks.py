@@ -9,13 +9,13 @@ so the stages' curves continue one another on one axis. What lands in TensorBoar
   <tb>/<stage>  (one run per stage)
     scalars  train/<log key> for each Keras log (loss, accuracy, learning_rate, images_per_second,
              epoch_seconds), eval/<key> for Keras's validation logs (val_loss -> eval/loss); with
-             an `eval_dataset`, eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence} of the
-             model on it.
+             an `eval_dataset_fn`, eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence} of
+             the model on its split.
     image    eval/confusion_matrix: the row-normalised confusion matrix, emotion names on the axes.
     text     eval/report: the markdown table of `metrics.EmotionReport`; at the stage's first
              epoch, `stage`: the stage's name and spec (the boundary between stages).
   <tb>/per_emotion/<emotion>  (one run per emotion, shared by the run's stages)
-    scalars  per_emotion/{recall,precision,f1,mean_confidence} of the emotion on `eval_dataset`.
+    scalars  per_emotion/{recall,precision,f1,mean_confidence} of the emotion on that split.
              One tag across the emotions' runs, so TensorBoard (which colours by run) draws each
              emotion in its own colour on one chart, over all stages. The runs are made when the
              stage starts, before the stage's own run (see `EmotionTensorBoard.on_train_begin`).
@@ -30,6 +30,7 @@ evaluation (its collective ops need all of them) but only the chief writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
 import os
 import time
@@ -59,6 +60,8 @@ EVAL_TOTALS: dict[str, str] = {
     "mean_confidence": "Mean probability the model gives each image's true emotion.",
 }
 STAGE_TAG = "stage"
+# Input context -> (images, labels, mask) batches, for `distribute_datasets_from_function`.
+EvalDatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 _LOG_DESCRIPTIONS: dict[str, str] = {
     "train/loss": "Training loss (with label smoothing and class weights) on augmented images.",
     "train/accuracy": "Training accuracy on augmented images.",
@@ -71,7 +74,7 @@ _LOG_DESCRIPTIONS: dict[str, str] = {
 
 
 def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
-                  eval_dataset: tf.data.Dataset | None = None, stage_note: str | None = None,
+                  eval_dataset_fn: EvalDatasetFn | None = None, stage_note: str | None = None,
                   initial_epoch: int = 0, epoch_offset: int = 0,
                   pred_names: Sequence[str] | None = None, global_batch_size: int | None = None,
                   epoch_line: bool = True, is_chief: bool | None = None
@@ -82,8 +85,9 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
     logdir: the stage's TensorBoard run folder, `<tb>/<stage>` (the per-emotion runs go beside it,
       see `per_emotion_logdir`); None writes no summaries.
     label_names: the eval dataset's emotions (its label scheme).
-    eval_dataset: (uint8 images [B, 48, 48, 1], int labels [B]) batches evaluated at each epoch end
-      (`pipeline.make_dataset(..., training=False)`); None skips the per-emotion report.
+    eval_dataset_fn: input context -> (uint8 images [b, 48, 48, 1], int labels [b], mask [b])
+      batches evaluated at each epoch end (`pipeline.make_eval_dataset`, full padded batches);
+      None skips the per-emotion report.
     stage_note: text written as STAGE_TAG at the stage's first epoch (e.g. its name and spec).
     initial_epoch: the epoch this stage starts at (Keras's `initial_epoch` of the first `fit`); a
       resumed stage (> 0) does not write its stage note again.
@@ -100,7 +104,7 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
   callbacks: list[keras.callbacks.Callback] = [EpochTimer(global_batch_size)]
   if logdir is not None:
     callbacks.append(EmotionTensorBoard(
-        logdir, label_names, eval_dataset=eval_dataset, pred_names=pred_names,
+        logdir, label_names, eval_dataset_fn=eval_dataset_fn, pred_names=pred_names,
         stage_note=stage_note if initial_epoch == 0 else None, epoch_offset=epoch_offset,
         is_chief=is_chief))
   if epoch_line:
@@ -153,7 +157,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class EmotionTensorBoard(keras.callbacks.Callback):
-  """Writes the epoch's logs and the per-emotion report on `eval_dataset` to TensorBoard.
+  """Writes the epoch's logs and the per-emotion report on `eval_dataset_fn`'s split to TensorBoard.
 
   `logdir` is the stage's run folder, `<tb>/<stage>`; each emotion's scalars go to
   `per_emotion_logdir(logdir, emotion)`. Adds `eval_accuracy` and `eval_macro_f1` to the epoch's
@@ -161,17 +165,19 @@ class EmotionTensorBoard(keras.callbacks.Callback):
   """
 
   def __init__(self, logdir: str, label_names: Sequence[str], *,
-               eval_dataset: tf.data.Dataset | None = None,
+               eval_dataset_fn: EvalDatasetFn | None = None,
                pred_names: Sequence[str] | None = None, stage_note: str | None = None,
                epoch_offset: int = 0, is_chief: bool | None = None):
     super().__init__()
-    if eval_dataset is not None and eval_dataset.element_spec[0].dtype != tf.uint8:
-      raise ValueError(f"eval_dataset must yield uint8 images (the stored form), got "
-                       f"{eval_dataset.element_spec[0]}.")
+    if eval_dataset_fn is not None:
+      spec = eval_dataset_fn(tf.distribute.InputContext()).element_spec
+      if len(spec) != 3 or spec[0].dtype != tf.uint8:
+        raise ValueError("eval_dataset_fn must yield (uint8 images (the stored form), labels, "
+                         f"mask) batches, got {spec}.")
     self._logdir = str(logdir)
     self._label_names = tuple(label_names)
     self._pred_names = None if pred_names is None else tuple(pred_names)
-    self._eval_dataset = eval_dataset
+    self._eval_dataset_fn = eval_dataset_fn
     self._stage_note = stage_note
     self._epoch_offset = epoch_offset
     self._is_chief = is_chief
@@ -185,7 +191,7 @@ class EmotionTensorBoard(keras.callbacks.Callback):
     strategy = self.model.distribute_strategy
     self._chief = (self._is_chief if self._is_chief is not None
                    else workers.is_chief_worker(strategy))
-    if self._chief and self._eval_dataset is not None:
+    if self._chief and self._eval_dataset_fn is not None:
       # Before the stage's run: TensorBoard lists runs by their first event (ties by name) and
       # colours them in that order from a palette (7 colours in 2.21), so the emotions' runs
       # follow one another (a colour each) and so do the stages'.
@@ -199,7 +205,7 @@ class EmotionTensorBoard(keras.callbacks.Callback):
       with self._writer.as_default(step=self._epoch_offset):
         tf.summary.text(STAGE_TAG, self._stage_note, description=_LOG_DESCRIPTIONS[STAGE_TAG])
       self._stage_note = None  # Once per stage, also when `fit` is called again.
-    if self._eval_dataset is not None and self._evaluator is None:
+    if self._eval_dataset_fn is not None and self._evaluator is None:
       self._evaluator = metrics.StreamingEvaluator(
           preprocess.predict_fn(self.model),
           self._label_names, self._pred_names, strategy=strategy)
@@ -210,7 +216,7 @@ class EmotionTensorBoard(keras.callbacks.Callback):
                for k, v in logs.items()}
     report = None
     if self._evaluator is not None:
-      report = self._evaluator.evaluate(self._eval_dataset)
+      report = self._evaluator.evaluate(self._eval_dataset_fn)
       self.last_report = report
       scalars.update(report_scalars(report))
       logs["eval_accuracy"] = report.totals.accuracy or 0.0

@@ -353,12 +353,12 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
               if stage.ema else None)
   validation = None
   if config.validate and "validation" in plan.builder.info.splits:
-    validation = inputs.eval_dataset(plan.builder, "validation")
+    validation = inputs.eval_dataset_fn(plan.builder, "validation")
   return [
       *([averaged.put_in] if averaged else []),
       *report_callbacks.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name),
-          label_names=datasets.label_names(plan.builder), eval_dataset=validation,
+          label_names=datasets.label_names(plan.builder), eval_dataset_fn=validation,
           stage_note=(f"{plan.label}: {stage.spec()} on {config.stage_dataset(stage)}, "
                       f"augmentation {plan.augment_on}"),
           initial_epoch=first_epoch,
