@@ -15,7 +15,6 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 
@@ -277,8 +276,12 @@ def _arrays(path: pathlib.Path) -> list[np.ndarray]:
   return [np.asarray(reader.get_tensor(name)) for name, _ in tf.train.list_variables(str(path))]
 
 
-@pytest.mark.usefixtures("data_dir")
 class DistilledRunTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = str(support.generated_data_dir())
 
   def test_run_with_ema_keeps_the_teacher_out_of_every_saved_file(self):
     model_dir = support.tempdir(self)
