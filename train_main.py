@@ -46,7 +46,9 @@ _STAGES = flags.DEFINE_string(
     "[:key=value...], trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, "
     "sgd, momentum, nesterov or rmsprop; options schedule=constant|cosine|step|plateau, warmup=E, "
     "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
-    "augment=on|off (see emotion_tfds/train/stages.py).")
+    "augment=on|off, ema=M, teacher=PATH[+PATH...] (distil from trained .keras networks, their "
+    "probabilities averaged), distill_t=T (temperature, default 4), distill_w=W (weight of the "
+    "distillation term, default 0.5) (see emotion_tfds/train/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
