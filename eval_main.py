@@ -11,6 +11,12 @@ seed6 model is evaluated on fer2013/seed6, a fer7 model on fer2013/fer7. A seed6
 (fear reported as not covered), to compare the schemes on the same images:
 
   python eval_main.py --model_path=seed6/model.keras --dataset=fer2013/fer7
+
+An ensemble (the mean of its members' probabilities), e.g. the members of train_main
+--ensemble_members=2:
+
+  python eval_main.py --model_path=run/member_0/model.keras,run/member_1/model.keras \
+      --dataset=fer2013/fer7 --split=validation --tta=flip
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ from emotion_tfds import tta
 from emotion_tfds.data import datasets
 from emotion_tfds.serve import evaluate
 
-_MODEL_PATH = flags.DEFINE_string(
-    "model_path", None, "Trained model: a .keras file or a SavedModel directory.")
+_MODEL_PATH = flags.DEFINE_list(
+    "model_path", None,
+    "Trained model: a .keras file or a SavedModel directory; several, comma-separated, are "
+    "evaluated as one ensemble (the mean of their probabilities; they must predict the same "
+    "classes).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None,
     "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or ./data/tfds, like "

@@ -7,6 +7,10 @@ dataset, then prints a markdown table comparing every export with the Keras mode
 
   python export_main.py --model_path=runs/default/model.keras --out_dir=runs/default/export \
       --data_dir=data/tfds --dataset=fer2013/seed6
+
+Several comma-separated .keras files are exported as one ensemble: the SavedModel and each TFLite
+file hold all the members and average their probabilities; the parity check compares them with the
+mean of the Keras members' probabilities.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from emotion_tfds.data import datasets
 from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
 
-_MODEL_PATH = flags.DEFINE_string("model_path", None, "Trained Keras model (.keras).")
+_MODEL_PATH = flags.DEFINE_list(
+    "model_path", None,
+    "Trained Keras model (.keras); several, comma-separated, are exported as one ensemble (the "
+    "mean of their probabilities; they must predict the same classes).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for the SavedModel and TFLite files.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or "

@@ -8,6 +8,7 @@ runs/default/saved_model. Run from the repository root:
   python train_main.py
   python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
   python train_main.py --stages=head:10:1e-3:32,all:10:1e-4:128 --strategy=mirrored
+  python train_main.py --flagfile=configs/fer7_fast.cfg --ensemble_members=3 --model_dir=runs/ens
 
 Starting the same command again continues from the last checkpoint in --model_dir.
 """
@@ -53,7 +54,9 @@ _STAGES = flags.DEFINE_string(
     "[:key=value...], trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, "
     "sgd, momentum, nesterov or rmsprop; options schedule=constant|cosine|step|plateau, warmup=E, "
     "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
-    "augment=on|off, ema=M (see emotion_tfds/train/stages.py).")
+    "augment=on|off, ema=M, teacher=PATH[+PATH...] (distil from trained .keras networks, their "
+    "probabilities averaged), distill_t=T (temperature, default 4), distill_w=W (weight of the "
+    "distillation term, default 0.5) (see emotion_tfds/train/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
@@ -113,6 +116,13 @@ _DATA_SERVICE_ADDRESS = flags.DEFINE_string(
     "data_service_address", None,
     "tf.data service dispatcher (e.g. grpc://host:5050): the training input pipeline runs on its "
     "workers instead of in this process.")
+_ENSEMBLE_MEMBERS = flags.DEFINE_integer(
+    "ensemble_members", 1,
+    "Train this many networks of the recipe, member k with seed --seed + k in "
+    "<model_dir>/member_<k>/ (each a whole run: model.keras, saved_model, eval report), then "
+    "evaluate their ensemble (the mean of their probabilities, --eval_split, --final_tta) and save "
+    "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
+    lower_bound=1)
 _PROGRESS = flags.DEFINE_enum(
     "progress", None, list(_PROGRESS_VERBOSE),
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays). "
@@ -177,7 +187,10 @@ def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
-  experiment.run_experiment(make_config())
+  if _ENSEMBLE_MEMBERS.value > 1:
+    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value)
+  else:
+    experiment.run_experiment(make_config())
 
 
 if __name__ == "__main__":

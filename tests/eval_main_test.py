@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import support
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from emotion_tfds import errors
 from emotion_tfds import image_spec
@@ -33,13 +34,14 @@ from emotion_tfds.serve import loader
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3) -> keras.Model:
-  """The base CNN trained for a few steps on `dataset`'s train split of generated faces."""
+def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3, seed: int = 0) -> keras.Model:
+  """The base CNN, initialised from `seed`, trained for a few steps on `dataset`'s train split of
+  generated faces."""
   from emotion_tfds.data import datasets
   from emotion_tfds.data import pipeline
   builder = datasets.get_builder(dataset, data_dir)
   train, _ = pipeline.make_dataset(builder, "train", 32, training=True)
-  keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(seed)
   model = models.build_base_cnn(len(datasets.label_names(builder)))
   model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
   model.fit(train.take(steps).map(lambda x, y: (preprocess.to_model_input(x), y)), verbose=0)
@@ -48,13 +50,17 @@ def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def trained_models(generated_data_dir, tmp_path_factory) -> dict[str, pathlib.Path]:
-  """Models trained here on generated faces: fer7 .keras and SavedModel, seed6 .keras."""
+  """Models trained here on generated faces: fer7 .keras, SavedModel and float .tflite, a second
+  fer7 .keras (another seed), seed6 .keras."""
   out = tmp_path_factory.mktemp("trained")
   fer7 = _train(generated_data_dir, "fer2013/fer7")
   fer7.save(out / "fer7.keras")
   export.export_saved_model(fer7, out / "fer7_saved_model", label_names=labels.FER7)
+  export.export_tflite(out / "fer7_saved_model", out / "fer7.tflite")
+  _train(generated_data_dir, "fer2013/fer7", seed=1).save(out / "fer7_seed1.keras")
   _train(generated_data_dir, "fer2013/seed6").save(out / "seed6.keras")
   return {"fer7": out / "fer7.keras", "fer7_saved": out / "fer7_saved_model",
+          "fer7_tflite": out / "fer7.tflite", "fer7_seed1": out / "fer7_seed1.keras",
           "seed6": out / "seed6.keras"}
 
 
@@ -224,6 +230,29 @@ class EvalMainTest(absltest.TestCase):
     self.assertGreater(tf.io.decode_png((self.tmp / "cm.png").read_bytes()).shape[0], 100)
     self.assertTrue(list((self.tmp / "tb").glob("events.out.tfevents.*")))
 
+  def test_eval_main_with_two_models_evaluates_the_mean_of_their_probabilities(self):
+    paths = [self.models["fer7"], self.models["fer7_seed1"]]
+    output = self.tmp / "ensemble.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "eval_main.py"), f"--model_path={paths[0]},{paths[1]}",
+         f"--data_dir={self.data_dir}", "--dataset=fer2013/fer7", f"--output={output}"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn(f"{paths[0]},{paths[1]} on fer2013/fer7 test", result.stdout)
+    from emotion_tfds.data import datasets
+    builder = datasets.get_builder("fer2013/fer7", self.data_dir)
+    images, true = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1,
+                                                    as_supervised=True))
+    # The mean probability of the true emotion: the members' own, and their average's.
+    confidences = [loader.load(path).predict(images)[np.arange(len(true)), true]
+                   for path in paths]
+    self.assertGreater(np.max(np.abs(confidences[0] - confidences[1])), 1e-3)  # They differ.
+    report = json.loads(output.read_text())
+    self.assertEqual(report["totals"]["count"], len(true))
+    self.assertAlmostEqual(report["totals"]["mean_confidence"],
+                           float(np.mean(confidences)), delta=1e-6)
+
   def test_run_writes_json_and_csv_with_tta(self):
     json_report = evaluate.evaluate_file(
         model_path=self.models["fer7_saved"], dataset="fer2013/fer7", data_dir=self.data_dir,
@@ -242,15 +271,29 @@ class EvalMainTest(absltest.TestCase):
       if row["accuracy"]:
         self.assertBetween(float(row["accuracy"]), 0.0, 1.0)
 
+  def test_tflite_model_reports_what_its_keras_model_does(self):
+    # 140 test images in batches of 64: the LiteRT interpreter gets 3 full batches, 52 padded.
+    tflite, keras_file = (
+        evaluate.evaluate_file(model_path=self.models[name], dataset="fer2013/fer7",
+                               data_dir=self.data_dir, batch_size=64, tta="flip")
+        for name in ("fer7_tflite", "fer7"))
+    np.testing.assert_array_equal(
+        tflite.confusion.sum(axis=1),
+        np.bincount(self._split_labels("fer7"), minlength=len(labels.FER7)))
+    np.testing.assert_array_equal(tflite.confusion, keras_file.confusion)
+    np.testing.assert_allclose(tflite.true_prob_sum, keras_file.true_prob_sum, rtol=1e-4)
+
   def test_ten_crop_on_a_trained_model(self):
     from emotion_tfds.data import datasets
     from emotion_tfds.data import pipeline
     builder = datasets.get_builder("fer2013/fer7", self.data_dir)
-    # Both passes must see the same 32 images: the default order depends on thread timing.
-    batches, _ = pipeline.make_dataset(builder, "test", 16, training=False, deterministic=True)
+    # The first 32 images of the split (read in order): both passes see the same ones.
+    def first_two_batches(context):
+      return pipeline.make_eval_dataset(builder, "test", 16, context)[0].take(2)
     model = loader.load(self.models["fer7"])
-    plain = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7)
-    ten = evaluate.evaluate_dataset(model, batches.take(2), labels.FER7, labels.FER7, "ten-crop")
+    plain = evaluate.evaluate_dataset(model, first_two_batches, labels.FER7, labels.FER7)
+    ten = evaluate.evaluate_dataset(model, first_two_batches, labels.FER7, labels.FER7,
+                                    "ten-crop")
     self.assertEqual(ten.totals.count, 32)
     np.testing.assert_array_equal(ten.confusion.sum(axis=1), plain.confusion.sum(axis=1))
     self.assertBetween(ten.totals.mean_confidence, 0.0, 1.0)

@@ -1,12 +1,17 @@
 """Tests for emotion_tfds.serve.export: SavedModel signatures, TFLite parity, quantisation.
 
 A small CNN is trained once per module on the generated faces (fer2013/seed6) and exported by
-`export.run` (what export_main runs), as a user would; the tests check what it wrote.
+`export.run` (what export_main runs), as a user would; the tests check what it wrote. With a second
+one (another seed), export_main exports their ensemble.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 from ai_edge_litert import interpreter as litert
 import keras
@@ -24,6 +29,7 @@ from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
 
 DATASET = "fer2013/seed6"
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def split_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -31,9 +37,9 @@ def split_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
   return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
 
 
-def train_small_model(builder, epochs: int) -> keras.Model:
+def train_small_model(builder, epochs: int, seed: int = 0) -> keras.Model:
   """Plain `model.fit` on `preprocess.to_model_input` images of the train split."""
-  keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(seed)
   images, labels = split_arrays(builder, "train")
   model = support.small_cnn(datasets.num_classes(builder))
   model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
@@ -159,3 +165,65 @@ class ExportArgumentsTest(tf.test.TestCase):
     self.assertAllClose(probabilities, float32(preprocess.to_model_input(images)), atol=1e-6)
     self.assertAllClose(probabilities, mixed(preprocess.to_model_input(images)), atol=2e-2)
     self.assertEqual(loader.saved_model_label_names(path), labels.SEED6)
+
+
+@pytest.fixture(scope="module")
+def exported_ensemble(exported, generated_data_dir, tmp_path_factory):
+  """(the two Keras members, out_dir, export_main's stdout) after export_main on the module's
+  model and a second one trained from another seed."""
+  builder, first, _, _ = exported
+  second = train_small_model(builder, epochs=2, seed=1)
+  root = tmp_path_factory.mktemp("ensemble")
+  paths = [root / "first.keras", root / "second.keras"]
+  first.save(paths[0])
+  second.save(paths[1])
+  out_dir = root / "out"
+  done = subprocess.run(
+      [sys.executable, str(REPO / "export_main.py"), f"--model_path={paths[0]},{paths[1]}",
+       f"--out_dir={out_dir}", f"--data_dir={generated_data_dir}", f"--dataset={DATASET}",
+       "--num_representative=64", "--batch_size=64"],
+      capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert done.returncode == 0, done.stderr[-3000:]
+  return (first, second), out_dir, done.stdout
+
+
+class ExportEnsembleMainTest(tf.test.TestCase):
+  """export_main with two models: one SavedModel and one TFLite file per quantisation average
+  them."""
+
+  @pytest.fixture(autouse=True)
+  def _ensemble(self, exported_ensemble):
+    self.members, self.ensemble_dir, self.stdout = exported_ensemble
+
+  def _mean_of_members(self, images: np.ndarray) -> np.ndarray:
+    probabilities = [member(preprocess.to_model_input(images), training=False).numpy()
+                     for member in self.members]
+    self.assertGreater(np.abs(probabilities[0] - probabilities[1]).max(), 1e-2)
+    return np.mean(probabilities, axis=0)
+
+  def test_saved_model_averages_the_members(self):
+    images, _ = split_arrays(self.builder, "validation")
+    expected = self._mean_of_members(images)
+    saved = tf.saved_model.load(str(self.ensemble_dir / "saved_model"))
+    served = saved.signatures[loader.SERVING_KEY](images=tf.constant(images))
+    self.assertAllClose(served[loader.PROBABILITIES_KEY], expected, atol=1e-5)
+    self.assertAllEqual(served[loader.LABEL_KEY], expected.argmax(-1))
+    names = datasets.label_names(self.builder)
+    self.assertEqual(
+        [n.decode() for n in saved.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
+        list(names))
+    self.assertEqual(loader.saved_model_label_names(self.ensemble_dir / "saved_model"), names)
+
+  def test_float_tflite_averages_the_members_and_holds_them_all(self):
+    images, _ = split_arrays(self.builder, "validation")
+    tflite = loader.load(self.ensemble_dir / export.TFLITE_FILES["float"])
+    self.assertEqual(tflite.emotions(), datasets.label_names(self.builder))
+    self.assertAllClose(tflite.predict(images), self._mean_of_members(images), atol=1e-5)
+    written = json.loads((self.ensemble_dir / "parity.json").read_text())
+    self.assertLess(written["max_abs_diff"]["float"], 1e-5)
+    self.assertEqual(written["agreement"]["float"], 1.0)
+    # Both members' weights are in the one file: twice the single model's size, within 10%.
+    self.assertBetween(written["sizes"]["float"], 1.8 * self.report.sizes["float"],
+                       2.2 * self.report.sizes["float"])
+    self.assertIn(f"parity on {DATASET} validation", self.stdout)

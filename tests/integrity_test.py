@@ -7,7 +7,6 @@ import re
 import shutil
 
 from absl.testing import absltest
-import pytest
 import support
 import tensorflow as tf
 
@@ -18,8 +17,12 @@ from emotion_tfds.data import integrity
 _DATASET = datasets.DEFAULT_DATASET  # Built by the data_dir fixture.
 
 
-@pytest.mark.usefixtures("data_dir")
 class DamagedFilesTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = support.generated_data_dir()
 
   def setUp(self):
     super().setUp()

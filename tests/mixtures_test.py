@@ -15,7 +15,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -105,11 +105,11 @@ def _write_crops_folder(out: pathlib.Path) -> None:
   crops_folder.write_manifest(out, copies)
 
 
-@pytest.fixture(scope="class")
-def built(request, tmp_path_factory):
+def _build_mixture_parts() -> tuple[pathlib.Path, collections.Counter]:
   """fer2013/fer7, fer2013/seed6 (600 generated rows, FER-2013's class shares) and ravdess_crops,
-  each built with its own `tfds build`-equivalent call into one data_dir."""
-  root = tmp_path_factory.mktemp("mixture")
+  each built with its own `tfds build`-equivalent call into one data_dir: (data_dir, the csv's
+  training emotions counted)."""
+  root = support.process_tempdir("mixture")
   csv = facegen.write_csv(root / "manual" / "fer2013.csv", num_rows=600, seed=0,
                           distribution="fer")
   _write_crops_folder(root / "crops")
@@ -117,14 +117,17 @@ def built(request, tmp_path_factory):
   for dataset in ("fer2013/fer7", "fer2013/seed6"):
     datasets.build(dataset, data_dir, csv.parent)
   datasets.build("ravdess_crops", data_dir, root / "crops")
-  request.cls.data_dir = data_dir
-  request.cls.fer_train = collections.Counter(
+  return data_dir, collections.Counter(
       labels.FER7[int(line.split(",")[0])] for line in csv.read_text().splitlines()[1:]
       if line.endswith(",Training"))
 
 
-@pytest.mark.usefixtures("built")
 class FillGapMixtureTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir, cls.fer_train = _build_mixture_parts()
 
   def _label_counts(self, builder, split: str) -> dict[str, int]:
     names = builder.info.features["label"].names

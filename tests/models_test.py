@@ -11,7 +11,7 @@ import h5py
 import keras
 from keras import layers
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 
 from emotion_tfds import errors
@@ -121,9 +121,13 @@ def _user_sequential(head: str) -> keras.Model:
                            *classifier])
 
 
-@pytest.mark.usefixtures("keras2_release")
 class LoadPretrainedTest(tf.test.TestCase):
   """Files written by other tools: real Keras 2 (tf-keras) .h5 files, plain Keras 3 Sequentials."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.keras2 = support.keras2_files()
 
   def setUp(self):
     super().setUp()

@@ -18,7 +18,6 @@ import sys
 from absl.testing import absltest
 import cv2
 import numpy as np
-import pytest
 import support
 
 from emotion_tfds import faces
@@ -83,11 +82,10 @@ def write_ravdess_folder(root: pathlib.Path, photos: list[np.ndarray]) -> pathli
   return root
 
 
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory, real_face_frames):
+def _extract_both_ways() -> tuple:
   """(videos folder, crops by extract_folder, its stats, crops by run_beam, its stats, photos)."""
-  root = tmp_path_factory.mktemp("ravdess_extract")
-  photos = list(real_face_frames.values())
+  root = support.process_tempdir("ravdess_extract")
+  photos = list(support.real_face_frames().values())
   videos = write_ravdess_folder(root / "videos", photos)
   options = extract.ExtractOptions(frames_per_video=K)
   direct_stats = extract.extract_folder(str(videos), str(root / "direct"), options)
@@ -97,10 +95,11 @@ def extracted(tmp_path_factory, real_face_frames):
 
 class ExtractTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _extracted(self, extracted):
-    (self.videos, self.direct_dir, self.direct_stats, self.beam_dir, self.beam_stats,
-     self.photos) = extracted
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    (cls.videos, cls.direct_dir, cls.direct_stats, cls.beam_dir, cls.beam_stats,
+     cls.photos) = _extract_both_ways()
 
   def test_summary_counts(self):
     self.assertEqual(dict(self.direct_stats.counts), {

@@ -246,7 +246,7 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(steps(tb / "stage2_all", callbacks.STAGE_TAG), [1, 1])
     _, start = run_summaries.read_trial(tb)  # Exactly one trial, not rewritten on resume.
     self.assertEqual(start.group_name, str(model_dir.resolve()))
-    final_accuracy = [e for e in curves.read_events(tb)
+    final_accuracy = [e for e in curves.read_events(tb / run_summaries.RUN_DIR)
                       if e.summary.value[0].tag == run_summaries.FINAL_ACCURACY]
     self.assertEqual([e.step for e in final_accuracy], [4])
     self.assertAlmostEqual(float(tf.make_ndarray(final_accuracy[0].summary.value[0].tensor)),

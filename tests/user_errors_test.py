@@ -12,7 +12,6 @@ import sys
 from absl import flags
 from absl.testing import absltest
 from absl.testing import parameterized
-import pytest
 import support
 
 from emotion_tfds import errors
@@ -75,8 +74,12 @@ class TrainMainTest(_MainTestCase):
               r"model or weights file\.$")
 
 
-@pytest.mark.usefixtures("data_dir")
 class DamagedDataTest(_MainTestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = support.generated_data_dir()
 
   def test_a_truncated_shard_names_the_file_and_the_rebuild(self):
     data_dir = support.tempdir(self) / "data"

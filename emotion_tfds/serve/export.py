@@ -14,6 +14,10 @@ The class names are also written as the asset `assets/labels.txt`, one per line.
 TFLite models (converted from the `serving_default` signature, same uint8 input and outputs):
   float: no quantisation; "dynamic": dynamic-range (int8 weights); "int8": full integer
   quantisation of weights and activations calibrated on a representative set of training images.
+
+An ensemble (`models.ensemble.average_networks`, what export_main makes of several `.keras` files)
+is exported as one network: every file above holds all its members and averages their
+probabilities in its own graph.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from emotion_tfds import image_spec
 from emotion_tfds import preprocess
 from emotion_tfds.data import datasets
 from emotion_tfds.data import pipeline
+from emotion_tfds.models import ensemble
 from emotion_tfds.serve import loader
 
 TFLITE_FILES = {"float": "model_float.tflite", "dynamic": "model_dynamic.tflite",
@@ -48,11 +53,14 @@ def float32_model(model: keras.Model) -> keras.Model:
 
   A model trained under a mixed-precision policy computes in float16/bfloat16; its exports (and the
   TFLite parity check) use float32 throughout, which every serving runtime and TFLite support.
+  The networks nested in `model` (an ensemble's members) are converted too.
   """
-  if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+  if all(layer.dtype_policy.name == "float32" for layer in _leaf_layers(model)):
     return model
 
   def clone_layer(layer):
+    if isinstance(layer, keras.Model):
+      return float32_model(layer)
     config = layer.get_config()
     config["dtype"] = "float32"
     return layer.__class__.from_config(config)
@@ -60,6 +68,12 @@ def float32_model(model: keras.Model) -> keras.Model:
   clone = keras.models.clone_model(model, clone_function=clone_layer)
   clone.set_weights(model.get_weights())
   return clone
+
+
+def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+  """The layers of `model`, with those of its nested networks in place of the networks."""
+  return [leaf for layer in model.layers
+          for leaf in (_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])]
 
 
 def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequence[str],
@@ -302,33 +316,35 @@ def parity_report(model: keras.Model, paths: dict[str, pathlib.Path],
       sizes={q: paths[q].stat().st_size for q in QUANTIZATIONS})
 
 
-def run(model_path: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
+def run(model_path: loader.ModelPaths, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
         dataset: str, parity_split: str = "validation", num_representative: int = 500,
         batch_size: int = 256) -> ParityReport:
-  """export_main: exports a `.keras` model with `export_all` and checks parity on a split.
+  """export_main: exports a `.keras` model, or the ensemble of several, with `export_all` and
+  checks parity on a split.
 
   The int8 model is calibrated on `num_representative` shuffled training images of `dataset`; the
   report (also written to out_dir/parity.md and parity.json) compares every export with the
-  (float32) Keras model on `parity_split`.
+  (float32) Keras model on `parity_split`, for an ensemble the mean of its members' probabilities.
 
   Raises:
+    errors.UnusableModelError: ensemble members that predict different classes.
     errors.ConfigError: when the model's classes differ from the dataset's.
     errors.UserError: a model file or dataset that cannot be used.
   """
-  network, model_names = loader.load_keras_model(model_path)
-  model = float32_model(network)
+  networks, model_names = loader.load_keras_models(model_path)
+  model = float32_model(networks[0] if len(networks) == 1 else ensemble.average_networks(networks))
+  source = loader.MODEL_PATHS_SEPARATOR.join(map(str, loader.model_path_list(model_path)))
   builder = datasets.get_builder(dataset, data_dir)
   if not builder.is_prepared():
     raise errors.DataNotBuiltError(f"Dataset {dataset} is not built in {data_dir}: pass the "
                                    "--data_dir that holds it, or build it (BUILD.md).")
   names = datasets.label_names(builder)
   if int(model.output_shape[-1]) != len(names):
-    raise errors.ConfigError(f"{model_path} has {model.output_shape[-1]} outputs but {dataset} "
-                             f"has {len(names)} classes {names}.")
+    raise errors.ConfigError(f"{source} has {model.output_shape[-1]} outputs but {dataset} has "
+                             f"{len(names)} classes {names}.")
   if model_names is not None and tuple(model_names) != tuple(names):
-    raise errors.ConfigError(f"{model_path} predicts {model_names} (its labels.txt), but "
-                             f"{dataset} has {names}: export it with the dataset it was trained "
-                             "on.")
+    raise errors.ConfigError(f"{source} predicts {model_names} (its labels.txt), but {dataset} "
+                             f"has {names}: export it with the dataset it was trained on.")
   # Shuffled (every emotion, not just the first rows), deterministically (the same int8 model).
   train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0,
                                    deterministic=True, cache=False)

@@ -7,6 +7,9 @@
   - a `.tflite` file from `export.export_tflite`, run in the LiteRT runtime.
 A `.keras` or `.tflite` file has no place for its class names: the project writes them beside it,
 as `labels.txt` in the same folder (`write_label_names`), and `load` reads them from there.
+`load_ensemble` reads several files of any of these kinds as one model that averages their
+probabilities (their classes must agree); `load_keras_models` reads several `.keras` files as
+networks (export_main makes them one network, `models.ensemble`).
 The names below are the exported format's.
 """
 
@@ -41,6 +44,10 @@ PROBABILITIES_KEY = "probabilities"
 LABEL_KEY = "label"
 LABELS_ASSET = "labels.txt"
 FORMATS = "a .keras model, a SavedModel directory or a .tflite file"
+MODEL_PATHS_SEPARATOR = ","  # The mains' --model_path lists an ensemble's files so; sources too.
+
+# One model file, or the files of an ensemble.
+ModelPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +130,83 @@ def load_keras_model(model_path: str | os.PathLike) -> tuple[keras.Model, tuple[
 def _keras_model(path: pathlib.Path, formats: str) -> tuple[keras.Model, tuple[str, ...] | None]:
   model = weights.load_keras_file(path, formats)
   return model, _names_beside(path, int(model.output_shape[-1]))
+
+
+def load_ensemble(model_paths: ModelPaths) -> LoadedModel:
+  """Several model files as one model: the mean of their probabilities. One path: `load` itself.
+
+  Each member is read by `load` (the kinds may differ). The members must name the same classes in
+  the same order (or all name none and have as many outputs).
+
+  Returns:
+    A LoadedModel whose `source` lists the members' files, comma-separated.
+
+  Raises:
+    errors.MissingFileError: a member does not exist.
+    errors.UnusableModelError: a member `load` refuses, or one whose classes differ from the first
+      member's (naming that file and both class lists).
+    errors.ConfigError: no path.
+  """
+  paths = model_path_list(model_paths)
+  loaded = [load(path) for path in paths]
+  if len(loaded) == 1:
+    return loaded[0]
+  _check_same_classes([(m.source, m.label_names, m.num_classes) for m in loaded])
+  predict_fns = [m.predict_fn for m in loaded]
+
+  def predict_fn(images):
+    return tf.add_n([tf.cast(fn(images), tf.float32) for fn in predict_fns]) / len(predict_fns)
+
+  first = loaded[0]
+  return LoadedModel(predict_fn, first.num_classes, first.label_names,
+                     MODEL_PATHS_SEPARATOR.join(m.source for m in loaded))
+
+
+def load_keras_models(model_paths: ModelPaths
+                      ) -> tuple[list[keras.Model], tuple[str, ...] | None]:
+  """`.keras` files (an ensemble's members, or one network) as Keras networks, and their class
+  names (`load_keras_model`), which must agree as in `load_ensemble`.
+
+  Raises:
+    errors.MissingFileError: a file does not exist.
+    errors.UnusableModelError: as `load_keras_model`, or members whose classes differ.
+    errors.ConfigError: no path.
+  """
+  paths = model_path_list(model_paths)
+  loaded = [(path, *load_keras_model(path)) for path in paths]
+  _check_same_classes([(str(path), names, int(net.output_shape[-1]))
+                       for path, net, names in loaded])
+  return [net for _, net, _ in loaded], loaded[0][2]
+
+
+def model_path_list(model_paths: ModelPaths) -> list[str | os.PathLike]:
+  """One path or several as a list.
+
+  Raises:
+    errors.ConfigError: no path.
+  """
+  paths = [model_paths] if isinstance(model_paths, (str, os.PathLike)) else list(model_paths)
+  if not paths:
+    raise errors.ConfigError("No model path given: pass --model_path=FILE (or FILE,FILE,... for "
+                             "an ensemble).")
+  return paths
+
+
+def _check_same_classes(members: Sequence[tuple[str, tuple[str, ...] | None, int]]) -> None:
+  """Refuses ensemble members (source, label names, class count) whose classes differ from the
+  first member's."""
+
+  def described(names: tuple[str, ...] | None, num_classes: int) -> str:
+    return (f"({', '.join(names)})" if names is not None
+            else f"{num_classes} unnamed classes (no {LABELS_ASSET} beside it)")
+
+  first_source, first_names, first_count = members[0]
+  for source, names, num_classes in members[1:]:
+    if (names, num_classes) != (first_names, first_count):
+      raise errors.UnusableModelError(
+          f"Ensemble member {source} predicts {described(names, num_classes)}, but {first_source} "
+          f"predicts {described(first_names, first_count)}: the members of an ensemble must "
+          "predict the same classes in the same order.")
 
 
 def _existing(model_path: str | os.PathLike) -> pathlib.Path:

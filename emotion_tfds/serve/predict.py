@@ -2,7 +2,8 @@
 
 The path of one face is `faces.detect_faces` -> `faces.crop_face` (uint8 48x48 gray, the RAVDESS
 extraction's crop) -> `preprocess.to_model_input` (the training conversion) -> model, for all three
-kinds of model file `loader.load` accepts (a SavedModel directory, a `.keras` or a `.tflite` file).
+kinds of model file `loader.load` accepts (a SavedModel directory, a `.keras` or a `.tflite` file),
+and for an ensemble of several (the mean of their probabilities, `loader.load_ensemble`).
 """
 
 from __future__ import annotations
@@ -33,26 +34,27 @@ STATUS_ERROR = "error"
 _GLOB_CHARS = frozenset("*?[")
 
 
-def load_classifier(model_path: str | os.PathLike,
+def load_classifier(model_path: loader.ModelPaths,
                     label_names: Sequence[str] | None = None) -> loader.LoadedModel:
-  """`loader.load`, with the class names resolved.
+  """`loader.load_ensemble`, with the class names resolved.
 
   Args:
-    model_path: a SavedModel directory, a `.keras` or a `.tflite` file.
+    model_path: a SavedModel directory, a `.keras` or a `.tflite` file, or several (an ensemble).
     label_names: class names in output order. Default: the model's own (a SavedModel's
       `labels.txt` asset, the `labels.txt` beside a .keras or .tflite file).
 
   Raises:
     errors.MissingFileError: when `model_path` does not exist.
-    errors.UnusableModelError: for another kind of model file, or a model that does not name its
-      classes when `label_names` is not given.
+    errors.UnusableModelError: for another kind of model file, ensemble members that predict
+      different classes, or a model that does not name its classes when `label_names` is not
+      given.
     errors.ConfigError: `label_names` of another length than the model's outputs.
   """
-  model = loader.load(model_path)
+  model = loader.load_ensemble(model_path)
   names = tuple(label_names) if label_names else model.emotions()
   if len(names) != model.num_classes:
     raise errors.ConfigError(f"{len(names)} label names {names} for {model.source}, which has "
-                     f"{model.num_classes} outputs.")
+                             f"{model.num_classes} outputs.")
   return dataclasses.replace(model, label_names=names)
 
 
@@ -285,13 +287,13 @@ def write_montage(images: Sequence[np.ndarray], path: str | os.PathLike) -> None
     raise errors.ConfigError(f"Could not write the montage {path}.")
 
 
-def run(model_path: str | os.PathLike, inputs: Sequence[str], output: str | None = None,
+def run(model_path: loader.ModelPaths, inputs: Sequence[str], output: str | None = None,
         annotate_dir: str | None = None, label_names: Sequence[str] | None = None,
         montage: str | None = None, stream: TextIO = sys.stdout) -> int:
   """predict_main: classifies every face of `inputs`, prints the results and writes the files.
 
   Args:
-    model_path: SavedModel directory, .keras or .tflite file (see `load_classifier`).
+    model_path: SavedModel directory, .keras or .tflite file, or several (see `load_classifier`).
     inputs: files, folders and globs (see `expand_inputs`).
     output: optional .json or .csv file for all results.
     annotate_dir: optional folder for annotated copies of the photos.

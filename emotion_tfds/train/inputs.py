@@ -82,7 +82,21 @@ def train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: i
   return dataset_fn
 
 
-def eval_dataset(builder, split: str, batch: int = pipeline.EVAL_BATCH) -> tf.data.Dataset:
-  """Batches of one whole split, in order, for evaluation."""
-  ds, _ = pipeline.make_dataset(builder, split, batch, training=False)
-  return ds
+def eval_dataset_fn(builder, split: str, global_batch: int = pipeline.EVAL_BATCH
+                    ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+  """The per-input-pipeline evaluation dataset of one whole split, for `metrics.StreamingEvaluator`
+  (`pipeline.make_eval_dataset`: in order, full padded batches).
+
+  Each input pipeline's dataset is made once and handed out again, so a validation every epoch
+  reads and decodes the split only the first time (its cache is the dataset's).
+  """
+  made: dict[tuple[int, int, int], tf.data.Dataset] = {}
+
+  def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    key = (input_context.num_input_pipelines, input_context.input_pipeline_id,
+           input_context.num_replicas_in_sync)
+    if key not in made:
+      made[key] = pipeline.make_eval_dataset(builder, split, global_batch, input_context)[0]
+    return made[key]
+
+  return dataset_fn

@@ -56,6 +56,7 @@ from emotion_tfds.train import network
 from emotion_tfds.train import schedules
 from emotion_tfds.train import stages as stages_lib
 from emotion_tfds.train import strategies
+from emotion_tfds.train import teacher
 from emotion_tfds.train import training_model
 from emotion_tfds.train import weight_averages
 
@@ -279,7 +280,8 @@ def _compiled_trainer(context: _Context, net: keras.Model, plan: _StagePlan,
   trainer = training_model.TrainingModel(
       net, device_augment, stage_seed=seeds.stage_seed(config.seed, seeds.Stream.AUGMENT,
                                                        plan.index),
-      host_augmented=plan.augment_on == "host", batch_norm_averages=batch_norm)
+      host_augmented=plan.augment_on == "host", batch_norm_averages=batch_norm,
+      teacher=teacher.load(stage, datasets.label_names(plan.builder)))
   optimizer = stages_lib.make_optimizer(
       stage.optimizer, schedules.learning_rate(stage, plan.lr, plan.steps),
       weight_decay=stage.weight_decay, clipnorm=stage.clipnorm, ema=stage.ema)
@@ -353,12 +355,12 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
               if stage.ema else None)
   validation = None
   if config.validate and "validation" in plan.builder.info.splits:
-    validation = inputs.eval_dataset(plan.builder, "validation")
+    validation = inputs.eval_dataset_fn(plan.builder, "validation")
   return [
       *([averaged.put_in] if averaged else []),
       *report_callbacks.get_callbacks(
           logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name),
-          label_names=datasets.label_names(plan.builder), eval_dataset=validation,
+          label_names=datasets.label_names(plan.builder), eval_dataset_fn=validation,
           stage_note=(f"{plan.label}: {stage.spec()} on {config.stage_dataset(stage)}, "
                       f"augmentation {plan.augment_on}"),
           initial_epoch=first_epoch,

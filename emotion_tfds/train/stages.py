@@ -23,6 +23,10 @@ Options (`key=value`, any order, after the positional fields; see `Stage` for th
   balance=none|weights|sqrt   class weights n / (K n_c) in the loss, or their square roots
   augment=on|off  whether the run's augmentation applies in this stage (default on)
   ema=M           evaluate, keep and finish with an exponential moving average of the weights
+  teacher=P1+P2   distil from these trained .keras networks (their mean probabilities; paths
+                  without ':', ',' or '+')
+  distill_t=T     temperature of the distillation (default 4)
+  distill_w=W     weight of the distillation term in [0, 1] (default 0.5)
 
 Learning-rate scaling (`scaled_lr`, off unless asked for): the linear rule of Goyal et al. (2017),
 lr * global_batch / reference_batch, so a stage's lr is given for `reference_batch` images per step.
@@ -39,11 +43,15 @@ TRAINABLE: tuple[str, ...] = ("head", "all")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step", "plateau")
 BALANCES: tuple[str, ...] = ("none", "weights", "sqrt")
+DISTILL_TEMPERATURE = 4.0  # Default distill_t.
+DISTILL_WEIGHT = 0.5  # Default distill_w.
 # Option key in a spec -> Stage field.
 _OPTION_FIELDS = {"schedule": "schedule", "warmup": "warmup", "drops": "drops",
                   "factor": "factor", "patience": "patience", "wd": "weight_decay",
                   "clip": "clipnorm", "smooth": "label_smoothing", "balance": "balance",
-                  "augment": "augment", "ema": "ema"}
+                  "augment": "augment", "ema": "ema", "teacher": "teacher",
+                  "distill_t": "distill_temperature", "distill_w": "distill_weight"}
+_TEACHER_SEPARATOR = "+"  # teacher=a.keras+b.keras
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -84,6 +92,10 @@ class Stage:
     ema: momentum M of an exponential moving average of the trainable weights and the BatchNorm
       statistics (0: off); the averages are what each epoch's validation, keep-best and the
       stage's end see (weight_averages.py).
+    teacher: paths of trained `.keras` networks on this stage's classes (empty: no distillation);
+      the student learns from their mean probabilities on its own augmented batch (teacher.py).
+    distill_temperature: T of the distillation term (both distributions softened by 1/T).
+    distill_weight: w: the loss is (1 - w) * the label loss + w * T^2 * KL(teacher || student).
   """
   name: str
   trainable: str
@@ -103,6 +115,9 @@ class Stage:
   balance: str = "none"
   augment: bool = True
   ema: float = 0.0
+  teacher: tuple[str, ...] = ()
+  distill_temperature: float = DISTILL_TEMPERATURE
+  distill_weight: float = DISTILL_WEIGHT
 
   def __post_init__(self):
     if not _NAME_RE.match(self.name) or self.name in TRAINABLE:
@@ -149,6 +164,16 @@ class Stage:
     if not 0 <= self.label_smoothing < 1:
       raise StageError(self.name, f"smooth must be in [0, 1), got "
                        f"{self.label_smoothing}.")
+    if not all(self.teacher):
+      raise StageError(self.name, f"teacher= needs one or more paths joined by "
+                       f"'{_TEACHER_SEPARATOR}', got {_TEACHER_SEPARATOR.join(self.teacher)!r}.")
+    if not self.distill_temperature > 0:
+      raise StageError(self.name, f"distill_t must be > 0, got {self.distill_temperature}.")
+    if not 0 <= self.distill_weight <= 1:
+      raise StageError(self.name, f"distill_w must be in [0, 1], got {self.distill_weight}.")
+    if not self.teacher and (self.distill_temperature != DISTILL_TEMPERATURE
+                             or self.distill_weight != DISTILL_WEIGHT):
+      raise StageError(self.name, "distill_t= and distill_w= need teacher=.")
 
   @property
   def lr_factor(self) -> float:
@@ -172,7 +197,8 @@ class Stage:
       if isinstance(value, bool):
         text += f":{key}={'on' if value else 'off'}"
       elif isinstance(value, tuple):
-        text += f":{key}={'/'.join(str(v) for v in value)}"
+        separator = _TEACHER_SEPARATOR if field == "teacher" else "/"
+        text += f":{key}={separator.join(str(v) for v in value)}"
       elif isinstance(value, float):
         text += f":{key}={value:g}"
       else:
@@ -203,6 +229,8 @@ def _parse_option(text: str, where: str) -> tuple[str, object]:
       return field, value == "on"
     if field == "drops":
       return field, tuple(int(v) for v in value.split("/"))
+    if field == "teacher":
+      return field, tuple(value.split(_TEACHER_SEPARATOR))
     if field == "patience":
       return field, int(value)
     return field, float(value)
