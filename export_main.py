@@ -45,8 +45,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower
 
 def main(argv: list[str]) -> None:
   del argv
+  first_member = loader.model_path_list(_MODEL_PATH.value)[0]
   dataset = _DATASET.value or datasets.default_dataset(
-      labels.scheme_of(loader.label_names_beside(_MODEL_PATH.value)))
+      labels.scheme_of(loader.label_names_beside(first_member)))
   report = export.run(_MODEL_PATH.value, _OUT_DIR.value,
                       _DATA_DIR.value or datasets.default_data_dir(), dataset,
                       _PARITY_SPLIT.value, _NUM_REPRESENTATIVE.value, _BATCH_SIZE.value)

@@ -327,9 +327,10 @@ def run(model_path: loader.ModelPaths, out_dir: str | os.PathLike, data_dir: str
   (float32) Keras model on `parity_split`, for an ensemble the mean of its members' probabilities.
 
   Raises:
-    errors.UnusableModelError: ensemble members that predict different classes.
-    errors.ConfigError: when the model's classes differ from the dataset's.
-    errors.UserError: a model file or dataset that cannot be used.
+    errors.UnusableModelError: as `loader.load_keras_models` (e.g. ensemble members that predict
+      different classes).
+    errors.DataNotBuiltError: `dataset` is not built in `data_dir`.
+    errors.ConfigError: the model's classes differ from the dataset's, or no such parity split.
   """
   networks, model_names = loader.load_keras_models(model_path)
   model = float32_model(networks[0] if len(networks) == 1 else ensemble.average_networks(networks))
@@ -338,6 +339,9 @@ def run(model_path: loader.ModelPaths, out_dir: str | os.PathLike, data_dir: str
   if not builder.is_prepared():
     raise errors.DataNotBuiltError(f"Dataset {dataset} is not built in {data_dir}: pass the "
                                    "--data_dir that holds it, or build it (BUILD.md).")
+  if parity_split not in builder.info.splits:
+    raise errors.ConfigError(f"Dataset {dataset} in {data_dir} has no split {parity_split!r} "
+                             f"(--parity_split); it has {sorted(builder.info.splits)}.")
   names = datasets.label_names(builder)
   if int(model.output_shape[-1]) != len(names):
     raise errors.ConfigError(f"{source} has {model.output_shape[-1]} outputs but {dataset} has "
