@@ -9,8 +9,9 @@ runs with `quiet.run(main)`:
     are held back until `import tensorflow` and the device listing are done, then written out
     filtered by the same level. The "failed call to cuInit" ERROR line is dropped too when
     TensorFlow has just said that the machine has no CUDA driver: on a CPU machine it is expected.
-  - Python logging (absl, TensorFlow, TFDS) shows this project's warnings and everybody's errors;
-    absl's --verbosity (0: INFO, -1: warnings) or --logger_levels puts absl's own levels back.
+  - Python logging (absl, TensorFlow, TFDS; Python warnings are routed to it) shows the warnings
+    this project's code logs and everybody's errors; absl's --verbosity (0: INFO, -1: warnings) or
+    --logger_levels puts absl's own levels back.
   - A `errors.UserError` ends the main with one `error:` line (`errors.exit_on_user_error`).
 """
 
@@ -72,6 +73,7 @@ def _with_quiet_logging(main: Callable) -> Callable:
   def wrapped(argv):
     if not (flags.FLAGS["verbosity"].present or flags.FLAGS["logger_levels"].present):
       absl_logging.set_verbosity(absl_logging.WARNING)
+      logging.captureWarnings(True)  # Through the filter: a library's warnings.warn waits too.
       only_ours = _ProjectWarningsAndErrors()
       for handler in (absl_logging.get_absl_handler(), *logging.getLogger("tensorflow").handlers):
         handler.addFilter(only_ours)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import support
 
+from emotion_tfds import errors
 from emotion_tfds import faces
 from emotion_tfds.ravdess import crops_folder
 from emotion_tfds.ravdess import extract
@@ -203,8 +204,13 @@ class ExtractTest(absltest.TestCase):
     self.assertEqual([c.emotion for c in crops_folder.read_manifest(out)], ["neutral", "neutral"])
 
   def test_missing_folder(self):
-    with self.assertRaisesRegex(FileNotFoundError, "does-not-exist"):
+    with self.assertRaisesRegex(errors.MissingFileError, "does-not-exist"):
       extract.extract_folder("/does-not-exist", str(support.tempdir(self)))
+    result = subprocess.run(
+        [sys.executable, str(_MAIN), "--ravdess_dir=/does-not-exist",
+         f"--out={support.tempdir(self)}"], capture_output=True, text=True, timeout=300)
+    self.assertEqual((result.returncode, result.stderr),
+                     (1, "error: RAVDESS folder /does-not-exist does not exist (--ravdess_dir).\n"))
 
 
 _MAIN = pathlib.Path(__file__).resolve().parents[1] / "ravdess_main.py"
