@@ -1,9 +1,11 @@
 """Trains an emotion classifier in stages on any tf.distribute strategy; resumes after a kill.
 
-With no flags: generates the faces dataset under ./data/tfds if it is not built there, trains a
-short version of the seed's schedule (7-class pretraining on fer7, then head / all / all on seed6),
-evaluates on the test split, prints the per-emotion table and saves runs/default/model.keras and
-runs/default/saved_model. Run from the repository root:
+With no flags: generates faces and builds them as generated_faces/fer7 and generated_faces/seed6
+under ./data/tfds if they are not built there (never as fer2013, which only the real csv builds),
+trains a short version of the seed's schedule (7-class pretraining on fer7, then head / all / all
+on seed6), evaluates on the test split, prints the per-emotion table and saves
+runs/default/model.keras, runs/default/saved_model and runs/default/manifest.json (what made the
+model: commit, flags, versions, CPU, precision, data). Run from the repository root:
 
   python train_main.py
   python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
@@ -34,8 +36,9 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
     "$TFDS_DATA_DIR).")
 _DATASET = flags.DEFINE_string(
-    "dataset", "fer2013/seed6", "Target dataset name/config, or a mixture with the RAVDESS crops, "
-    "e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
+    "dataset", f"{datasets.GENERATED_FACES}/seed6", "Target dataset name/config (fer2013/<config>: "
+    "real FER-2013; generated_faces/<config>: generated faces), or a mixture with the RAVDESS "
+    "crops, e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
 _MODEL = flags.DEFINE_enum("model", "base_cnn", sorted(models.MODELS),
                            "Architecture (models_main.py lists their sizes).")
 _PRETRAINED = flags.DEFINE_string(
@@ -54,7 +57,7 @@ _PRETRAIN_STAGES = flags.DEFINE_string(
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
     "when the label scheme changes. Skipped when --pretrained is given.")
 _PRETRAIN_DATASET = flags.DEFINE_string(
-    "pretrain_dataset", "fer2013/fer7", "Dataset of --pretrain_stages.")
+    "pretrain_dataset", f"{datasets.GENERATED_FACES}/fer7", "Dataset of --pretrain_stages.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
@@ -96,8 +99,9 @@ _REFERENCE_BATCH = flags.DEFINE_integer(
     "reference_batch", 32, "Batch size the stage learning rates are given for (--scale_lr).",
     lower_bound=1)
 _GENERATE_ROWS = flags.DEFINE_integer(
-    "generate_rows", facegen.DEFAULT_ROWS, "When a dataset is not built in --data_dir: generate this many faces "
-    "and build it from them (0: require a built dataset, e.g. real FER-2013).", lower_bound=0)
+    "generate_rows", facegen.DEFAULT_ROWS, "When a generated_faces dataset is not built in "
+    "--data_dir: generate this many faces and build it (0: require it built). fer2013 is never "
+    "generated.", lower_bound=0)
 _EVAL_SPLIT = flags.DEFINE_string(
     "eval_split", "test", "Split of the final evaluation ('validation' when it is absent).")
 _VALIDATE = flags.DEFINE_bool("validate", True, "Evaluate on the validation split every epoch.")
@@ -164,13 +168,18 @@ def make_config() -> config_lib.TrainConfig:
   )
 
 
+def flag_values() -> dict:
+  """This main's flags with their values after --flagfile and defaults (the run's manifest)."""
+  return {flag.name: flag.value for flag in flags.FLAGS.get_flags_for_module(__name__)}
+
+
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
   if _ENSEMBLE_MEMBERS.value > 1:
-    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value)
+    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value, flag_values=flag_values())
   else:
-    experiment.run_experiment(make_config())
+    experiment.run_experiment(make_config(), flag_values=flag_values())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ The modules follow the data flow; import the one you need (this file imports not
     video_frames                a video's evenly spaced frames, their largest face (OpenCV)
     ravdess                     RAVDESS videos -> face crops + summary (plain loop or Beam), command
     ravdess_crops               the crops folder (manifest.csv + PNGs): ravdess -> its builder
-    datasets, mixtures          the TFDS builders (builders/) by name; FER + crops at input time
+    datasets, mixtures          the TFDS builders (builders/) by name, their provenance; FER + crops
+                                at input time
+    manifest                    a run's manifest: commit, versions, CPU (+ settings, precision, data)
     pipeline, augment           tf.data input; batched augmentation (host or device)
     models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss

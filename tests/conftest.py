@@ -1,4 +1,5 @@
-"""Shared test fixtures: generated faces built into a temporary TFDS data_dir, and the real data.
+"""Shared test fixtures: generated faces built into a temporary TFDS data_dir (as generated_faces,
+never as fer2013), and the real data.
 
 The real files of `../shared/data` are found through the environment variable
 EMOTION_TFDS_SHARED_DATA (set by .ci/run when the folder exists); tests that need them skip with a
@@ -59,19 +60,21 @@ def real_face_frames() -> dict:
 
 @pytest.fixture(scope="session")
 def generated_csv(tmp_path_factory) -> pathlib.Path:
-  """A generated-faces fer2013.csv with all three Usage values."""
+  """A generated-faces fer2013.csv with all three Usage values, its generated.json beside it."""
   from emotion_tfds.data import facegen
   manual_dir = tmp_path_factory.mktemp("generated_manual")
-  return facegen.write_csv(manual_dir / "fer2013.csv", num_rows=GENERATED_ROWS, seed=GENERATED_SEED)
+  return facegen.write_dataset(manual_dir, num_rows=GENERATED_ROWS, seed=GENERATED_SEED)
 
 
 @pytest.fixture(scope="session")
 def generated_data_dir(tmp_path_factory, generated_csv) -> pathlib.Path:
-  """A TFDS data_dir holding fer2013/fer7 and fer2013/seed6 built from `generated_csv`."""
+  """A TFDS data_dir holding generated_faces/fer7 and generated_faces/seed6 built from
+  `generated_csv`."""
   from emotion_tfds.data import datasets
   data_dir = tmp_path_factory.mktemp("tfds_data")
   for config in ("fer7", "seed6"):
-    datasets.build(f"fer2013/{config}", data_dir=data_dir, manual_dir=generated_csv.parent)
+    datasets.build(f"{datasets.GENERATED_FACES}/{config}", data_dir=data_dir,
+                   manual_dir=generated_csv.parent)
   return data_dir
 
 

@@ -87,7 +87,7 @@ def recording_predict_fn(net):
 preprocess.predict_fn = recording_predict_fn
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-builder = datasets.get_builder("fer2013/seed6", sys.argv[1])
+builder = datasets.get_builder("generated_faces/seed6", sys.argv[1])
 with strategy.scope():
   net = models.build_fastnet_small(len(datasets.label_names(builder)))
 reports = [evaluation.evaluate_network(net, builder, "validation", strategy, tta)
@@ -163,7 +163,7 @@ class DistributeTest(absltest.TestCase):
     # Per replica: 128 images (256 / 2), twice that with the flipped views.
     self.assertEqual({tuple(shape) for shape in result["traced"]},
                      {(128, 48, 48, 1), (256, 48, 48, 1)})
-    builder = datasets.get_builder("fer2013/seed6", self.data_dir)
+    builder = datasets.get_builder("generated_faces/seed6", self.data_dir)
     true_labels = [int(label) for _, label in builder.as_dataset("validation", as_supervised=True)]
     expected = np.bincount(true_labels, minlength=len(labels.SEED6)).tolist()
     self.assertEqual(sum(expected), 120)  # One replica's share is padding only.

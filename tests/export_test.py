@@ -1,8 +1,8 @@
 """Tests for emotion_tfds.serve.export: SavedModel signatures, TFLite parity, quantisation.
 
-A small CNN is trained once per module on the generated faces (fer2013/seed6) and exported by
-`export.run` (what export_main runs), as a user would; the tests check what it wrote. With a second
-one (another seed), export_main exports their ensemble.
+A small CNN is trained once per module on generated faces (generated_faces/seed6) and exported
+by `export.run` (what export_main runs), as a user would; the tests check what it wrote. With a
+second one (another seed), export_main exports their ensemble.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from emotion_tfds.data import datasets
 from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
 
-DATASET = "fer2013/seed6"
+DATASET = "generated_faces/seed6"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -165,6 +165,16 @@ class ExportArgumentsTest(tf.test.TestCase):
     self.assertAllClose(probabilities, float32(preprocess.to_model_input(images)), atol=1e-6)
     self.assertAllClose(probabilities, mixed(preprocess.to_model_input(images)), atol=2e-2)
     self.assertEqual(loader.saved_model_label_names(path), labels.SEED6)
+
+  def test_manifest_is_an_asset_only_when_given(self):
+    run_manifest = {"code": {"commit": "abc"}, "data": {"generated_faces/seed6": {"splits": {}}}}
+    with_manifest, without = self.get_temp_dir() + "/with", self.get_temp_dir() + "/without"
+    export.export_saved_model(self.model, with_manifest, labels.SEED6, manifest=run_manifest)
+    export.export_saved_model(self.model, without, labels.SEED6)
+    written = pathlib.Path(with_manifest, "assets", "manifest.json")
+    self.assertEqual(json.loads(written.read_text()), run_manifest)
+    self.assertFalse(pathlib.Path(without, "assets", "manifest.json").exists())
+    self.assertEqual(loader.saved_model_label_names(with_manifest), labels.SEED6)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.data.pipeline over a generated fer2013 dataset built with the real builder."""
+"""Tests for emotion_tfds.data.pipeline over generated faces built with the real builder."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from emotion_tfds.data import pipeline
 from emotion_tfds.report import metrics
 from emotion_tfds.train import inputs
 
-_DATASET = "fer2013/fer7"
+_DATASET = "generated_faces/fer7"
 _BATCH = 32  # Divides the generated train split (1,120), so training drops nothing.
 
 
@@ -260,7 +260,7 @@ class CacheTest(tf.test.TestCase):
 
   @pytest.fixture(autouse=True)
   def _inject(self, generated_data_dir, tmp_path):
-    shutil.copytree(generated_data_dir / "fer2013", tmp_path / "fer2013")
+    shutil.copytree(generated_data_dir / "generated_faces", tmp_path / "generated_faces")
     self.builder = datasets.get_builder(_DATASET, tmp_path)
     self.train_keys = _train_keys(str(generated_data_dir))
     self.hidden = tmp_path / "hidden"

@@ -33,7 +33,7 @@ from emotion_tfds.serve import loader
 from emotion_tfds.serve import predict
 from emotion_tfds.train import training_model
 
-DATASET = "fer2013/seed6"
+DATASET = "generated_faces/seed6"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

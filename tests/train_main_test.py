@@ -1,10 +1,11 @@
 """End-to-end tests of train_main.py in subprocesses: the default run on freshly generated faces,
-and a run killed with SIGKILL mid-stage that, started again, ends with the weights of an
-uninterrupted run.
+the README's sequence from a fresh clone (default run, real-data build, recipe), and a run killed
+with SIGKILL mid-stage that, started again, ends with the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -23,6 +24,9 @@ import support
 import tensorflow as tf
 
 from emotion_tfds import labels
+from emotion_tfds import models  # noqa: F401  (registers fastnet's layers for keras load_model)
+from emotion_tfds.data import datasets
+from emotion_tfds.data import facegen
 from emotion_tfds.report import curves
 from emotion_tfds.train import checkpoints
 
@@ -39,16 +43,41 @@ _KILLED_RUN = ("--pretrain_stages=all:1:1e-3:16", "--stages=head:1:1e-3:16,all:4
                "--max_steps_per_epoch=6", "--deterministic", "--progress=none")
 _KILLED_STAGE = 2  # Index of the all stage in the schedule (pretrain, head, all).
 # The GPU/TPU code paths on this CPU: XLA-compiled train step, bfloat16 compute, float32 variables.
-_ACCELERATOR_RUN = ("--dataset=fer2013/fer7", "--model=fastnet", "--pretrain_stages=",
+_ACCELERATOR_RUN = ("--dataset=generated_faces/fer7", "--model=fastnet", "--pretrain_stages=",
                     "--stages=main:all:3:0.05:16:nesterov:schedule=cosine:wd=5e-4",
                     "--max_steps_per_epoch=6", "--jit_compile", "--mixed_precision",
                     "--progress=none")
 _KILLED_EPOCHS = 4
+# The README's commands at test size: the default run (generated faces, one step per stage), then
+# a recipe on the real data (its flagfile with a one-epoch, one-step schedule).
+_TINY_DEFAULT_RUN = ("--generate_rows=300", "--pretrain_stages=all:1:1e-3:16",
+                     "--stages=all:1:1e-3:16", "--max_steps_per_epoch=1", "--progress=none")
+_TINY_RECIPE = (f"--flagfile={REPO / 'configs' / 'fer7_fast.cfg'}",
+                "--stages=main:all:1:0.05:16:nesterov:schedule=cosine:ema=0.999",
+                "--max_steps_per_epoch=1", "--progress=none")
 
 
 def _command(data_dir, model_dir, flags) -> list[str]:
   return [sys.executable, str(REPO / "train_main.py"), f"--data_dir={data_dir}",
           f"--model_dir={model_dir}", *flags]
+
+
+def _recipe_command(data_dir, model_dir) -> list[str]:
+  """The recipe; --data_dir and --model_dir after the flagfile, which sets --model_dir too."""
+  return [sys.executable, str(REPO / "train_main.py"), *_TINY_RECIPE, f"--data_dir={data_dir}",
+          f"--model_dir={model_dir}"]
+
+
+def _tfds_build_fer7(manual_dir, data_dir) -> subprocess.CompletedProcess:
+  """The README's `tfds build builders/fer2013 --manual_dir=DIR --data_dir=... --config=fer7`."""
+  return subprocess.run(
+      [str(pathlib.Path(sys.executable).parent / "tfds"), "build", "builders/fer2013",
+       f"--manual_dir={manual_dir}", f"--data_dir={data_dir}", "--config=fer7"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=_TIMEOUT_S)
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _env() -> dict[str, str]:
@@ -78,8 +107,12 @@ class DefaultRunTest(absltest.TestCase):
     model_dir = root / "run"
     output = _run(_command(root / "data", model_dir, _DEFAULT_RUN))
     self.assertIn(f"generating {_ROWS} faces", output)
+    self.assertRegex(output, r"(?m)^Data: generated_faces/fer7 1\.0\.0: generated faces, 1,400 "
+                     r"rows, seed 0 \(fer2013\.csv sha256 [0-9a-f]{12}\), train 1,120 / validation "
+                     r"140 / test 140$")
+    self.assertFalse((root / "data" / "fer2013").exists())
     self.assertRegex(output, r"\[stage2_all 3/3\] epoch 1/1: .*accuracy .* images/s")
-    self.assertIn("Evaluation of the final model on fer2013/seed6 test", output)
+    self.assertIn("Evaluation of the final model on generated_faces/seed6 test", output)
     for emotion in ("angry", "disgust", "happy", "neutral", "sad", "surprise"):
       self.assertRegex(output, rf"\n{emotion} +\d+ +\d\.\d+ ")
     report = json.loads((model_dir / "eval_test.json").read_text())
@@ -105,6 +138,70 @@ class DefaultRunTest(absltest.TestCase):
     self.assertEqual(checked.returncode, 0, f"{checked.stdout}\n{checked.stderr[-3000:]}")
     self.assertIn("stages continue one epoch axis", checked.stdout)
     self.assertRegex(checked.stdout, r"(\d+) of \1 checks passed")
+
+
+class ReadmeSequenceTest(absltest.TestCase):
+  """The README from a fresh clone: the default run, the real data's `tfds build`, a recipe."""
+
+  def test_the_recipe_trains_on_the_csv_built_after_the_default_run(self):
+    root = support.tempdir(self)
+    data_dir = root / "data"
+    default = _run(_command(data_dir, root / "default", _TINY_DEFAULT_RUN))
+    self.assertRegex(default, r"(?m)^Data: generated_faces/seed6 1\.0\.0: generated faces, 300 "
+                     r"rows, seed 0 \(fer2013\.csv sha256 [0-9a-f]{12}\), train \d+")
+    self.assertFalse((data_dir / "fer2013").exists())
+    # A csv of FER-2013's form (no generated.json beside it: built as fer2013, like Kaggle's).
+    csv_path = facegen.write_csv(root / "kaggle" / "fer2013.csv", num_rows=140, seed=7)
+
+    built = _tfds_build_fer7(csv_path.parent, data_dir)
+    self.assertEqual(built.returncode, 0, built.stderr[-3000:])
+    self.assertNotIn("Reusing", built.stdout + built.stderr)
+    recipe = _run(_recipe_command(data_dir, root / "recipe"))
+    sha = _sha256(csv_path)
+    self.assertIn(f"Data: fer2013/fer7 1.1.0 from fer2013.csv sha256 {sha[:12]}, train 112 / "
+                  "validation 14 / test 14\n", recipe.splitlines(keepends=True))
+    self.assertNotIn("generated faces", recipe)
+    self.assertIn("Evaluation of the final model on fer2013/fer7 test", recipe)
+    # The manifest, in model_dir and in the SavedModel's assets: flags, data, machine, code.
+    written = json.loads((root / "recipe" / "manifest.json").read_text())
+    self.assertEqual(json.loads((root / "recipe" / "saved_model" / "assets" / "manifest.json")
+                                .read_text()), written)
+    self.assertEqual(list(written["data"]), ["fer2013/fer7"])
+    self.assertEqual((written["data"]["fer2013/fer7"]["source_sha256"],
+                      written["data"]["fer2013/fer7"]["source_file"]), (sha, "fer2013.csv"))
+    self.assertEqual((written["flags"]["dataset"], written["flags"]["model"],
+                      written["flags"]["keep_best"], written["flags"]["model_dir"]),
+                     ("fer2013/fer7", "fastnet_small", "accuracy", str(root / "recipe")))
+    self.assertEqual(written["config"]["data_dir"], str(data_dir))
+    self.assertEqual(written["precision"], "float32")
+    self.assertTrue(written["machine"]["cpu"]["model"])
+    self.assertRegex(written["code"]["commit"], r"^([0-9a-f]{40}|unknown)$")
+    self.assertEqual(set(written["versions"]),
+                     {"python", "tensorflow", "keras", "tensorflow-datasets", "numpy"})
+
+  @pytest.mark.usefixtures("data_dir")
+  def test_generated_faces_an_older_default_run_built_as_fer2013_are_refused_in_one_line(self):
+    root = support.tempdir(self)
+    data_dir = root / "data"
+    old = support.old_default_layout(
+        data_dir, pathlib.Path(self.data_dir) / "generated_faces" / "fer7" / "1.0.0", "fer7")
+    refused = subprocess.run(_recipe_command(data_dir, root / "recipe"), cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=_TIMEOUT_S)
+    self.assertEqual(refused.returncode, 1, refused.stderr[-3000:])
+    self.assertNotIn("Traceback", refused.stderr)
+    self.assertNotIn("Stage ", refused.stdout)
+    error_lines = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    self.assertLen(error_lines, 1, refused.stderr[-3000:])
+    self.assertRegex(error_lines[0], rf"^error: {old} holds generated faces, not FER-2013: .* "
+                     r"build the real fer2013/fer7 1\.1\.0 with `tfds build builders/fer2013 "
+                     r"--config=fer7 ")
+    # The real build goes beside it (a new version), and is what fer2013/fer7 then reads.
+    csv_path = facegen.write_csv(root / "kaggle" / "fer2013.csv", num_rows=140, seed=7)
+    built = _tfds_build_fer7(csv_path.parent, data_dir)
+    self.assertEqual(built.returncode, 0, built.stderr[-3000:])
+    self.assertEqual(
+        datasets.provenance(datasets.require_built("fer2013/fer7", data_dir))["source_sha256"],
+        _sha256(csv_path))
 
 
 @pytest.mark.usefixtures("data_dir")
@@ -192,9 +289,10 @@ class PretrainedRunTest(absltest.TestCase):
     keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3)]).save(root / "bad.keras")
     head_only = ("--pretrain_stages=", "--stages=head:1:1e-3:16", "--max_steps_per_epoch=3",
                  "--progress=none")
-    runs = {"keras2": ("--dataset=fer2013/seed6", f"--pretrained={self.keras2 / 'weights.h5'}"),
-            "user": ("--dataset=fer2013/fer7", f"--pretrained={root / 'user.keras'}"),
-            "bad": ("--dataset=fer2013/fer7", f"--pretrained={root / 'bad.keras'}")}
+    runs = {"keras2": ("--dataset=generated_faces/seed6",
+                       f"--pretrained={self.keras2 / 'weights.h5'}"),
+            "user": ("--dataset=generated_faces/fer7", f"--pretrained={root / 'user.keras'}"),
+            "bad": ("--dataset=generated_faces/fer7", f"--pretrained={root / 'bad.keras'}")}
     processes = {
         name: subprocess.Popen(_command(self.data_dir, root / name, (*head_only, *flags)),
                                cwd=REPO, env=_env(), stdout=subprocess.PIPE,
@@ -234,8 +332,9 @@ class UserErrorsTest(absltest.TestCase):
   def test_unbuilt_data_and_missing_tpu(self):
     root = support.tempdir(self)
     cases = {
-        "not built": (["--generate_rows=0"], r"error: Dataset fer2013/seed6 is not built in .*"
-                      r"tfds build builders/fer2013 --config=seed6"),
+        "not built": (["--generate_rows=0"], r"error: Dataset generated_faces/seed6 is not built "
+                      r"in .*--generate_rows=N.*tfds build builders/generated_faces .*"
+                      r"--config=seed6"),
         "no tpu": (["--strategy=tpu"], r"error: --strategy=tpu: no TPU found on this machine.*"
                    r"--tpu="),
     }

@@ -5,6 +5,7 @@ Real training runs of a few steps on the generated faces of `generated_data_dir`
 
 from __future__ import annotations
 
+import json
 import pathlib
 from unittest import mock
 
@@ -39,9 +40,9 @@ _STEPS = 2  # Steps per epoch of every run here.
 
 
 def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> config_lib.TrainConfig:
-  schedule = stages.with_pretraining(
-      stages.parse_stages(spec),
-      stages.parse_stages(pretrain, prefix="pretrain", dataset="fer2013/fer7") if pretrain else [])
+  pretraining = (stages.parse_stages(pretrain, prefix="pretrain", dataset="generated_faces/fer7")
+                 if pretrain else [])
+  schedule = stages.with_pretraining(stages.parse_stages(spec), pretraining)
   defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0)
   defaults.update(kwargs)
   return config_lib.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
@@ -124,6 +125,16 @@ class StagesTest(absltest.TestCase):
     self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
     out = signature(images=tf.zeros([2, 48, 48, 1], tf.uint8))
     self.assertEqual(out["probabilities"].shape, (2, 6))
+
+    # The manifest: the data of both datasets, the precision; the same in the SavedModel's assets.
+    written = json.loads((self.model_dir / "manifest.json").read_text())
+    self.assertEqual(set(written["data"]), {"generated_faces/fer7", "generated_faces/seed6"})
+    seed6 = written["data"]["generated_faces/seed6"]
+    self.assertEqual((seed6["generator"]["num_rows"], seed6["splits"]["test"]), (1400, 120))
+    self.assertEqual((written["precision"], written["flags"]), ("float32", None))
+    self.assertEqual(written["config"]["dataset"], config.dataset)
+    self.assertEqual(json.loads((self.model_dir / loader.SAVED_MODEL_DIR / "assets" /
+                                 "manifest.json").read_text()), written)
 
     # Started again, the finished run trains nothing and reproduces the evaluation.
     again = experiment.run_experiment(config)
@@ -356,7 +367,7 @@ class RecipeOptionsTest(absltest.TestCase):
       for a, b in zip(weights, _layer_weights(result.model)[name], strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
     # The report is of that network with flip TTA (the eval_main code path).
-    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, 0)
+    builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, 0)
     plain = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy())
     flip = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy(),
                              tta="flip")
@@ -405,8 +416,14 @@ class ErrorsTest(absltest.TestCase):
 
   def test_dataset_not_built(self):
     data_dir = str(support.tempdir(self))
-    with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
-      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
+    with self.assertRaisesRegex(errors.DataNotBuiltError, "generated_faces/seed6 is not built in "
+                                ".*--generate_rows=N.*tfds build builders/generated_faces"):
+      inputs.built_dataset("generated_faces/seed6", data_dir, generate_rows=0)
+    # FER-2013 is never generated: only the real csv builds it.
+    with self.assertRaisesRegex(errors.DataNotBuiltError, "fer2013/seed6 is not built in .*"
+                                "manual download.*tfds build builders/fer2013 --config=seed6"):
+      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=100)
+    self.assertEqual(list(pathlib.Path(data_dir).iterdir()), [])
 
   @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
@@ -416,10 +433,10 @@ class ErrorsTest(absltest.TestCase):
 
   @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
-    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, generate_rows=0)
-    identity = checkpoints.data_identity({"fer2013/seed6": builder})
+    builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, generate_rows=0)
+    identity = checkpoints.data_identity({"generated_faces/seed6": builder})
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
-    self.assertEqual(identity, f"fer2013/seed6@{builder.info.version}:" + "/".join(
+    self.assertEqual(identity, f"generated_faces/seed6@{builder.info.version}:" + "/".join(
         f"{split}={sizes[split]}" for split in sorted(sizes)))
     self.assertEqual(checkpoints.fingerprint_difference("a=1;b=x=2;d=5", "a=1;b=x=3;c=4"),
                      "b: x=2 -> x=3; d: 5 -> (none); c: (none) -> 4")
@@ -430,8 +447,8 @@ class ErrorsTest(absltest.TestCase):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, strategy="gpu")
     with self.assertRaisesRegex(ValueError, "Unknown augment_on"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, augment_on="tpu")
-    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="fer2013/fer7"))
-    with self.assertRaisesRegex(ValueError, "not on the target dataset fer2013/seed6"):
+    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="generated_faces/fer7"))
+    with self.assertRaisesRegex(ValueError, "not on the target dataset generated_faces/seed6"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=pretrain_only)
 
 

@@ -106,10 +106,14 @@ def evaluate_file(*, model_path: loader.ModelPaths, dataset: str, data_dir: str 
 
   Returns:
     The report.
+
+  Raises:
+    errors.DataNotBuiltError: `dataset` is not built in `data_dir`.
   """
   if output is not None and pathlib.Path(output).suffix not in metrics.OUTPUT_SUFFIXES:
     raise ValueError(f"--output {output}: suffix must be one of {metrics.OUTPUT_SUFFIXES}.")
-  builder = datasets.get_builder(dataset, data_dir)
+  builder = datasets.require_built(dataset, data_dir)
+  print(f"Data: {datasets.describe(builder)}", flush=True)
   label_names = tuple(datasets.label_names(builder))
   if split not in builder.info.splits:
     raise ValueError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "

@@ -22,7 +22,8 @@ class TrainConfig:
     model_dir: checkpoints, TensorBoard logs and the saved models go here.
     data_dir: TFDS data_dir holding the built datasets.
     stages: the stages to run, pretraining stages first (`stages.with_pretraining`).
-    dataset: the target dataset ("fer2013/seed6"); stages with `dataset=None` train on it.
+    dataset: the target dataset ("generated_faces/seed6", "fer2013/seed6"); stages with
+      `dataset=None` train on it.
     model: architecture name in `models.MODELS`.
     pretrained: `.keras`/`.h5` file to start from instead of fresh weights.
     strategy: one of `strategies.STRATEGIES`.
@@ -33,8 +34,8 @@ class TrainConfig:
     deterministic: deterministic TF ops and input pipeline (bitwise-repeatable runs).
     scale_lr: scale each stage's lr by global_batch / reference_batch.
     reference_batch: see `scale_lr`.
-    generate_rows: when a dataset is not built in `data_dir`, generate this many faces and build
-      it; 0 requires a built dataset.
+    generate_rows: when a generated_faces dataset is not built in `data_dir`, generate this many
+      faces and build it; 0 requires it built (other datasets are never generated).
     eval_split: split of the final evaluation (falls back to "validation" when absent).
     validate: evaluate on the validation split after every epoch.
     max_steps_per_epoch: cap on steps per epoch (smoke runs and debugging).
@@ -50,7 +51,7 @@ class TrainConfig:
   model_dir: str
   data_dir: str
   stages: tuple[stages_lib.Stage, ...]
-  dataset: str = "fer2013/seed6"
+  dataset: str = "generated_faces/seed6"
   model: str = "base_cnn"
   pretrained: str | None = None
   strategy: str = "default"

@@ -71,6 +71,7 @@ class TrainedRun:
     network: the final network (float32 [0, 1] input, softmax output): the last epoch's, or the
       best epoch's with `TrainConfig.keep_best`.
     target: the builder of `TrainConfig.dataset`, whose label names are the network's outputs.
+    builders: every dataset of the run (target and pretraining) by name.
     strategy: the strategy it was trained under.
     write_dir: where this worker writes: model_dir on the chief, a temporary folder on the others.
     chief: whether this worker is the chief (the one that prints and writes model_dir).
@@ -81,6 +82,7 @@ class TrainedRun:
   """
   network: keras.Model
   target: tfds.core.DatasetBuilder
+  builders: dict
   strategy: tf.distribute.Strategy
   write_dir: pathlib.Path
   chief: bool
@@ -133,6 +135,9 @@ def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | Non
   write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
   write_dir.mkdir(parents=True, exist_ok=True)
   builders = _built_datasets(config, strategy)
+  if chief:  # What the run trains on, once, at its start.
+    for builder in builders.values():
+      print(f"Data: {datasets.describe(builder)}", flush=True)
 
   # Every worker resumes from the chief's checkpoints (model_dir is shared), writes into its own.
   progress = checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR))
@@ -165,8 +170,8 @@ def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | Non
   if config.keep_best != "none":
     keep_best.load_best(net, config, context.counters, write_dir, announce=chief)
   best_accuracy = float(context.counters.best_accuracy.numpy())
-  return TrainedRun(network=net, target=builders[config.dataset], strategy=strategy,
-                    write_dir=write_dir, chief=chief, history=context.history,
+  return TrainedRun(network=net, target=builders[config.dataset], builders=builders,
+                    strategy=strategy, write_dir=write_dir, chief=chief, history=context.history,
                     resumed_from=(progress.stage, progress.epoch) if progress else None,
                     best_validation_accuracy=best_accuracy if best_accuracy > -1 else float("nan"))
 
