@@ -15,13 +15,16 @@ mean of the Keras members' probabilities.
 
 from __future__ import annotations
 
-import sys
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
 
-from absl import app
+# isort: split
+
 from absl import flags
 
+from emotion_tfds import labels
 from emotion_tfds.data import datasets
 from emotion_tfds.serve import export
+from emotion_tfds.serve import loader
 
 _MODEL_PATH = flags.DEFINE_list(
     "model_path", None,
@@ -32,7 +35,8 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or "
     "./data/tfds, like train_main).")
 _DATASET = flags.DEFINE_string(
-    "dataset", "fer2013/seed6", "TFDS dataset/config the model was trained on (its label scheme).")
+    "dataset", None, "TFDS dataset/config the model was trained on. Default: the dataset of the "
+    "model's classes (its labels.txt), e.g. fer2013/seed6 for a seed6 model.")
 _PARITY_SPLIT = flags.DEFINE_string("parity_split", "validation", "Split of the parity check.")
 _NUM_REPRESENTATIVE = flags.DEFINE_integer(
     "num_representative", 500, "Training images for the int8 calibration.", lower_bound=1)
@@ -41,16 +45,16 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower
 
 def main(argv: list[str]) -> None:
   del argv
-  try:
-    report = export.run(_MODEL_PATH.value, _OUT_DIR.value,
-                        _DATA_DIR.value or datasets.default_data_dir(), _DATASET.value,
-                        _PARITY_SPLIT.value, _NUM_REPRESENTATIVE.value, _BATCH_SIZE.value)
-  except (ValueError, FileNotFoundError) as error:  # Bad input: the message says what and where.
-    sys.exit(f"export_main: {error}")
-  print(f"Exports in {_OUT_DIR.value}; parity on {_DATASET.value} {_PARITY_SPLIT.value}:")
+  first_member = loader.model_path_list(_MODEL_PATH.value)[0]
+  dataset = _DATASET.value or datasets.default_dataset(
+      labels.scheme_of(loader.label_names_beside(first_member)))
+  report = export.run(_MODEL_PATH.value, _OUT_DIR.value,
+                      _DATA_DIR.value or datasets.default_data_dir(), dataset,
+                      _PARITY_SPLIT.value, _NUM_REPRESENTATIVE.value, _BATCH_SIZE.value)
+  print(f"Exports in {_OUT_DIR.value}; parity on {dataset} {_PARITY_SPLIT.value}:")
   print(report.to_markdown())
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["model_path", "out_dir"])
-  app.run(main)
+  quiet.run(main)

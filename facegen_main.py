@@ -10,10 +10,12 @@ contact sheet PNG: one row per emotion). Build it with `tfds build builders/gene
 
 from __future__ import annotations
 
-from absl import app
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 from absl import flags
 
-from emotion_tfds import errors
 from emotion_tfds.data import facegen
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write fer2013.csv and generated.json into.")
@@ -35,4 +37,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("out")
-  app.run(errors.exit_on_user_error(main))
+  quiet.run(main)

@@ -15,9 +15,10 @@ several of them, comma-separated: an ensemble, whose probabilities are the mean 
 
 from __future__ import annotations
 
-import sys
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
 
-from absl import app
+# isort: split
+
 from absl import flags
 
 from emotion_tfds.serve import predict
@@ -44,13 +45,10 @@ flags.register_validator(
 
 
 def main(argv: list[str]) -> int:
-  try:
-    return predict.run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value,
-                       _LABEL_NAMES.value, _MONTAGE.value)
-  except (ValueError, FileNotFoundError) as error:  # Bad model or output: the message says which.
-    sys.exit(f"predict_main: {error}")
+  return predict.run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value,
+                     _LABEL_NAMES.value, _MONTAGE.value)
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model_path")
-  app.run(main)
+  quiet.run(main)

@@ -17,7 +17,12 @@ Starting the same command again continues from the last checkpoint in --model_di
 
 from __future__ import annotations
 
-from absl import app
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
+import sys
+
 from absl import flags
 import tensorflow_datasets as tfds
 
@@ -32,11 +37,13 @@ from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import stages
 from emotion_tfds.train import strategies
 
+_PROGRESS_VERBOSE = {"bar": 1, "line": 2, "none": 0}  # --progress -> Keras fit's verbose.
+
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
     "$TFDS_DATA_DIR).")
 _DATASET = flags.DEFINE_string(
-    "dataset", f"{datasets.GENERATED_FACES}/seed6", "Target dataset name/config (fer2013/<config>: "
+    "dataset", datasets.DEFAULT_DATASET, "Target dataset name/config (fer2013/<config>: "
     "real FER-2013; generated_faces/<config>: generated faces), or a mixture with the RAVDESS "
     "crops, e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
 _MODEL = flags.DEFINE_enum("model", "base_cnn", sorted(models.MODELS),
@@ -57,7 +64,7 @@ _PRETRAIN_STAGES = flags.DEFINE_string(
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
     "when the label scheme changes. Skipped when --pretrained is given.")
 _PRETRAIN_DATASET = flags.DEFINE_string(
-    "pretrain_dataset", f"{datasets.GENERATED_FACES}/fer7", "Dataset of --pretrain_stages.")
+    "pretrain_dataset", datasets.default_dataset("fer7"), "Dataset of --pretrain_stages.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
@@ -120,26 +127,31 @@ _ENSEMBLE_MEMBERS = flags.DEFINE_integer(
     "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
     lower_bound=1)
 _PROGRESS = flags.DEFINE_enum(
-    "progress", "bar", ["bar", "line", "none"],
-    "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
+    "progress", None, list(_PROGRESS_VERBOSE),
+    "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays). "
+    "Default: bar when stdout is a terminal, else line.")
 
 
 def make_config() -> config_lib.TrainConfig:
-  """The TrainConfig of the parsed flags."""
+  """The TrainConfig of the parsed flags.
+
+  Raises:
+    errors.ConfigError: a malformed stage spec or values that cannot work together, naming the flag.
+  """
+  main_stages = _parse_stages(_STAGES)
+  pretrain = []
+  if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
+    pretrain = _parse_stages(_PRETRAIN_STAGES, prefix="pretrain", dataset=_PRETRAIN_DATASET.value)
   try:
-    main_stages = stages.parse_stages(_STAGES.value)
-    pretrain = []
-    if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
-      pretrain = stages.parse_stages(_PRETRAIN_STAGES.value, prefix="pretrain",
-                                     dataset=_PRETRAIN_DATASET.value)
     schedule = stages.with_pretraining(main_stages, pretrain)
   except ValueError as e:
-    raise app.UsageError(f"--stages/--pretrain_stages: {e}") from None
+    raise errors.ConfigError(f"--stages/--pretrain_stages: {e}") from None
   try:
     augment_params = augment.AugmentParams(
         **{field: holder.value for field, holder in _AUGMENT_FLAGS.items()})
   except ValueError as e:
-    raise app.UsageError(f"--augment_*: {e}") from None
+    raise errors.ConfigError(f"--augment_*: {e}") from None
+  progress = _PROGRESS.value or ("bar" if sys.stdout.isatty() else "line")
   return config_lib.TrainConfig(
       model_dir=_MODEL_DIR.value,
       data_dir=_DATA_DIR.value or datasets.default_data_dir(),
@@ -161,7 +173,7 @@ def make_config() -> config_lib.TrainConfig:
       max_steps_per_epoch=_MAX_STEPS_PER_EPOCH.value,
       jit_compile=_JIT_COMPILE.value,
       data_service_address=_DATA_SERVICE_ADDRESS.value,
-      verbose={"bar": 1, "line": 2, "none": 0}[_PROGRESS.value],
+      verbose=_PROGRESS_VERBOSE[progress],
       augment_params=augment_params,
       keep_best=_KEEP_BEST.value,
       final_tta=_FINAL_TTA.value,
@@ -171,6 +183,13 @@ def make_config() -> config_lib.TrainConfig:
 def flag_values() -> dict:
   """This main's flags with their values after --flagfile and defaults (the run's manifest)."""
   return {flag.name: flag.value for flag in flags.FLAGS.get_flags_for_module(__name__)}
+
+
+def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
+  try:
+    return stages.parse_stages(flag.value, **kwargs)
+  except ValueError as e:
+    raise errors.ConfigError(f"--{flag.name}: {e}") from None
 
 
 def main(argv):
@@ -183,4 +202,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(errors.exit_on_user_error(main))
+  quiet.run(main)

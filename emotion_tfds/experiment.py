@@ -23,6 +23,7 @@ from emotion_tfds import errors
 from emotion_tfds import manifest
 from emotion_tfds import workers
 from emotion_tfds.data import datasets
+from emotion_tfds.data import integrity
 from emotion_tfds.models import ensemble
 from emotion_tfds.report import evaluation
 from emotion_tfds.report import metrics
@@ -62,10 +63,16 @@ def run_experiment(config: config_lib.TrainConfig,
                    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
                    flag_values: dict | None = None) -> RunResult:
   """Trains (`loop.train`, same arguments and errors), writes the manifest (with `flag_values`,
-  the main's flags), evaluates and saves the final network."""
-  trained = loop.train(config, strategy, extra_callbacks)
-  run_manifest = write_manifest(trained, config, flag_values)
-  report = evaluate_final(trained, config)
+  the main's flags), evaluates and saves the final network.
+
+  Raises:
+    errors.DamagedDataError: a file of the run's datasets cannot be read (`integrity`).
+  """
+  used = [config.dataset] + [config.stage_dataset(stage) for stage in config.stages]
+  with integrity.naming_damaged_files(used, config.data_dir):
+    trained = loop.train(config, strategy, extra_callbacks)
+    run_manifest = write_manifest(trained, config, flag_values)
+    report = evaluate_final(trained, config)
   export.save_trained(trained.network, trained.write_dir, datasets.label_names(trained.target),
                       announce=trained.chief, manifest=run_manifest)
   if not trained.chief:

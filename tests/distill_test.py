@@ -166,6 +166,11 @@ class TeacherTest(absltest.TestCase):
     (root / "model.h5").write_text("")
     with self.assertRaisesRegex(errors.UnusableModelError, "is not a .keras file"):
       teacher_lib.load(stage(root / "model.h5"), labels.SEED6)
+    (root / "notes.keras").write_text("not a model")
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"^Stage main: teacher .*notes\.keras is not a Keras model .*; "
+                                r"expected a trained \.keras model"):
+      teacher_lib.load(stage(root / "notes.keras"), labels.SEED6)
 
 
 class _Recording(keras.Model):

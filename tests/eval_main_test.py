@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 from absl.testing import absltest
 import keras
@@ -105,6 +106,28 @@ class LoadModelTest(absltest.TestCase):
     (self.tmp / "old.h5").write_bytes(b"")
     with self.assertRaisesRegex(ValueError, r"old\.h5.*load_pretrained"):
       loader.load(self.tmp / "old.h5")
+
+  def test_files_that_are_not_models_name_the_file_and_the_formats(self):
+    (self.tmp / "notes.keras").write_text("not a model")
+    with zipfile.ZipFile(self.tmp / "archive.keras", "w") as archive:
+      archive.writestr("readme.txt", "hello")
+    (self.tmp / "junk.tflite").write_text("not a model")
+    (self.tmp / "folder").mkdir()
+    formats = r"expected a \.keras model, a SavedModel directory or a \.tflite file\.$"
+    cases = {"notes.keras": rf"notes\.keras is not a Keras model .*; {formats}",
+             "archive.keras": rf"archive\.keras is a zip archive but not a Keras model .*; "
+                              rf"{formats}",
+             "junk.tflite": rf"junk\.tflite is not a TFLite model \(.*\); {formats}",
+             "folder": rf"folder is a folder but not a SavedModel \(it has no saved_model\.pb\); "
+                       rf"{formats}"}
+    for name, message in cases.items():
+      with self.subTest(name):
+        with self.assertRaisesRegex(errors.UnusableModelError, message):
+          loader.load(self.tmp / name)
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"notes\.keras is not a Keras model .*; expected a \.keras "
+                                r"model\.$"):
+      loader.load_keras_model(self.tmp / "notes.keras")
 
 
 class SchemeCheckTest(absltest.TestCase):
@@ -278,6 +301,24 @@ class EvalMainTest(absltest.TestCase):
     np.testing.assert_array_equal(ten.confusion.sum(axis=1), plain.confusion.sum(axis=1))
     self.assertBetween(ten.totals.mean_confidence, 0.0, 1.0)
     self.assertNotAlmostEqual(ten.totals.mean_confidence, plain.totals.mean_confidence, places=6)
+
+  def test_without_a_dataset_the_model_s_own_classes_choose_it(self):
+    from emotion_tfds.data import datasets
+    for scheme in ("seed6", "fer7"):
+      with self.subTest(scheme):
+        folder = self.tmp / scheme
+        folder.mkdir()
+        shutil.copy(self.models[scheme], folder / loader.MODEL_FILE)
+        loader.write_label_names(folder, labels.SCHEMES[scheme])
+        report = evaluate.evaluate_file(model_path=folder / loader.MODEL_FILE,
+                                        data_dir=self.data_dir)
+        self.assertEqual((report.label_names, report.pred_names),
+                         (labels.SCHEMES[scheme], labels.SCHEMES[scheme]))
+        self.assertEqual(report.totals.count, len(self._split_labels(scheme)))
+    # A model that does not name its classes: train_main's default dataset.
+    report = evaluate.evaluate_file(model_path=self.models["seed6"], data_dir=self.data_dir)
+    default = datasets.get_builder(datasets.DEFAULT_DATASET, self.data_dir)
+    self.assertEqual(report.label_names, datasets.label_names(default))
 
   def test_seed6_model_on_fer7_data_reports_fear_as_not_covered(self):
     with self.assertRaisesRegex(ValueError,

@@ -85,6 +85,19 @@ class ParseStagesTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, message):
       stages.parse_stages(spec)
 
+  @parameterized.parameters("main:all:x:0.05:64", "main:all:1:0.05:0", "main:all:1:0.05:64:ema=2")
+  def test_an_error_names_the_stage_once(self, spec):
+    with self.assertRaises(ValueError) as raised:
+      stages.parse_stages(spec)
+    message = str(raised.exception)
+    self.assertTrue(message.startswith(f"stage 1 '{spec}': "), message)
+    self.assertNotIn("stage 1", message[len("stage 1"):])
+    self.assertNotIn("Stage main", message)
+
+  def test_a_stage_built_directly_names_itself(self):
+    with self.assertRaisesRegex(stages.StageError, r"^Stage main: ema must be in \[0, 1\)"):
+      stages.Stage("main", "all", 1, 0.05, 64, ema=2)
+
 
 class ScheduleTest(absltest.TestCase):
 

@@ -24,7 +24,9 @@ import support
 import tensorflow as tf
 
 from emotion_tfds import labels
-from emotion_tfds import models  # noqa: F401  (registers fastnet's layers for keras load_model)
+
+# Registers fastnet's SpaceToDepth, which load_model of a fastnet model.keras must find.
+from emotion_tfds import models  # noqa: F401
 from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
 from emotion_tfds.report import curves
@@ -280,44 +282,45 @@ class KillResumeTest(absltest.TestCase):
 class PretrainedRunTest(absltest.TestCase):
   """--pretrained with files this project did not write, through the whole main."""
 
-  def test_keras2_h5_and_user_sequential_train_and_an_unusable_model_is_refused(self):
+  def _run_pretrained(self, root: pathlib.Path, dataset: str,
+                      pretrained: pathlib.Path) -> subprocess.CompletedProcess:
+    flag_list = ("--pretrain_stages=", "--stages=head:1:1e-3:16", "--max_steps_per_epoch=3",
+                 "--progress=none", f"--dataset={dataset}", f"--pretrained={pretrained}")
+    return subprocess.run(_command(self.data_dir, root / "run", flag_list), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_TIMEOUT_S)
+
+  def test_keras2_h5_weights_train_a_seed6_head(self):
+    root = support.tempdir(self)
+    done = self._run_pretrained(root, "generated_faces/seed6", self.keras2 / "weights.h5")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    # A head-only stage leaves the pretrained base as the file had it.
+    trained = keras.models.load_model(root / "run" / "model.keras")
+    self.assertEqual(trained.output_shape, (None, 6))
+    keras2_kernel = _keras2_layer_weights(self.keras2 / "weights.h5", "conv2d")[0]
+    np.testing.assert_array_equal(trained.get_layer("block1_conv1").get_weights()[0], keras2_kernel)
+
+  def test_a_user_sequential_trains_with_a_predictions_head(self):
     root = support.tempdir(self)
     user = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
                              keras.layers.MaxPooling2D(4), keras.layers.Flatten(),
                              keras.layers.Dense(7, activation="softmax")])
     user.save(root / "user.keras")
-    keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3)]).save(root / "bad.keras")
-    head_only = ("--pretrain_stages=", "--stages=head:1:1e-3:16", "--max_steps_per_epoch=3",
-                 "--progress=none")
-    runs = {"keras2": ("--dataset=generated_faces/seed6",
-                       f"--pretrained={self.keras2 / 'weights.h5'}"),
-            "user": ("--dataset=generated_faces/fer7", f"--pretrained={root / 'user.keras'}"),
-            "bad": ("--dataset=generated_faces/fer7", f"--pretrained={root / 'bad.keras'}")}
-    processes = {
-        name: subprocess.Popen(_command(self.data_dir, root / name, (*head_only, *flags)),
-                               cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        for name, flags in runs.items()}
-    results = {name: (p.communicate(timeout=_TIMEOUT_S), p.returncode)
-               for name, p in processes.items()}
-
-    for name in ("keras2", "user"):
-      (_, stderr), returncode = results[name]
-      self.assertEqual(returncode, 0, f"{name}: {stderr[-3000:]}")
-    # A head-only stage leaves the pretrained base as the file had it.
-    trained = keras.models.load_model(root / "keras2" / "model.keras")
-    self.assertEqual(trained.output_shape, (None, 6))
-    keras2_kernel = _keras2_layer_weights(self.keras2 / "weights.h5", "conv2d")[0]
-    np.testing.assert_array_equal(trained.get_layer("block1_conv1").get_weights()[0], keras2_kernel)
-    trained = keras.models.load_model(root / "user" / "model.keras")
+    done = self._run_pretrained(root, "generated_faces/fer7", root / "user.keras")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    trained = keras.models.load_model(root / "run" / "model.keras")
     self.assertEqual(trained.layers[-1].name, "predictions")
-    np.testing.assert_array_equal(trained.layers[1].get_weights()[0], user.layers[0].get_weights()[0])
+    np.testing.assert_array_equal(trained.layers[1].get_weights()[0],
+                                  user.layers[0].get_weights()[0])
 
-    (_, stderr), returncode = results["bad"]
-    self.assertEqual(returncode, 1, stderr[-2000:])
-    self.assertNotIn("Traceback", stderr)
-    self.assertRegex(stderr, r"error: .*bad\.keras: its last layer '\w+' is a Conv2D; expected a "
-                             r"Dense classifier")
+  def test_a_model_without_a_classifier_is_refused(self):
+    root = support.tempdir(self)
+    features = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3)])
+    features.save(root / "bad.keras")
+    done = self._run_pretrained(root, "generated_faces/fer7", root / "bad.keras")
+    self.assertEqual(done.returncode, 1, done.stderr[-2000:])
+    self.assertNotIn("Traceback", done.stderr)
+    self.assertRegex(done.stderr, r"error: .*bad\.keras: its last layer '\w+' is a Conv2D; "
+                                  r"expected a Dense classifier")
 
 
 def _keras2_layer_weights(path: pathlib.Path, layer: str) -> list[np.ndarray]:
@@ -329,24 +332,22 @@ def _keras2_layer_weights(path: pathlib.Path, layer: str) -> list[np.ndarray]:
 class UserErrorsTest(absltest.TestCase):
   """Errors a user can fix end in one line that says how, not in a traceback."""
 
-  def test_unbuilt_data_and_missing_tpu(self):
+  def _assert_one_error_line(self, flag_list: list[str], pattern: str) -> None:
     root = support.tempdir(self)
-    cases = {
-        "not built": (["--generate_rows=0"], r"error: Dataset generated_faces/seed6 is not built "
-                      r"in .*--generate_rows=N.*tfds build builders/generated_faces .*"
-                      r"--config=seed6"),
-        "no tpu": (["--strategy=tpu"], r"error: --strategy=tpu: no TPU found on this machine.*"
-                   r"--tpu="),
-    }
-    processes = {
-        name: subprocess.Popen(_command(root / "empty", root / name, flags), cwd=REPO, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name, (flags, _) in cases.items()}
-    for name, process in processes.items():
-      with self.subTest(name):
-        _, stderr = process.communicate(timeout=_TIMEOUT_S)
-        self.assertEqual(process.returncode, 1, stderr[-2000:])
-        self.assertNotIn("Traceback", stderr)
-        error_lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-        self.assertLen(error_lines, 1, stderr[-2000:])
-        self.assertRegex(error_lines[0], cases[name][1])
+    done = subprocess.run(_command(root / "empty", root / "run", flag_list), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_TIMEOUT_S)
+    self.assertEqual(done.returncode, 1, done.stderr[-2000:])
+    self.assertNotIn("Traceback", done.stderr)
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    self.assertLen(error_lines, 1, done.stderr[-2000:])
+    self.assertRegex(error_lines[0], pattern)
+
+  def test_unbuilt_data(self):
+    self._assert_one_error_line(["--generate_rows=0"],
+                                r"error: Dataset generated_faces/seed6 is not built in .*"
+                                r"--generate_rows=N.*tfds build builders/generated_faces .*"
+                                r"--config=seed6")
+
+  def test_missing_tpu(self):
+    self._assert_one_error_line(["--strategy=tpu"],
+                                r"error: --strategy=tpu: no TPU found on this machine.*--tpu=")

@@ -34,6 +34,7 @@ FER2013 = "fer2013"
 GENERATED_FACES = "generated_faces"
 RAVDESS_CROPS = "ravdess_crops"
 MIXTURE_SEPARATOR = "+"
+DEFAULT_DATASET = f"{GENERATED_FACES}/seed6"  # train_main's --dataset: the default run's data.
 _GENERATED_DIR = ("manual", GENERATED_FACES)  # Under data_dir: what ensure_generated writes.
 # Under data_dir: the marker of the default run before generated_faces existed, which built its
 # generated faces as fer2013 1.0.0 from manual/generated/fer2013.csv.
@@ -49,25 +50,52 @@ def default_data_dir() -> str:
   return os.environ.get("TFDS_DATA_DIR", os.path.join("data", "tfds"))
 
 
+def default_dataset(scheme: str | None = None) -> str:
+  """The dataset of a main that is given none: `DEFAULT_DATASET`, or the dataset of label scheme
+  `scheme` in its family (e.g. "fer7": fer2013/fer7)."""
+  if scheme is None:
+    return DEFAULT_DATASET
+  return f"{DEFAULT_DATASET.split('/')[0]}/{scheme}"
+
+
 def get_builder(dataset: str, data_dir: str | os.PathLike
                 ) -> tfds.core.DatasetBuilder | mixtures.FillGapMixture:
   """Returns the builder of `dataset` ("fer2013", "fer2013/seed6", ...) under `data_dir`, or the
-  mixture of an "A+B" name."""
+  mixture of an "A+B" name.
+
+  Raises:
+    errors.ConfigError: no such dataset, or no such config of it.
+  """
   if MIXTURE_SEPARATOR in dataset:
     fer, crops = mixture_parts(dataset)
     return mixtures.FillGapMixture(get_builder(fer, data_dir), get_builder(crops, data_dir))
+  _check_name(dataset)
   return tfds.builder(dataset, data_dir=os.fspath(data_dir))
+
+
+def _check_name(dataset: str) -> None:
+  name, _, config = dataset.partition(":")[0].partition("/")
+  try:
+    configs = list(tfds.builder_cls(name).builder_configs)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise errors.ConfigError(f"Dataset {dataset!r}: there is no dataset {name!r} (this project's "
+                             "are built by builders/, see BUILD.md).") from None
+  if config and config not in configs:
+    choices = (f"one of {', '.join(f'{name}/{c}' for c in configs)}" if configs
+               else f"{name} (it has no configs)")
+    raise errors.ConfigError(f"Dataset {dataset!r}: {name} has no config {config!r}; use "
+                             f"{choices}.")
 
 
 def mixture_parts(dataset: str) -> tuple[str, str]:
   """("fer2013/seed6", "ravdess_crops") of "fer2013/seed6+ravdess_crops".
 
   Raises:
-    ValueError: unless the name has exactly two non-empty parts.
+    errors.ConfigError: unless the name has exactly two non-empty parts.
   """
   parts = dataset.split(MIXTURE_SEPARATOR)
   if len(parts) != 2 or not all(parts):
-    raise ValueError(f"{dataset!r}: a mixture is named <FER-2013 dataset>+<crops dataset>, e.g. "
+    raise errors.ConfigError(f"{dataset!r}: a mixture is named <FER-2013 dataset>+<crops dataset>, e.g. "
                      "fer2013/seed6+ravdess_crops.")
   return parts[0], parts[1]
 

@@ -8,9 +8,10 @@ one padded; the padding is left out of the report).
 
 Label schemes: the model's emotions are, in this order of precedence, `model_scheme` when given,
 the model's own label names (labels.txt), else the dataset's. A model whose class count does not
-match them is refused. When the model's emotions differ from the dataset's (a seed6 model on fer7
-data), the report maps labels by emotion name and lists the dataset emotions the model lacks as not
-covered.
+match them is refused. Without a dataset, the evaluation uses the default dataset of the model's
+scheme (`datasets.default_dataset`: a seed6 model on fer2013/seed6). When the model's emotions
+differ from the dataset's (a seed6 model on fer7 data), the report maps labels by emotion name and
+lists the dataset emotions the model lacks as not covered.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import pathlib
 
 import tensorflow as tf
 
+from emotion_tfds import errors
 from emotion_tfds import labels
 from emotion_tfds import preprocess
 from emotion_tfds import tta as tta_lib
 from emotion_tfds.data import datasets
+from emotion_tfds.data import integrity
 from emotion_tfds.data import pipeline
 from emotion_tfds.report import evaluation
 from emotion_tfds.report import metrics
@@ -37,8 +40,8 @@ def model_emotions(model: loader.LoadedModel, dataset: str, label_names: Sequenc
   """The model's emotions in output order, checked against its class count.
 
   Raises:
-    ValueError: the class count does not match (the message names the model, the dataset and both
-      counts), or the model shares no emotion with the dataset.
+    errors.ConfigError: the class count does not match (the message names the model, the dataset
+      and both counts), or the model shares no emotion with the dataset.
   """
   if model_scheme is not None:
     names, origin = labels.get_scheme(model_scheme), f"--model_scheme={model_scheme}"
@@ -52,12 +55,12 @@ def model_emotions(model: loader.LoadedModel, dataset: str, label_names: Sequenc
     if model_scheme is None and model.label_names is None:
       hint = (" To evaluate a model of another label scheme on these images through the label "
               f"mapping, pass --model_scheme ({sizes} classes).")
-    raise ValueError(
+    raise errors.ConfigError(
         f"Model {model.source} has {model.num_classes} classes, but {origin} has {len(names)} "
         f"emotions ({', '.join(names)}).{hint}")
   if not set(names) & set(label_names):
-    raise ValueError(f"Model {model.source} predicts {names}, none of which is in dataset "
-                     f"{dataset} ({tuple(label_names)}).")
+    raise errors.ConfigError(f"Model {model.source} predicts {names}, none of which is in "
+                             f"dataset {dataset} ({tuple(label_names)}).")
   return tuple(names)
 
 
@@ -85,7 +88,8 @@ def _tensor_predict_fn(model: loader.LoadedModel) -> preprocess.PredictFn:
   return predict
 
 
-def evaluate_file(*, model_path: loader.ModelPaths, dataset: str, data_dir: str | os.PathLike,
+def evaluate_file(*, model_path: loader.ModelPaths, data_dir: str | os.PathLike,
+        dataset: str | None = None,
         split: str = "test", batch_size: int = pipeline.EVAL_BATCH, tta: str = "none",
         model_scheme: str | None = None, output: str | os.PathLike | None = None,
         logdir: str | os.PathLike | None = None,
@@ -94,7 +98,8 @@ def evaluate_file(*, model_path: loader.ModelPaths, dataset: str, data_dir: str 
 
   Args:
     model_path: `.keras` file or SavedModel directory, or several: an ensemble.
-    dataset: TFDS name with config, e.g. "fer2013/fer7".
+    dataset: TFDS name with config, e.g. "fer2013/fer7"; None: the default dataset of the model's
+      scheme (`model_scheme`, else its labels.txt).
     data_dir: TFDS data_dir holding the built dataset.
     split: split to evaluate.
     batch_size: images per batch (the last one padded, so every batch has this size).
@@ -108,21 +113,25 @@ def evaluate_file(*, model_path: loader.ModelPaths, dataset: str, data_dir: str 
     The report.
 
   Raises:
-    errors.DataNotBuiltError: `dataset` is not built in `data_dir`.
+    errors.UserError: a model, dataset, split or output that cannot be used (the message says
+      which), or a damaged dataset file.
   """
   if output is not None and pathlib.Path(output).suffix not in metrics.OUTPUT_SUFFIXES:
-    raise ValueError(f"--output {output}: suffix must be one of {metrics.OUTPUT_SUFFIXES}.")
+    raise errors.ConfigError(f"--output {output}: suffix must be one of "
+                             f"{metrics.OUTPUT_SUFFIXES}.")
+  model = loader.load_ensemble(model_path)
+  dataset = dataset or datasets.default_dataset(model_scheme or labels.scheme_of(model.label_names))
   builder = datasets.require_built(dataset, data_dir)
   print(f"Data: {datasets.describe(builder)}", flush=True)
   label_names = tuple(datasets.label_names(builder))
   if split not in builder.info.splits:
-    raise ValueError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "
-                     f"{sorted(builder.info.splits)}.")
-  model = loader.load_ensemble(model_path)
+    raise errors.ConfigError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "
+                             f"{sorted(builder.info.splits)}.")
   pred_names = model_emotions(model, dataset, label_names, model_scheme)
-  report = evaluate_dataset(
-      model, lambda context: pipeline.make_eval_dataset(builder, split, batch_size, context)[0],
-      label_names, pred_names, tta)
+  with integrity.naming_damaged_files([dataset], data_dir):
+    report = evaluate_dataset(
+        model, lambda context: pipeline.make_eval_dataset(builder, split, batch_size, context)[0],
+        label_names, pred_names, tta)
   print(f"{model.source} on {dataset} {split} ({report.totals.count} images, TTA {tta}):")
   print(report.format_table(), flush=True)
   if output is not None:

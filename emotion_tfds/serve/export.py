@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
+from emotion_tfds import errors
 from emotion_tfds import image_spec
 from emotion_tfds import manifest as manifest_lib
 from emotion_tfds import preprocess
@@ -337,20 +338,28 @@ def run(model_path: loader.ModelPaths, out_dir: str | os.PathLike, data_dir: str
   (float32) Keras model on `parity_split`, for an ensemble the mean of its members' probabilities.
 
   Raises:
-    errors.UnusableModelError: ensemble members that predict different classes.
-    ValueError: when the model's classes differ from the dataset's.
+    errors.UnusableModelError: as `loader.load_keras_models` (e.g. ensemble members that predict
+      different classes).
+    errors.DataNotBuiltError: `dataset` is not built in `data_dir`.
+    errors.ConfigError: the model's classes differ from the dataset's, or no such parity split.
   """
   networks, model_names = loader.load_keras_models(model_path)
   model = float32_model(networks[0] if len(networks) == 1 else ensemble.average_networks(networks))
   source = loader.MODEL_PATHS_SEPARATOR.join(map(str, loader.model_path_list(model_path)))
   builder = datasets.get_builder(dataset, data_dir)
+  if not builder.is_prepared():
+    raise errors.DataNotBuiltError(f"Dataset {dataset} is not built in {data_dir}: pass the "
+                                   "--data_dir that holds it, or build it (BUILD.md).")
+  if parity_split not in builder.info.splits:
+    raise errors.ConfigError(f"Dataset {dataset} in {data_dir} has no split {parity_split!r} "
+                             f"(--parity_split); it has {sorted(builder.info.splits)}.")
   names = datasets.label_names(builder)
   if int(model.output_shape[-1]) != len(names):
-    raise ValueError(f"{source} has {model.output_shape[-1]} outputs but {dataset} has "
-                     f"{len(names)} classes {names}.")
+    raise errors.ConfigError(f"{source} has {model.output_shape[-1]} outputs but {dataset} has "
+                             f"{len(names)} classes {names}.")
   if model_names is not None and tuple(model_names) != tuple(names):
-    raise ValueError(f"{source} predicts {model_names} (its labels.txt), but {dataset} has "
-                     f"{names}: export it with the dataset it was trained on.")
+    raise errors.ConfigError(f"{source} predicts {model_names} (its labels.txt), but {dataset} "
+                             f"has {names}: export it with the dataset it was trained on.")
   # Shuffled (every emotion, not just the first rows), deterministically (the same int8 model).
   train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0,
                                    deterministic=True, cache=False)

@@ -22,6 +22,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
+from emotion_tfds import errors
 from emotion_tfds import faces
 from emotion_tfds import image_spec
 from emotion_tfds.serve import loader
@@ -47,13 +48,13 @@ def load_classifier(model_path: loader.ModelPaths,
     errors.UnusableModelError: for another kind of model file, ensemble members that predict
       different classes, or a model that does not name its classes when `label_names` is not
       given.
-    ValueError: `label_names` of another length than the model's outputs.
+    errors.ConfigError: `label_names` of another length than the model's outputs.
   """
   model = loader.load_ensemble(model_path)
   names = tuple(label_names) if label_names else model.emotions()
   if len(names) != model.num_classes:
-    raise ValueError(f"{len(names)} label names {names} for {model.source}, which has "
-                     f"{model.num_classes} outputs.")
+    raise errors.ConfigError(f"{len(names)} label names {names} for {model.source}, which has "
+                             f"{model.num_classes} outputs.")
   return dataclasses.replace(model, label_names=names)
 
 
@@ -280,10 +281,10 @@ def write_montage(images: Sequence[np.ndarray], path: str | os.PathLike) -> None
   """Writes `make_montage(images)` to `path` (format by extension, e.g. .png).
 
   Raises:
-    ValueError: when OpenCV cannot write the file.
+    errors.ConfigError: when OpenCV cannot write the file.
   """
   if not cv2.imwrite(os.fspath(path), make_montage(images)):
-    raise ValueError(f"Could not write the montage {path}.")
+    raise errors.ConfigError(f"Could not write the montage {path}.")
 
 
 def run(model_path: loader.ModelPaths, inputs: Sequence[str], output: str | None = None,
@@ -304,10 +305,10 @@ def run(model_path: loader.ModelPaths, inputs: Sequence[str], output: str | None
     The exit code: 0 when every file was read, 1 when any could not be (or none was given).
 
   Raises:
-    FileNotFoundError, ValueError: for a bad model path or output file name.
+    errors.UserError: for a bad model path, output file name or --label_names.
   """
   if output and pathlib.Path(output).suffix.lower() not in (".json", ".csv"):
-    raise ValueError(f"Output {output}: expected a .json or .csv file name.")
+    raise errors.ConfigError(f"Output {output}: expected a .json or .csv file name.")
   classifier = load_classifier(model_path, label_names)
   paths = expand_inputs(inputs)
   if not paths:

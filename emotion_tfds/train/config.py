@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from emotion_tfds import errors
 from emotion_tfds import models
 from emotion_tfds import tta
 from emotion_tfds.data import augment
@@ -86,7 +87,8 @@ class TrainConfig:
     if self.keep_best not in KEEP_BEST:
       raise ValueError(f"Unknown keep_best {self.keep_best!r}; expected one of {KEEP_BEST}.")
     if self.keep_best != "none" and not self.validate:
-      raise ValueError("keep_best needs the per-epoch validation (validate=True).")
+      raise errors.ConfigError("keep_best needs the per-epoch validation: drop --novalidate or "
+                               "--keep_best.")
     if self.final_tta not in tta.TTA_MODES:
       raise ValueError(f"Unknown final_tta {self.final_tta!r}; expected one of "
                        f"{tta.TTA_MODES}.")

@@ -55,6 +55,14 @@ _TEACHER_SEPARATOR = "+"  # teacher=a.keras+b.keras
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
+class StageError(ValueError):
+  """A stage setting out of its range: "Stage <name>: <problem>"."""
+
+  def __init__(self, name: str, problem: str):
+    super().__init__(f"Stage {name}: {problem}")
+    self.problem = problem
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One stage of a schedule.
@@ -116,58 +124,56 @@ class Stage:
       raise ValueError(f"Bad stage name {self.name!r}: use letters, digits, '_' or '-', starting "
                        f"with a letter, and not {TRAINABLE}.")
     if self.trainable not in TRAINABLE:
-      raise ValueError(f"Stage {self.name}: trainable must be one of {TRAINABLE}, "
+      raise StageError(self.name, f"trainable must be one of {TRAINABLE}, "
                        f"got {self.trainable!r}.")
     if self.epochs < 1:
-      raise ValueError(f"Stage {self.name}: epochs must be >= 1, got {self.epochs}.")
+      raise StageError(self.name, f"epochs must be >= 1, got {self.epochs}.")
     if not self.lr > 0:
-      raise ValueError(f"Stage {self.name}: lr must be > 0, got {self.lr}.")
+      raise StageError(self.name, f"lr must be > 0, got {self.lr}.")
     if self.global_batch < 1:
-      raise ValueError(f"Stage {self.name}: global_batch must be >= 1, got {self.global_batch}.")
+      raise StageError(self.name, f"global_batch must be >= 1, got {self.global_batch}.")
     if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f"Stage {self.name}: optimizer must be one of {OPTIMIZERS}, "
+      raise StageError(self.name, f"optimizer must be one of {OPTIMIZERS}, "
                        f"got {self.optimizer!r}.")
     if self.schedule not in SCHEDULES:
-      raise ValueError(f"Stage {self.name}: schedule must be one of {SCHEDULES}, "
+      raise StageError(self.name, f"schedule must be one of {SCHEDULES}, "
                        f"got {self.schedule!r}.")
     if self.balance not in BALANCES:
-      raise ValueError(f"Stage {self.name}: balance must be one of {BALANCES}, "
+      raise StageError(self.name, f"balance must be one of {BALANCES}, "
                        f"got {self.balance!r}.")
     if not 0 <= self.warmup <= self.epochs:
-      raise ValueError(f"Stage {self.name}: warmup must be in [0, epochs], got {self.warmup}.")
+      raise StageError(self.name, f"warmup must be in [0, epochs], got {self.warmup}.")
     if self.warmup and self.schedule == "plateau":
-      raise ValueError(f"Stage {self.name}: warmup is not available with schedule=plateau.")
+      raise StageError(self.name, "warmup is not available with schedule=plateau.")
     if self.drops and self.schedule != "step":
-      raise ValueError(f"Stage {self.name}: drops= needs schedule=step.")
+      raise StageError(self.name, "drops= needs schedule=step.")
     if self.schedule == "step" and not self.drops:
-      raise ValueError(f"Stage {self.name}: schedule=step needs drops=E1/E2/...")
+      raise StageError(self.name, "schedule=step needs drops=E1/E2/...")
     if list(self.drops) != sorted(set(self.drops)) or not all(
         0 < d < self.epochs for d in self.drops):
-      raise ValueError(f"Stage {self.name}: drops must be increasing epochs in (0, "
+      raise StageError(self.name, f"drops must be increasing epochs in (0, "
                        f"{self.epochs}), got {self.drops}.")
     if self.factor is not None and not 0 < self.factor < 1:
-      raise ValueError(f"Stage {self.name}: factor must be in (0, 1), got {self.factor}.")
+      raise StageError(self.name, f"factor must be in (0, 1), got {self.factor}.")
     if self.patience < 1:
-      raise ValueError(f"Stage {self.name}: patience must be >= 1, got {self.patience}.")
+      raise StageError(self.name, f"patience must be >= 1, got {self.patience}.")
     if self.weight_decay < 0 or self.clipnorm < 0:
-      raise ValueError(f"Stage {self.name}: wd and clip must be >= 0.")
+      raise StageError(self.name, "wd and clip must be >= 0.")
     if not 0 <= self.ema < 1:
-      raise ValueError(f"Stage {self.name}: ema must be in [0, 1), got {self.ema}.")
+      raise StageError(self.name, f"ema must be in [0, 1), got {self.ema}.")
     if not 0 <= self.label_smoothing < 1:
-      raise ValueError(f"Stage {self.name}: smooth must be in [0, 1), got "
+      raise StageError(self.name, f"smooth must be in [0, 1), got "
                        f"{self.label_smoothing}.")
     if not all(self.teacher):
-      raise ValueError(f"Stage {self.name}: teacher= needs one or more paths joined by "
+      raise StageError(self.name, f"teacher= needs one or more paths joined by "
                        f"'{_TEACHER_SEPARATOR}', got {_TEACHER_SEPARATOR.join(self.teacher)!r}.")
     if not self.distill_temperature > 0:
-      raise ValueError(f"Stage {self.name}: distill_t must be > 0, got "
-                       f"{self.distill_temperature}.")
+      raise StageError(self.name, f"distill_t must be > 0, got {self.distill_temperature}.")
     if not 0 <= self.distill_weight <= 1:
-      raise ValueError(f"Stage {self.name}: distill_w must be in [0, 1], got "
-                       f"{self.distill_weight}.")
+      raise StageError(self.name, f"distill_w must be in [0, 1], got {self.distill_weight}.")
     if not self.teacher and (self.distill_temperature != DISTILL_TEMPERATURE
                              or self.distill_weight != DISTILL_WEIGHT):
-      raise ValueError(f"Stage {self.name}: distill_t= and distill_w= need teacher=.")
+      raise StageError(self.name, "distill_t= and distill_w= need teacher=.")
 
   @property
   def lr_factor(self) -> float:
@@ -266,11 +272,14 @@ def parse_stages(spec: str, prefix: str = "stage", dataset: str | None = None) -
       lr = float(fields[2])
     except ValueError:
       raise ValueError(f"{where}: lr must be a number, got {fields[2]!r}.") from None
+    epochs = _parse_int(fields[1], "epochs", where)
+    global_batch = _parse_int(fields[3], "global_batch", where)
     try:
       stages.append(Stage(
-          name=name, trainable=fields[0], epochs=_parse_int(fields[1], "epochs", where), lr=lr,
-          global_batch=_parse_int(fields[3], "global_batch", where),
+          name=name, trainable=fields[0], epochs=epochs, lr=lr, global_batch=global_batch,
           optimizer=fields[4] if len(fields) == 5 else "adam", dataset=dataset, **parsed))
+    except StageError as e:
+      raise ValueError(f"{where}: {e.problem}") from None
     except ValueError as e:
       raise ValueError(f"{where}: {e}") from None
   return stages

@@ -20,6 +20,7 @@ from emotion_tfds import image_spec
 
 # Registers the custom layers (fastnet's SpaceToDepth) that load_model must find.
 from emotion_tfds import models  # noqa: F401
+from emotion_tfds.models import weights
 from emotion_tfds.train import losses
 from emotion_tfds.train import stages as stages_lib
 
@@ -63,7 +64,8 @@ def load(stage: stages_lib.Stage, label_names: Sequence[str]) -> Teacher | None:
 
   Raises:
     errors.MissingFileError: a teacher path does not exist.
-    errors.UnusableModelError: not a `.keras` file, or not a 48x48x1-input network.
+    errors.UnusableModelError: not a `.keras` file or not a Keras model, or not a 48x48x1-input
+      network.
     errors.ConfigError: a network with another class count, or a labels.txt beside it that names
       other classes or another order.
   """
@@ -80,7 +82,10 @@ def _load_network(stage_name: str, path: str, label_names: tuple[str, ...]) -> k
     raise errors.MissingFileError(f"{where} does not exist; give a trained .keras file.")
   if file.suffix != ".keras":
     raise errors.UnusableModelError(f"{where} is not a .keras file (e.g. a run's model.keras).")
-  net = keras.models.load_model(file, compile=False)
+  try:
+    net = weights.load_keras_file(file, "a trained .keras model (e.g. a run's model.keras)")
+  except errors.UnusableModelError as e:
+    raise errors.UnusableModelError(f"Stage {stage_name}: teacher {e}") from None
   if tuple(net.input_shape[1:]) != image_spec.IMAGE_SHAPE:
     raise errors.UnusableModelError(f"{where} takes input {net.input_shape[1:]}, not "
                                     f"{image_spec.IMAGE_SHAPE} faces.")
