@@ -238,6 +238,9 @@ class UserErrorsTest(absltest.TestCase):
                       r"tfds build builders/fer2013 --config=seed6"),
         "no tpu": (["--strategy=tpu"], r"error: --strategy=tpu: no TPU found on this machine.*"
                    r"--tpu="),
+        "budget on a step schedule": (
+            ["--time_budget=5", "--stages=main:all:2:1e-3:16:schedule=step:drops=1"],
+            r"error: --time_budget chooses the epochs of stage main, whose schedule=step"),
     }
     processes = {
         name: subprocess.Popen(_command(root / "empty", root / name, flags), cwd=REPO, env=_env(),
