@@ -79,7 +79,7 @@ class ChooseEpochsTest(absltest.TestCase):
 
   def test_note(self):
     self.assertEqual(budget.epochs_note(10, 1230.4),
-                     "chosen for a 10-minute budget at 1,230 images/s")
+                     "chosen for a budget of 10 minutes at 1,230 images/s")
 
 
 class BudgetSettingsTest(absltest.TestCase):
@@ -200,7 +200,7 @@ class BudgetedRunTest(absltest.TestCase):
     # TensorBoard's stage note says how the count came about.
     events = support.read_run_folder(root / "budgeted" / loop.TENSORBOARD_DIR / "main")
     note = tf.make_ndarray(events[callbacks.STAGE_TAG][0][1].tensor).item().decode()
-    self.assertRegex(note, rf"main:all:{epochs}:.*\(chosen for a {minutes:g}-minute budget at "
+    self.assertRegex(note, rf"main:all:{epochs}:.*\(chosen for a budget of {minutes:g} minutes at "
                      r"[\d,]+ images/s\)")
 
     # Killed after its second-to-last epoch (the older of the two checkpoints kept) and started

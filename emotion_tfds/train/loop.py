@@ -420,7 +420,8 @@ def _choose_budget_epochs(context: _Context, net: keras.Model,
   epochs, images_per_second = budget.choose(context.config, context.strategy, plan.builder,
                                             make_trainer, context.write_dir,
                                             announce=context.chief)
-  network.set_trainable(net, plan.stage.trainable)
+  with context.strategy.scope():
+    network.set_trainable(net, plan.stage.trainable)  # As the later stages' trainers left it.
   _keep_budget_choice(context, epochs, images_per_second)
   schedules.set_total_steps(trainer.optimizer, epochs * plan.steps)
   return _plan(context, plan.index)
@@ -433,7 +434,7 @@ def _keep_budget_choice(context: _Context, epochs: int, images_per_second: float
 
 
 def _budget_note(context: _Context, index: int) -> str:
-  """" (chosen for a 10-minute budget at 1,230 images/s)" for the budgeted stage, else ""."""
+  """" (chosen for a budget of 10 minutes at 1,230 images/s)" for the budgeted stage, else ""."""
   epochs, images_per_second = context.counters.budget_choice()
   if not epochs or index != context.config.budgeted_index():
     return ""
