@@ -77,6 +77,30 @@ class ChooseEpochsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "An epoch must take some time"):
       budget.choose_epochs(dataclasses.replace(_ESTIMATE, epoch=0.0), "main")
 
+  def test_estimate_from_the_measurements(self):
+    config = _config("main:all:5:0.1:16:schedule=cosine:warmup=1.5:budget=on,tail:head:2:1e-3:32",
+                     time_budget=10, final_tta="ten-crop")
+    main = budget.StageTiming(trace=9.0, start=2.0, step=0.5, checkpoint=0.25, steps=40,
+                              global_batch=16)
+    tail = budget.StageTiming(trace=6.0, start=1.5, step=0.25, checkpoint=0.25, steps=20,
+                              global_batch=32)
+    evaluation = budget.EvaluationTiming(tracing=3.0, per_image=0.01, summaries=0.5)
+    estimate = budget.make_estimate(config, [main, tail], evaluation, validation_images=300,
+                                    final_images=200, elapsed=70.0)
+    validation = 0.01 * 300 + 0.5
+    self.assertEqual(estimate, budget.Estimate(
+        budget=600.0, elapsed=70.0,
+        stage_start=2.0 + 3.0,  # The split's read, the first validation's tracing.
+        epoch=40 * 0.5 + validation + 0.25, images_per_second=16 / 0.5, min_epochs=2,
+        # The tail stage (tracing, start, 2 epochs), the final evaluation (10 views), saving.
+        after=(6.0 + 1.5 + 3.0 + 2 * (20 * 0.25 + validation + 0.25))
+        + (3.0 + 10 * 200 * 0.01 + 0.5) + budget.EXPORT_SECONDS))
+    unvalidated = budget.make_estimate(
+        dataclasses.replace(config, stages=config.stages[:1]), [main], evaluation,
+        validation_images=0, final_images=200, elapsed=70.0)
+    self.assertEqual((unvalidated.stage_start, unvalidated.epoch, unvalidated.after),
+                     (2.0, 40 * 0.5 + 0.25, 3.0 + 10 * 200 * 0.01 + 0.5 + budget.EXPORT_SECONDS))
+
   def test_note(self):
     self.assertEqual(budget.epochs_note(10, 1230.4),
                      "chosen for a budget of 10 minutes at 1,230 images/s")
@@ -225,6 +249,21 @@ class BudgetedRunTest(absltest.TestCase):
                  extra_callbacks=[reference, _StopAfterFirstEpoch()])
     for a, b in zip(reference.first_epoch, snapshot.first_epoch, strict=True):
       np.testing.assert_array_equal(a, b)
+
+
+  def test_measures_a_later_stage_and_refuses_a_budget_too_small(self):
+    """The budgeted stage is not the last: the tail stage gets a trainer of its own (head only)
+    to measure; 3 seconds cannot fit anything."""
+    config = config_lib.TrainConfig(
+        model_dir=str(support.tempdir(self)), data_dir=self.data_dir,
+        stages=tuple(stages.parse_stages("main:all:3:1e-3:16:schedule=cosine:budget=on,"
+                                         "tail:head:2:1e-3:16")),
+        max_steps_per_epoch=2, verbose=0, time_budget=0.05)
+    with self.assertRaises(errors.ConfigError) as raised:
+      loop.train(config)
+    self.assertRegex(str(raised.exception),
+                     r"^--time_budget=0.05 \(minutes\) cannot fit 1 epoch\(s\) of stage main: "
+                     r"[^\n]* Give at least --time_budget=\d+(\.\d)?\.$")
 
 
 if __name__ == "__main__":

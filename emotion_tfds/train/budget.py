@@ -195,6 +195,20 @@ class StageTiming:
     return self.steps * self.step + validation + self.checkpoint
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluationTiming:
+  """An evaluation's measured costs, in seconds.
+
+  Attributes:
+    tracing: the first pass's extra time: what each new evaluator pays once.
+    per_image: per image, after that.
+    summaries: writing a report's TensorBoard summaries (confusion image, table).
+  """
+  tracing: float
+  per_image: float
+  summaries: float
+
+
 def choose(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy, builder,
            make_trainer: TrainerFactory, write_dir: pathlib.Path,
            announce: bool = True) -> tuple[int, float]:
@@ -230,43 +244,63 @@ def choose(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy, bui
                for later in range(index, len(config.stages))]
     has_validation = "validation" in builder.info.splits
     final_split = evaluation.report_split(builder, config.eval_split)
-    tracing, per_image, summaries = measure_evaluation(
+    evaluation_timing = measure_evaluation(
         trainer.net, builder, "validation" if has_validation else final_split, strategy,
         write_dir)
   finally:
     for variable, value in zip(state, saved, strict=True):
       variable.assign(value)
-
-  validates = config.validate and has_validation
-  validation = (per_image * inputs.split_size(builder, "validation") + summaries if validates
-                else 0.0)
-  first_validation = tracing if validates else 0.0  # Each stage's evaluator traces once.
-  budgeted, later = timings[0], timings[1:]
-  after = sum(t.trace + t.start + first_validation + stage.epochs * t.epoch(validation)
-              for t, stage in zip(later, config.stages[index + 1:], strict=True))
-  final = (tracing + TTA_VIEWS[config.final_tta] * inputs.split_size(builder, final_split)
-           * per_image + summaries)
   started = config.budget_start if config.budget_start is not None else time.monotonic()
-  elapsed, stage_start, epoch, after, rate = _averaged_over_workers(strategy, [
-      time.monotonic() - started, budgeted.start + first_validation, budgeted.epoch(validation),
-      after + final + EXPORT_SECONDS, budgeted.global_batch / budgeted.step])
+  validation_images = (inputs.split_size(builder, "validation")
+                       if config.validate and has_validation else 0)
+  estimate = make_estimate(config, timings, evaluation_timing, validation_images,
+                           inputs.split_size(builder, final_split), time.monotonic() - started)
+  measured = ("elapsed", "stage_start", "epoch", "after", "images_per_second")
+  averaged = _averaged_over_workers(strategy, [getattr(estimate, name) for name in measured])
+  estimate = dataclasses.replace(estimate, **dict(zip(measured, averaged, strict=True)))
   stage = config.stages[index]
-  estimate = Estimate(budget=config.time_budget * 60, elapsed=elapsed, stage_start=stage_start,
-                      epoch=epoch, after=after, images_per_second=rate,
-                      min_epochs=max(1, math.ceil(stage.warmup)))
   epochs = choose_epochs(estimate, stage.name)
   if announce:
     print(f"\nTime budget {config.time_budget:g} min: {epochs} epochs for stage {stage.name}; "
           f"{estimate.describe()}.", flush=True)
-  return epochs, rate
+  return epochs, estimate.images_per_second
+
+
+def make_estimate(config: config_lib.TrainConfig, timings: list[StageTiming],
+                  evaluation_timing: EvaluationTiming, validation_images: int, final_images: int,
+                  elapsed: float) -> Estimate:
+  """The Estimate of the budgeted stage's choice from the measurements.
+
+  Args:
+    config: the run.
+    timings: the budgeted stage's and each later stage's.
+    evaluation_timing: of the network on the validation (or the final) split.
+    validation_images: images of each epoch's validation (0: no validation).
+    final_images: images of the final evaluation's split.
+    elapsed: seconds since the command's start.
+  """
+  index = config.budgeted_index()
+  tracing, per_image, summaries = dataclasses.astuple(evaluation_timing)
+  validation = per_image * validation_images + summaries if validation_images else 0.0
+  first_validation = tracing if validation_images else 0.0  # Each stage's evaluator traces.
+  budgeted, later = timings[0], timings[1:]
+  later_stages = sum(t.trace + t.start + first_validation + stage.epochs * t.epoch(validation)
+                     for t, stage in zip(later, config.stages[index + 1:], strict=True))
+  final = tracing + TTA_VIEWS[config.final_tta] * final_images * per_image + summaries
+  return Estimate(budget=config.time_budget * 60, elapsed=elapsed,
+                  stage_start=budgeted.start + first_validation,
+                  epoch=budgeted.epoch(validation),
+                  after=later_stages + final + EXPORT_SECONDS,
+                  images_per_second=budgeted.global_batch / budgeted.step,
+                  min_epochs=max(1, math.ceil(config.stages[index].warmup)))
 
 
 def measure_training(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy, builder,
                      index: int, make_trainer: TrainerFactory,
                      write_dir: pathlib.Path) -> StageTiming:
   """Times building stage `index`'s trainer and training it on its split: one input pipeline for
-  the WARMUP_STEPS steps that trace, a new one for the first step (reading the split) and the
-  timed steps after it. The steps change the trainer's variables: the caller restores them."""
+  the WARMUP_STEPS steps that trace, a new one for the first chunk (reading the split) and the
+  timed chunks after it. The steps change the trainer's variables: the caller restores them."""
   stage = config.stages[index]
   begin = time.perf_counter()
   trainer, steps, augment_on = make_trainer(index)
@@ -304,13 +338,9 @@ def measure_training(config: config_lib.TrainConfig, strategy: tf.distribute.Str
 
 
 def measure_evaluation(net: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
-                       write_dir: pathlib.Path) -> tuple[float, float, float]:
+                       write_dir: pathlib.Path) -> EvaluationTiming:
   """Times evaluating `net` on `split` twice (the first pass traces) and writing its report's
-  TensorBoard summaries (the confusion image and table each validated epoch writes).
-
-  Returns:
-    (tracing seconds, seconds per image, seconds of the summaries).
-  """
+  TensorBoard summaries (the confusion image and table each validated epoch writes)."""
   evaluator = metrics.StreamingEvaluator(preprocess.predict_fn(net), datasets.label_names(builder),
                                          strategy=strategy)
   data = inputs.eval_dataset(builder, split)
@@ -324,8 +354,9 @@ def measure_evaluation(net: keras.Model, builder, split: str, strategy: tf.distr
       metrics.write_summaries(report, step=0)
     writer.close()
   first, second = times[1] - times[0], times[2] - times[1]
-  return (max(first - second, 0.0), second / inputs.split_size(builder, split),
-          time.perf_counter() - times[2])
+  return EvaluationTiming(tracing=max(first - second, 0.0),
+                          per_image=second / inputs.split_size(builder, split),
+                          summaries=time.perf_counter() - times[2])
 
 
 class _ChunkTimer(keras.callbacks.Callback):
