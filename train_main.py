@@ -33,6 +33,7 @@ from emotion_tfds import tta
 from emotion_tfds.data import augment
 from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
+from emotion_tfds.train import budget
 from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import stages
 from emotion_tfds.train import strategies
@@ -58,7 +59,8 @@ _STAGES = flags.DEFINE_string(
     "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
     "augment=on|off, ema=M, teacher=PATH[+PATH...] (distil from trained .keras networks, their "
     "probabilities averaged), distill_t=T (temperature, default 4), distill_w=W (weight of the "
-    "distillation term, default 0.5) (see emotion_tfds/train/stages.py).")
+    "distillation term, default 0.5), budget=on (the stage --time_budget sizes; default the "
+    "last) (see emotion_tfds/train/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
@@ -95,6 +97,12 @@ _KEEP_BEST = flags.DEFINE_enum(
 _FINAL_TTA = flags.DEFINE_enum(
     "final_tta", "none", list(tta.TTA_MODES),
     "Test-time augmentation of the final evaluation (as eval_main --tta).")
+_TIME_BUDGET = flags.DEFINE_float(
+    "time_budget", 0.0, "Minutes the whole command may take, from its start to its exit (final "
+    "evaluation, TTA and saving included): the budgeted stage (budget=on, else the last) gets as "
+    "many epochs as fit, from the throughput measured when it starts (its lr schedule follows "
+    "them); the count is kept in the checkpoint for a resume. 0: the stages' epochs as given.",
+    lower_bound=0.0)
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed (init, data order, augmentation, dropout).")
@@ -177,6 +185,8 @@ def make_config() -> config_lib.TrainConfig:
       augment_params=augment_params,
       keep_best=_KEEP_BEST.value,
       final_tta=_FINAL_TTA.value,
+      time_budget=_TIME_BUDGET.value,
+      budget_start=budget.process_started(),
   )
 
 

@@ -16,6 +16,7 @@ The modules follow the data flow; import the one you need (this file imports not
     pipeline, augment           tf.data input; batched augmentation (host or device)
     models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
     stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss
+    budget                      --time_budget: the budgeted stage's epochs from its measured speed
     weight_averages             a stage's EMA of the weights: evaluated, kept, resumed, final
     strategies, seeds           tf.distribute strategies by name, chief; the run's seed streams
     stage_inputs, checkpoints   a run's datasets and per-stage input fns; checkpoint state, resume

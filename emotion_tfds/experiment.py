@@ -108,7 +108,7 @@ def evaluate_final(trained: loop.TrainedRun,
           f"{config.final_tta}):\n{report.format_table()}", flush=True)
     run_summaries.write_run_result(trained.write_dir / loop.TENSORBOARD_DIR, report,
                                    trained.best_validation_accuracy,
-                                   step=sum(s.epochs for s in config.stages))
+                                   step=sum(s.epochs for s in trained.config.stages))
   return report
 
 

@@ -351,3 +351,8 @@ class UserErrorsTest(absltest.TestCase):
   def test_missing_tpu(self):
     self._assert_one_error_line(["--strategy=tpu"],
                                 r"error: --strategy=tpu: no TPU found on this machine.*--tpu=")
+
+  def test_budget_on_a_step_schedule(self):
+    self._assert_one_error_line(
+        ["--time_budget=5", "--stages=main:all:2:1e-3:16:schedule=step:drops=1"],
+        r"error: --time_budget chooses the epochs of stage main, whose schedule=step")

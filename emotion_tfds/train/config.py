@@ -48,6 +48,11 @@ class TrainConfig:
     keep_best: "accuracy" or "macro_f1": the final model is the epoch with the best validation
       value of it among the last stages on the target's classes; "none": the last epoch.
     final_tta: test-time augmentation of the final evaluation (`tta.TTA_MODES`).
+    time_budget: minutes the whole command may take: the budgeted stage's epochs (`budgeted_index`)
+      are chosen when it starts to fit them (`emotion_tfds.train.budget`); 0: the epochs as given.
+    budget_start: `time.monotonic()` at the command's start, from which `time_budget` counts
+      (train_main: the process's start); None: from the call of `loop.train`. Not part of the
+      fingerprint.
   """
   model_dir: str
   data_dir: str
@@ -73,6 +78,8 @@ class TrainConfig:
   augment_params: augment.AugmentParams = augment.AugmentParams()
   keep_best: str = "none"
   final_tta: str = "none"
+  time_budget: float = 0.0
+  budget_start: float | None = None
 
   def __post_init__(self):
     if self.strategy not in strategies.STRATEGIES:
@@ -96,6 +103,36 @@ class TrainConfig:
       raise ValueError(f"The last stage ({self.stages[-1].name}) trains on "
                        f"{self.stage_dataset(self.stages[-1])}, not on the target dataset "
                        f"{self.dataset}; the final model must predict the target's classes.")
+    self._check_budget()
+
+  def _check_budget(self) -> None:
+    marked = [s.name for s in self.stages if s.budget]
+    if len(marked) > 1:
+      raise errors.ConfigError(f"Only one stage may set budget=on; {', '.join(marked)} do.")
+    if self.time_budget < 0:
+      raise errors.ConfigError(f"--time_budget must be >= 0 minutes, got {self.time_budget:g}.")
+    if not self.time_budget:
+      return
+    index = self.budgeted_index()
+    stage = self.stages[index]
+    if stage.schedule == "step":
+      raise errors.ConfigError(
+          f"--time_budget chooses the epochs of stage {stage.name}, whose schedule=step drops at "
+          "fixed epochs; use schedule=cosine there, or mark another stage with budget=on.")
+    dataset = self.stage_dataset(stage)
+    for later in self.stages[index + 1:]:
+      if self.stage_dataset(later) != dataset:
+        raise errors.ConfigError(
+            f"--time_budget: the budgeted stage {stage.name} trains on {dataset} and the later "
+            f"stage {later.name} on {self.stage_dataset(later)}; mark a stage on "
+            f"{self.stage_dataset(later)} with budget=on (the budget is measured on the "
+            "budgeted stage's network and data).")
+
+  def budgeted_index(self) -> int:
+    """Index of the stage whose epochs `time_budget` chooses: the one with budget=on, else the
+    last."""
+    marked = [i for i, s in enumerate(self.stages) if s.budget]
+    return marked[0] if marked else len(self.stages) - 1
 
   def stage_dataset(self, stage: stages_lib.Stage) -> str:
     return stage.dataset or self.dataset
@@ -108,4 +145,5 @@ class TrainConfig:
             f"mixed_precision={self.mixed_precision};"
             f"max_steps_per_epoch={self.max_steps_per_epoch or 0};"
             f"augment={dataclasses.astuple(self.augment_params)};keep_best={self.keep_best};"
-            f"stages={specs}")
+            f"stages={specs}"
+            + (f";time_budget={self.time_budget:g}" if self.time_budget else ""))
