@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from absl import app
 from absl import flags
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from emotion_tfds import errors
@@ -26,6 +27,7 @@ from emotion_tfds.data import augment
 from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
 from emotion_tfds.train import config as config_lib
+from emotion_tfds.train import precision
 from emotion_tfds.train import stages
 from emotion_tfds.train import strategies
 
@@ -55,8 +57,13 @@ _PRETRAIN_DATASET = flags.DEFINE_string(
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
+_PRECISION = flags.DEFINE_enum(
+    "precision", "auto", list(precision.PRECISIONS),
+    "Compute precision; variables, checkpoints and exports stay float32. auto: bfloat16 on TPUs "
+    "and on CPUs with AMX-BF16, float16 (with loss scaling) on GPUs, float32 elsewhere; the run "
+    "prints which and why. A run may resume under another precision.")
 _MIXED_PRECISION = flags.DEFINE_bool(
-    "mixed_precision", False, "float16 compute on GPU (bfloat16 on TPU/CPU), float32 variables.")
+    "mixed_precision", False, "Old alias: --precision=float16 on GPUs, bfloat16 elsewhere.")
 _AUGMENT_ON = flags.DEFINE_enum(
     "augment_on", "device", list(config_lib.AUGMENT_ON),
     "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
@@ -105,6 +112,22 @@ _DATA_SERVICE_ADDRESS = flags.DEFINE_string(
     "data_service_address", None,
     "tf.data service dispatcher (e.g. grpc://host:5050): the training input pipeline runs on its "
     "workers instead of in this process.")
+_PROFILE_STEPS = flags.DEFINE_list(
+    "profile_steps", None,
+    "FIRST,LAST: write a TensorBoard profile (Profile tab) of these training steps (1-based, "
+    "counted in the stage) of the first stage that runs that many, into <model_dir>/tb/<stage>.")
+
+
+def _is_step_range(steps: list[str] | None) -> bool:
+  try:
+    first, last = (int(step) for step in steps or (1, 1))
+  except ValueError:
+    return False
+  return 1 <= first <= last
+
+
+flags.register_validator("profile_steps", _is_step_range,
+                         "--profile_steps: expected FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,8.")
 _PROGRESS = flags.DEFINE_enum(
     "progress", "bar", ["bar", "line", "none"],
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
@@ -135,7 +158,7 @@ def make_config() -> config_lib.TrainConfig:
       pretrained=_PRETRAINED.value,
       strategy=_STRATEGY.value,
       tpu=_TPU.value,
-      mixed_precision=_MIXED_PRECISION.value,
+      precision=_precision(),
       augment_on=_AUGMENT_ON.value,
       seed=_SEED.value,
       deterministic=_DETERMINISTIC.value,
@@ -151,7 +174,23 @@ def make_config() -> config_lib.TrainConfig:
       augment_params=augment_params,
       keep_best=_KEEP_BEST.value,
       final_tta=_FINAL_TTA.value,
+      profile_steps=tuple(int(step) for step in _PROFILE_STEPS.value) if _PROFILE_STEPS.value
+      else None,
   )
+
+
+def _precision() -> str:
+  """--precision, or what the --mixed_precision alias stands for on this machine."""
+  if not _MIXED_PRECISION.value:
+    return _PRECISION.value
+  # Physical devices: listing the logical ones would start TF before the strategy is made.
+  alias = precision.mixed({device.device_type for device in tf.config.list_physical_devices()})
+  if _PRECISION.present and _PRECISION.value != alias:
+    raise app.UsageError(f"--mixed_precision means --precision={alias} here, but "
+                         f"--precision={_PRECISION.value} is given; pass only --precision.")
+  print(f"--mixed_precision is an alias of --precision={alias} on this machine; use --precision "
+        "(default auto).", flush=True)
+  return alias
 
 
 def main(argv):
