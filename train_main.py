@@ -24,6 +24,7 @@ from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/q
 import sys
 
 from absl import flags
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from emotion_tfds import errors
@@ -35,6 +36,7 @@ from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
 from emotion_tfds.train import budget
 from emotion_tfds.train import config as config_lib
+from emotion_tfds.train import precision
 from emotion_tfds.train import stages
 from emotion_tfds.train import strategies
 
@@ -70,8 +72,13 @@ _PRETRAIN_DATASET = flags.DEFINE_string(
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
+_PRECISION = flags.DEFINE_enum(
+    "precision", "auto", list(precision.PRECISIONS),
+    "Compute precision; variables, checkpoints and exports stay float32. auto: bfloat16 on TPUs "
+    "and on CPUs with AMX-BF16, float16 (with loss scaling) on GPUs, float32 elsewhere; the run "
+    "prints which and why. A run may resume under another precision.")
 _MIXED_PRECISION = flags.DEFINE_bool(
-    "mixed_precision", False, "float16 compute on GPU (bfloat16 on TPU/CPU), float32 variables.")
+    "mixed_precision", False, "Old alias: --precision=float16 on GPUs, bfloat16 elsewhere.")
 _AUGMENT_ON = flags.DEFINE_enum(
     "augment_on", "device", list(config_lib.AUGMENT_ON),
     "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
@@ -134,6 +141,24 @@ _ENSEMBLE_MEMBERS = flags.DEFINE_integer(
     "evaluate their ensemble (the mean of their probabilities, --eval_split, --final_tta) and save "
     "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
     lower_bound=1)
+
+
+_PROFILE_STEPS = flags.DEFINE_list(
+    "profile_steps", None,
+    "FIRST,LAST: write a TensorBoard profile (Profile tab) of these training steps (1-based, "
+    "counted in the stage) of the first stage that runs that many, into <model_dir>/tb/<stage>.")
+
+
+def _is_step_range(steps: list[str] | None) -> bool:
+  try:
+    first, last = (int(step) for step in steps or (1, 1))
+  except ValueError:
+    return False
+  return 1 <= first <= last
+
+
+flags.register_validator("profile_steps", _is_step_range,
+                         "--profile_steps: expected FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,8.")
 _PROGRESS = flags.DEFINE_enum(
     "progress", None, list(_PROGRESS_VERBOSE),
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays). "
@@ -169,7 +194,7 @@ def make_config() -> config_lib.TrainConfig:
       pretrained=_PRETRAINED.value,
       strategy=_STRATEGY.value,
       tpu=_TPU.value,
-      mixed_precision=_MIXED_PRECISION.value,
+      precision=_precision(),
       augment_on=_AUGMENT_ON.value,
       seed=_SEED.value,
       deterministic=_DETERMINISTIC.value,
@@ -187,6 +212,8 @@ def make_config() -> config_lib.TrainConfig:
       final_tta=_FINAL_TTA.value,
       time_budget=_TIME_BUDGET.value,
       budget_start=budget.process_started(),
+      profile_steps=tuple(int(step) for step in _PROFILE_STEPS.value) if _PROFILE_STEPS.value
+      else None,
   )
 
 
@@ -200,6 +227,20 @@ def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
     return stages.parse_stages(flag.value, **kwargs)
   except ValueError as e:
     raise errors.ConfigError(f"--{flag.name}: {e}") from None
+
+
+def _precision() -> str:
+  """--precision, or what the --mixed_precision alias stands for on this machine."""
+  if not _MIXED_PRECISION.value:
+    return _PRECISION.value
+  # Physical devices: listing the logical ones would start TF before the strategy is made.
+  alias = precision.mixed({device.device_type for device in tf.config.list_physical_devices()})
+  if _PRECISION.present and _PRECISION.value != alias:
+    raise errors.ConfigError(f"--mixed_precision means --precision={alias} here, but "
+                             f"--precision={_PRECISION.value} is given; pass only --precision.")
+  print(f"--mixed_precision is an alias of --precision={alias} on this machine; use --precision "
+        "(default auto).", flush=True)
+  return alias
 
 
 def main(argv):

@@ -46,7 +46,8 @@ config = config_lib.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
     model="fastnet_small",  # BatchNorm: its statistics and their averages must stay in sync.
     stages=tuple(stages.parse_stages("all:1:1e-3:16:ema=0.9")), strategy=mode,  # EMA too.
-    augment_on="host" if mode == "mirrored" else "device")  # Both augmentation paths.
+    augment_on="host" if mode == "mirrored" else "device",  # Both augmentation paths.
+    precision="float32")  # Compared exactly: not what "auto" picks on another machine.
 result = experiment.run_experiment(config, strategy=strategy)
 # The largest difference between the replicas' copies of any variable.
 spread = 0.0

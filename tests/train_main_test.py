@@ -40,11 +40,14 @@ _ROWS = 1400
 # these faces to get well past chance (it sits at chance for the first ~100 steps).
 _DEFAULT_RUN = (f"--generate_rows={_ROWS}", "--pretrain_stages=all:2:5e-4:16",
                 "--stages=head:1:5e-4:16,all:1:5e-4:16", "--deterministic", "--progress=none")
-# A deterministic run with on-device augmentation whose 4-epoch all stage gets killed.
+# A deterministic run with on-device augmentation whose 4-epoch all stage gets killed (float32:
+# its weights are compared with an uninterrupted run's, which "auto" could change elsewhere).
 _KILLED_RUN = ("--pretrain_stages=all:1:1e-3:16", "--stages=head:1:1e-3:16,all:4:1e-3:16",
-               "--max_steps_per_epoch=6", "--deterministic", "--progress=none")
+               "--max_steps_per_epoch=6", "--deterministic", "--precision=float32",
+               "--progress=none")
 _KILLED_STAGE = 2  # Index of the all stage in the schedule (pretrain, head, all).
-# The GPU/TPU code paths on this CPU: XLA-compiled train step, bfloat16 compute, float32 variables.
+# The GPU/TPU code paths on this CPU: XLA-compiled train step, bfloat16 compute, float32 variables
+# (through the old --mixed_precision flag, an alias of --precision=bfloat16 on a CPU).
 _ACCELERATOR_RUN = ("--dataset=generated_faces/fer7", "--model=fastnet", "--pretrain_stages=",
                     "--stages=main:all:3:0.05:16:nesterov:schedule=cosine:wd=5e-4",
                     "--max_steps_per_epoch=6", "--jit_compile", "--mixed_precision",
@@ -268,6 +271,9 @@ class KillResumeTest(absltest.TestCase):
     command = _command(self.data_dir, model_dir, _ACCELERATOR_RUN)
     progress = self._kill_in_stage(command, model_dir, 0, 3)
     output = _run(command)
+    self.assertIn("--mixed_precision is an alias of --precision=bfloat16", output)
+    self.assertIn("Precision: bfloat16 (--precision=bfloat16).", output)
+    self.assertEqual(progress.precision, "bfloat16")
     self.assertIn(f"Resuming from {progress.path}: stage 1/1", output)
     self.assertIn("[main 1/1] epoch 3/3", output)
     net = keras.models.load_model(model_dir / "model.keras")

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import support
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from xprof.convert import raw_to_tool_data
 
 from emotion_tfds import errors
 from emotion_tfds import experiment
@@ -32,6 +34,7 @@ from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import inputs
 from emotion_tfds.train import keep_best
 from emotion_tfds.train import loop
+from emotion_tfds.train import profiling
 from emotion_tfds.train import stages
 from emotion_tfds.train import training_model
 from emotion_tfds.train import weight_averages
@@ -43,7 +46,8 @@ def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> con
   pretraining = (stages.parse_stages(pretrain, prefix="pretrain", dataset="generated_faces/fer7")
                  if pretrain else [])
   schedule = stages.with_pretraining(stages.parse_stages(spec), pretraining)
-  defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0)
+  # float32: these tests compare numbers exactly, which "auto" could change on an AMX machine.
+  defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0, precision="float32")
   defaults.update(kwargs)
   return config_lib.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
                               stages=tuple(schedule), **defaults)
@@ -450,6 +454,41 @@ class ErrorsTest(absltest.TestCase):
     pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="generated_faces/fer7"))
     with self.assertRaisesRegex(ValueError, "not on the target dataset generated_faces/seed6"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=pretrain_only)
+    with self.assertRaisesRegex(ValueError, "Unknown precision 'half'"):
+      config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, precision="half")
+    for steps in ((0, 2), (3, 2)):
+      with self.assertRaisesRegex(ValueError, "expected FIRST,LAST with 1 <= FIRST <= LAST"):
+        config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, profile_steps=steps)
+    # Neither the precision nor profiling is part of what a resumed run must match.
+    config = config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule)
+    self.assertEqual(config.fingerprint(), config_lib.TrainConfig(
+        model_dir="m", data_dir="d", stages=schedule, precision="bfloat16",
+        profile_steps=(2, 3)).fingerprint())
+
+
+@pytest.mark.usefixtures("data_dir")
+class ProfileTest(absltest.TestCase):
+
+  def test_profile_steps_write_a_readable_profile_of_the_first_stage_that_reaches_them(self):
+    model_dir = support.tempdir(self)
+    # The head stage runs 2 steps, short of step 3; the all stage's steps 2-3 span its two epochs.
+    config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:2:1e-3:16",
+                     profile_steps=(2, 3))
+    loop.train(config)
+    tb = model_dir / loop.TENSORBOARD_DIR
+    self.assertEqual(list(tb.glob(f"*/{profiling.PROFILE_DIR}")),
+                     [tb / "stage2_all" / profiling.PROFILE_DIR])
+    (path,) = (tb / "stage2_all" / profiling.PROFILE_DIR).glob("*/*.xplane.pb")
+    space = xplane_pb2.XSpace.FromString(path.read_bytes())
+    host = {plane.name: plane for plane in space.planes}["/host:CPU"]
+    events = {event.name for event in host.event_metadata.values()}
+    self.assertTrue(any("multi_step_on_iterator" in name for name in events))  # Keras's step.
+    # What TensorBoard's Profile tab shows, through the plugin's own converter: the two profiled
+    # steps (the step markers) and the verdict on the input pipeline.
+    data, _ = raw_to_tool_data.xspace_to_tool_data([str(path)], "input_pipeline_analyzer", {})
+    step_table = json.loads(data)[1]
+    self.assertEqual([row["c"][0]["v"] for row in step_table["rows"]], ["train 2", "train 3"])
+    self.assertRegex(step_table["p"]["input_conclusion"], r"is (NOT )?input-bound")
 
 
 @pytest.mark.usefixtures("data_dir")

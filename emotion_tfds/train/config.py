@@ -8,6 +8,7 @@ from emotion_tfds import errors
 from emotion_tfds import models
 from emotion_tfds import tta
 from emotion_tfds.data import augment
+from emotion_tfds.train import precision as precision_lib
 from emotion_tfds.train import stages as stages_lib
 from emotion_tfds.train import strategies
 
@@ -29,7 +30,9 @@ class TrainConfig:
     pretrained: `.keras`/`.h5` file to start from instead of fresh weights.
     strategy: one of `strategies.STRATEGIES`.
     tpu: TPU name or address for strategy "tpu".
-    mixed_precision: float16 compute (bfloat16 on TPU and CPU), float32 variables.
+    precision: compute precision, one of `precision.PRECISIONS`; "auto" picks by the hardware
+      (`precision.choose`). Variables stay float32 under every choice. Not in the fingerprint: a
+      run may resume under another precision (the checkpoint records it).
     augment_on: "device" (inside the train step), "host" (tf.data map) or "none".
     seed: run seed: weights init, data order, augmentation, dropout.
     deterministic: deterministic TF ops and input pipeline (bitwise-repeatable runs).
@@ -53,6 +56,8 @@ class TrainConfig:
     budget_start: `time.monotonic()` at the command's start, from which `time_budget` counts
       (train_main: the process's start); None: from the call of `loop.train`. Not part of the
       fingerprint.
+    profile_steps: (first, last): a TensorBoard profile of these training steps (1-based, counted
+      in the stage) of the first stage that runs that many; None: no profile.
   """
   model_dir: str
   data_dir: str
@@ -62,7 +67,7 @@ class TrainConfig:
   pretrained: str | None = None
   strategy: str = "default"
   tpu: str = ""
-  mixed_precision: bool = False
+  precision: str = "auto"
   augment_on: str = "device"
   seed: int = 0
   deterministic: bool = False
@@ -80,11 +85,15 @@ class TrainConfig:
   final_tta: str = "none"
   time_budget: float = 0.0
   budget_start: float | None = None
+  profile_steps: tuple[int, int] | None = None
 
   def __post_init__(self):
     if self.strategy not in strategies.STRATEGIES:
       raise ValueError(f"Unknown strategy {self.strategy!r}; expected one of "
                        f"{strategies.STRATEGIES}.")
+    if self.precision not in precision_lib.PRECISIONS:
+      raise ValueError(f"Unknown precision {self.precision!r}; expected one of "
+                       f"{precision_lib.PRECISIONS}.")
     if self.augment_on not in AUGMENT_ON:
       raise ValueError(f"Unknown augment_on {self.augment_on!r}; expected one of {AUGMENT_ON}.")
     if self.model not in models.MODELS:
@@ -99,6 +108,9 @@ class TrainConfig:
     if self.final_tta not in tta.TTA_MODES:
       raise ValueError(f"Unknown final_tta {self.final_tta!r}; expected one of "
                        f"{tta.TTA_MODES}.")
+    if self.profile_steps is not None and not 1 <= self.profile_steps[0] <= self.profile_steps[1]:
+      raise ValueError(f"profile_steps {self.profile_steps}: expected FIRST,LAST with "
+                       "1 <= FIRST <= LAST.")
     if self.stage_dataset(self.stages[-1]) != self.dataset:
       raise ValueError(f"The last stage ({self.stages[-1].name}) trains on "
                        f"{self.stage_dataset(self.stages[-1])}, not on the target dataset "
@@ -142,7 +154,6 @@ class TrainConfig:
     specs = ",".join(f"{s.spec()}@{self.stage_dataset(s)}" for s in self.stages)
     return (f"model={self.model};pretrained={self.pretrained or ''};seed={self.seed};"
             f"scale_lr={self.scale_lr}/{self.reference_batch};augment_on={self.augment_on};"
-            f"mixed_precision={self.mixed_precision};"
             f"max_steps_per_epoch={self.max_steps_per_epoch or 0};"
             f"augment={dataclasses.astuple(self.augment_params)};keep_best={self.keep_best};"
             f"stages={specs}"

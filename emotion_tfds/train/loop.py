@@ -57,6 +57,8 @@ from emotion_tfds.train import inputs
 from emotion_tfds.train import keep_best
 from emotion_tfds.train import losses
 from emotion_tfds.train import network
+from emotion_tfds.train import precision as precision_lib
+from emotion_tfds.train import profiling
 from emotion_tfds.train import schedules
 from emotion_tfds.train import stages as stages_lib
 from emotion_tfds.train import strategies
@@ -108,6 +110,8 @@ class _Context:
   chief: bool
   history: list
   extra_callbacks: Sequence[keras.callbacks.Callback]
+  precision: str  # The run's, resolved (not "auto").
+  profiler: profiling.StepProfiler | None
 
 
 def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | None = None,
@@ -125,6 +129,7 @@ def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | Non
 
   Raises:
     errors.CheckpointMismatchError: model_dir holds a checkpoint of other settings or data.
+    errors.NonFiniteLossError: the training loss became NaN or infinite.
     errors.ConfigError: a batch size that does not fit the replicas or the data.
     errors.DataNotBuiltError: a dataset that is not built (and `generate_rows` is 0).
     errors.StrategyUnavailableError: a strategy this machine cannot run.
@@ -136,8 +141,20 @@ def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | Non
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   strategy = strategy or strategies.make_strategy(config.strategy, config.tpu)
-  keras.mixed_precision.set_global_policy(
-      strategies.mixed_precision_policy(strategy) if config.mixed_precision else "float32")
+  precision, reason = precision_lib.resolve(config.precision, strategies.device_kinds(strategy),
+                                            precision_lib.cpu_flags())
+  caller_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(precision_lib.KERAS_POLICIES[precision])
+  try:
+    return _train(config, strategy, extra_callbacks, precision, reason)
+  finally:  # The networks keep their policy; models built after this call get the caller's.
+    keras.mixed_precision.set_global_policy(caller_policy)
+
+
+def _train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy,
+           extra_callbacks: Sequence[keras.callbacks.Callback], precision: str,
+           reason: str) -> TrainedRun:
+  """`train` under the Keras policy of `precision`, chosen for `reason`."""
   chief = workers.is_chief_worker(strategy)
   model_dir = pathlib.Path(config.model_dir)
   write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
@@ -150,20 +167,26 @@ def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | Non
   # Every worker resumes from the chief's checkpoints (model_dir is shared), writes into its own.
   progress = checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR))
   fingerprint = f"{config.fingerprint()};data={checkpoints.data_identity(builders)}"
-  if progress is not None and progress.fingerprint != fingerprint:
+  difference = progress and checkpoints.fingerprint_difference(progress.fingerprint, fingerprint)
+  if difference:
     raise errors.CheckpointMismatchError(
         f"{model_dir / checkpoints.CKPT_DIR} holds a checkpoint of another run; what differs: "
-        f"{checkpoints.fingerprint_difference(progress.fingerprint, fingerprint)}. Use another "
-        "--model_dir or the same flags and data as that run.")
+        f"{difference}. Use another --model_dir or the same flags and data as that run.")
   context = _Context(config=config, strategy=strategy, builders=builders,
-                     counters=checkpoints.Counters(fingerprint, bool(config.time_budget)),
-                     write_dir=write_dir, chief=chief,
-                     history=[], extra_callbacks=tuple(extra_callbacks))
-
+                     counters=checkpoints.Counters(fingerprint, precision,
+                                                   budgeted=bool(config.time_budget)),
+                     write_dir=write_dir, chief=chief, history=[],
+                     extra_callbacks=tuple(extra_callbacks), precision=precision,
+                     profiler=profiling.StepProfiler(*config.profile_steps, announce=chief)
+                     if config.profile_steps else None)
+  if chief:
+    print(f"Precision: {precision} ({reason}).", flush=True)
   if progress:
     print(f"Resuming from {progress.path}: stage {progress.stage + 1}/{len(config.stages)} "
           f"({config.stages[progress.stage].name}), {progress.epoch} epoch(s) of it done.",
           flush=True)
+    if progress.precision != precision:
+      print(f"The precision changed from {progress.precision} to {precision}.", flush=True)
     context.counters.global_step.assign(progress.global_step)
     if progress.budget_epochs:  # Chosen before: never measured again.
       _keep_budget_choice(context, progress.budget_epochs, progress.budget_images_per_second)
@@ -279,6 +302,7 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
   manager = _restored_checkpoint(context, net, trainer, [*stage_state, batch_norm], restore_from)
   context.counters.stage.assign(index)
   context.counters.epoch.assign(first_epoch)
+  context.counters.precision.assign(context.precision)  # The restored one may differ.
   if context.chief:
     _announce(context, plan)
   callbacks = _callbacks(context, trainer, plan, first_epoch, batch_norm, stage_state, manager)
@@ -339,13 +363,13 @@ def _restored_checkpoint(context: _Context, net: keras.Model,
   matched (the stage's optimizer slots and step counter come back)."""
   extra_state = {name: variable for holder in stateful if holder is not None
                  for name, variable in getattr(holder, "variables", {}).items()}
-  checkpoint = tf.train.Checkpoint(model=net, optimizer=trainer.optimizer,
-                                   rng=checkpoints.rng_states(net),
-                                   **context.counters.objects(), **extra_state)
+  objects = dict(model=net, rng=checkpoints.rng_states(net),
+                 **checkpoints.optimizer_objects(trainer.optimizer), **context.counters.objects(),
+                 **extra_state)
   if restore_from is not None:
-    checkpoint.restore(restore_from.path).assert_consumed()
-  return tf.train.CheckpointManager(checkpoint, str(context.write_dir / checkpoints.CKPT_DIR),
-                                    max_to_keep=2)
+    checkpoints.restore(objects, restore_from)
+  return tf.train.CheckpointManager(tf.train.Checkpoint(**objects),
+                                    str(context.write_dir / checkpoints.CKPT_DIR), max_to_keep=2)
 
 
 def _announce(context: _Context, plan: _StagePlan) -> None:
@@ -377,10 +401,13 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
   validation = None
   if config.validate and "validation" in plan.builder.info.splits:
     validation = inputs.eval_dataset_fn(plan.builder, "validation")
+  logdir = context.write_dir / TENSORBOARD_DIR / stage.name
+  profile = (context.profiler.for_stage(logdir, plan.steps * (stage.epochs - first_epoch))
+             if context.profiler else [])
   return [
       *([averaged.put_in] if averaged else []),
       *report_callbacks.get_callbacks(
-          logdir=str(context.write_dir / TENSORBOARD_DIR / stage.name),
+          logdir=str(logdir),
           label_names=datasets.label_names(plan.builder), eval_dataset_fn=validation,
           stage_note=(f"{plan.label}: {stage.spec()} on {config.stage_dataset(stage)}, "
                       f"augmentation {plan.augment_on}{_budget_note(context, plan.index)}"),
@@ -393,6 +420,8 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
       *stage_state,
       *([averaged.take_out] if averaged else []),
       *context.extra_callbacks,
+      training_model.StopOnNonFiniteLoss(plan.label, plan.steps),
+      *profile,
       checkpoints.SaveCheckpoint(manager, context.counters, plan.steps),
   ]
 
