@@ -13,7 +13,6 @@ import time
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
@@ -177,8 +176,7 @@ class _StopAfterFirstEpoch(keras.callbacks.Callback):
     raise self.Stop()
 
 
-@pytest.mark.usefixtures("data_dir")
-class BudgetedRunTest(absltest.TestCase):
+class BudgetedRunTest(support.WithGeneratedData, absltest.TestCase):
   """A budgeted run (per-epoch validation, flip TTA) with a budget of three times what the recipe
   with one epoch takes on this machine now; resumed from its second-to-last epoch; the recipe with
   the chosen epochs beside it."""

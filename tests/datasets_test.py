@@ -18,7 +18,6 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -61,10 +60,11 @@ def _label_counts(builder: tfds.core.DatasetBuilder, split: str) -> list[int]:
 
 class GeneratedDataTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _generated(self, generated_csv, generated_data_dir):
-    self.csv_path = generated_csv
-    self.data_dir = generated_data_dir
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.csv_path = support.generated_csv()
+    cls.data_dir = support.generated_data_dir()
 
   def test_splits_and_labels_match_the_csv(self):
     for config in _CONFIGS:
@@ -158,10 +158,11 @@ class EnsureGeneratedTest(absltest.TestCase):
 class ProvenanceTest(absltest.TestCase):
   """What a built dataset is made of, and what a run is told when one is missing."""
 
-  @pytest.fixture(autouse=True)
-  def _generated(self, generated_csv, generated_data_dir):
-    self.csv_path = generated_csv
-    self.data_dir = generated_data_dir
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.csv_path = support.generated_csv()
+    cls.data_dir = support.generated_data_dir()
 
   def test_generated_faces_name_the_generator_and_the_csv(self):
     builder = datasets.get_builder("generated_faces/seed6", self.data_dir)
@@ -211,13 +212,13 @@ class ProvenanceTest(absltest.TestCase):
       datasets.require_built("fer2013/fer7", data_dir)
 
 
-@pytest.mark.slow
 class RealDataTest(absltest.TestCase):
   """Builds fer7 from the real FER-2013 Training + PublicTest rows (32,298; no PrivateTest)."""
 
-  @pytest.fixture(autouse=True)
-  def _real(self, real_fer_csv):
-    self.manual_dir = real_fer_csv.parent
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.manual_dir = support.shared_data_path("fer2013.csv.gz").parent
 
   def test_real_counts(self):
     # Examples per label id (angry, disgust, fear, happy, sad, surprise, neutral).

@@ -19,7 +19,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
-import pytest
+import support
 
 from emotion_tfds import labels
 from emotion_tfds.data import datasets
@@ -108,8 +108,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.usefixtures("data_dir")
-class DistributeTest(absltest.TestCase):
+class DistributeTest(support.WithGeneratedData, absltest.TestCase):
 
   def setUp(self):
     super().setUp()

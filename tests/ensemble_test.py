@@ -3,6 +3,7 @@ and a two-member `train_main.py --ensemble_members=2` run in a subprocess."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -12,7 +13,6 @@ import sys
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -51,12 +51,12 @@ def _train_member(images: np.ndarray, labels_: np.ndarray, seed: int) -> keras.M
   return net
 
 
-@pytest.fixture(scope="module")
-def members(generated_data_dir, tmp_path_factory) -> dict:
+@functools.cache
+def members() -> dict:
   """Two seed6 members trained here (each in its own folder with labels.txt), their files as
   .keras, SavedModel and .tflite, and validation faces."""
-  images, train_labels = _split_arrays(generated_data_dir, DATASET, "train")
-  root = tmp_path_factory.mktemp("members")
+  images, train_labels = _split_arrays(support.generated_data_dir(), DATASET, "train")
+  root = support.process_tempdir("members")
   nets, paths = [], []
   for k in range(2):
     nets.append(_train_member(images, train_labels, seed=k))
@@ -70,7 +70,7 @@ def members(generated_data_dir, tmp_path_factory) -> dict:
   return {"nets": nets, "paths": paths, "root": root,
           "saved_model": root / "member_1" / loader.SAVED_MODEL_DIR,
           "tflite": root / "member_1" / "m.tflite",
-          "images": _split_arrays(generated_data_dir, DATASET, "validation")[0][:64]}
+          "images": _split_arrays(support.generated_data_dir(), DATASET, "validation")[0][:64]}
 
 
 class AverageNetworksTest(absltest.TestCase):
@@ -110,9 +110,10 @@ class AverageNetworksTest(absltest.TestCase):
 
 class LoadEnsembleTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, members):
-    self.m = members
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.m = members()
 
   def test_probabilities_are_the_mean_of_the_members(self):
     images = self.m["images"]
@@ -180,8 +181,7 @@ class RunEnsembleArgumentsTest(absltest.TestCase):
       experiment.run_ensemble(self._config(model_dir), 2)
 
 
-@pytest.mark.usefixtures("data_dir")
-class EnsembleTrainMainTest(absltest.TestCase):
+class EnsembleTrainMainTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_two_members_and_the_ensemble_saved_model(self):
     model_dir = support.tempdir(self) / "run"

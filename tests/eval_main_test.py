@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import json
 import os
@@ -16,7 +17,6 @@ import zipfile
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -48,11 +48,12 @@ def _train(data_dir: pathlib.Path, dataset: str, steps: int = 3, seed: int = 0) 
   return model
 
 
-@pytest.fixture(scope="module")
-def trained_models(generated_data_dir, tmp_path_factory) -> dict[str, pathlib.Path]:
+@functools.cache
+def trained_models() -> dict[str, pathlib.Path]:
   """Models trained here on generated faces: fer7 .keras, SavedModel and float .tflite, a second
   fer7 .keras (another seed), seed6 .keras."""
-  out = tmp_path_factory.mktemp("trained")
+  generated_data_dir = support.generated_data_dir()
+  out = support.process_tempdir("trained")
   fer7 = _train(generated_data_dir, "generated_faces/fer7")
   fer7.save(out / "fer7.keras")
   export.export_saved_model(fer7, out / "fer7_saved_model", label_names=labels.FER7)
@@ -195,11 +196,15 @@ class TtaTest(absltest.TestCase):
 class EvalMainTest(absltest.TestCase):
   """eval_main and evaluation.run on the generated-faces dataset with models trained here."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, trained_models, tmp_path):
-    self.data_dir = generated_data_dir
-    self.models = trained_models
-    self.tmp = tmp_path
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = support.generated_data_dir()
+    cls.models = trained_models()
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = support.tempdir(self)
 
   def _split_labels(self, config: str, split: str = "test") -> np.ndarray:
     from emotion_tfds.data import datasets

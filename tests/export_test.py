@@ -7,6 +7,7 @@ second one (another seed), export_main exports their ensemble.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -16,7 +17,6 @@ import sys
 from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -47,12 +47,13 @@ def train_small_model(builder, epochs: int, seed: int = 0) -> keras.Model:
   return model
 
 
-@pytest.fixture(scope="module")
-def exported(generated_data_dir, tmp_path_factory):
+@functools.cache
+def exported() -> tuple:
   """(builder, keras model, out_dir, parity report) after export.run on a trained model."""
+  generated_data_dir = support.generated_data_dir()
   builder = datasets.get_builder(DATASET, generated_data_dir)
   model = train_small_model(builder, epochs=6)
-  root = tmp_path_factory.mktemp("export")
+  root = support.process_tempdir("export")
   model.save(root / "model.keras")
   out_dir = root / "out"
   report = export.run(root / "model.keras", out_dir, generated_data_dir, DATASET,
@@ -60,14 +61,13 @@ def exported(generated_data_dir, tmp_path_factory):
   return builder, model, out_dir, report
 
 
-@pytest.fixture(autouse=True)
-def _inject(request, exported):
-  """Hands the module fixture to the TestCase methods."""
-  request.instance.builder, request.instance.model, request.instance.out_dir, \
-      request.instance.report = exported
-
-
 class ExportRunTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.builder, cls.model, cls.out_dir, cls.report = exported()
+
 
   def test_writes_all_exports_and_reports(self):
     for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt",
@@ -139,6 +139,11 @@ class ExportRunTest(tf.test.TestCase):
 class ExportArgumentsTest(tf.test.TestCase):
   """Bad arguments and mixed precision; uses the module's trained model only for its shape."""
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.builder, cls.model, cls.out_dir, cls.report = exported()
+
   def test_label_names_must_match_outputs(self):
     with self.assertRaisesRegex(ValueError, "5 label names"):
       export.export_saved_model(self.model, self.get_temp_dir(), label_names=("a",) * 5)
@@ -177,24 +182,25 @@ class ExportArgumentsTest(tf.test.TestCase):
     self.assertEqual(loader.saved_model_label_names(with_manifest), labels.SEED6)
 
 
-@pytest.fixture(scope="module")
-def exported_ensemble(exported, generated_data_dir, tmp_path_factory):
+@functools.cache
+def exported_ensemble() -> tuple:
   """(the two Keras members, out_dir, export_main's stdout) after export_main on the module's
   model and a second one trained from another seed."""
-  builder, first, _, _ = exported
+  builder, first, _, _ = exported()
   second = train_small_model(builder, epochs=2, seed=1)
-  root = tmp_path_factory.mktemp("ensemble")
+  root = support.process_tempdir("ensemble")
   paths = [root / "first.keras", root / "second.keras"]
   first.save(paths[0])
   second.save(paths[1])
   out_dir = root / "out"
   done = subprocess.run(
       [sys.executable, str(REPO / "export_main.py"), f"--model_path={paths[0]},{paths[1]}",
-       f"--out_dir={out_dir}", f"--data_dir={generated_data_dir}", f"--dataset={DATASET}",
+       f"--out_dir={out_dir}", f"--data_dir={support.generated_data_dir()}", f"--dataset={DATASET}",
        "--num_representative=64", "--batch_size=64"],
       capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  assert done.returncode == 0, done.stderr[-3000:]
+  if done.returncode != 0:
+    raise RuntimeError(f"export_main failed:\n{done.stderr[-3000:]}")
   return (first, second), out_dir, done.stdout
 
 
@@ -202,9 +208,10 @@ class ExportEnsembleMainTest(tf.test.TestCase):
   """export_main with two models: one SavedModel and one TFLite file per quantisation average
   them."""
 
-  @pytest.fixture(autouse=True)
-  def _ensemble(self, exported_ensemble):
-    self.members, self.ensemble_dir, self.stdout = exported_ensemble
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.members, cls.ensemble_dir, cls.stdout = exported_ensemble()
 
   def _mean_of_members(self, images: np.ndarray) -> np.ndarray:
     probabilities = [member(preprocess.to_model_input(images), training=False).numpy()

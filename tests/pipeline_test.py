@@ -8,7 +8,7 @@ import pathlib
 import shutil
 
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 
 from emotion_tfds.data import augment
@@ -36,8 +36,9 @@ def _read(ds: tf.data.Dataset) -> tuple[list[str], np.ndarray]:
 
 class MakeDatasetTest(tf.test.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir):
+  def setUp(self):
+    super().setUp()
+    generated_data_dir = support.generated_data_dir()
     self.builder = datasets.get_builder(_DATASET, generated_data_dir)
     self.train_keys = _train_keys(str(generated_data_dir))
 
@@ -191,9 +192,9 @@ class MakeDatasetTest(tf.test.TestCase):
 class MakeEvalDatasetTest(tf.test.TestCase):
   """Evaluation input: full batches of one static shape, every example once and in order."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir):
-    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
+  def setUp(self):
+    super().setUp()
+    self.builder = datasets.get_builder(_DATASET, support.generated_data_dir())
 
   def _real(self, batches) -> tuple[list[str], np.ndarray]:
     """(image hashes, labels) of the mask-1 examples of (images, labels, mask) batches."""
@@ -258,8 +259,10 @@ class MakeEvalDatasetTest(tf.test.TestCase):
 class CacheTest(tf.test.TestCase):
   """Training reads and decodes the split once however many epochs follow."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, tmp_path):
+  def setUp(self):
+    super().setUp()
+    generated_data_dir = support.generated_data_dir()
+    tmp_path = support.tempdir(self)
     shutil.copytree(generated_data_dir / "generated_faces", tmp_path / "generated_faces")
     self.builder = datasets.get_builder(_DATASET, tmp_path)
     self.train_keys = _train_keys(str(generated_data_dir))
@@ -304,10 +307,10 @@ class CacheTest(tf.test.TestCase):
 class InputPipelineBenchmarkTest(tf.test.TestCase):
   """Smoke test of benchmarks/input_pipeline.py, so that it cannot rot."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, tmp_path):
-    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
-    self.workdir = tmp_path
+  def setUp(self):
+    super().setUp()
+    self.builder = datasets.get_builder(_DATASET, support.generated_data_dir())
+    self.workdir = support.tempdir(self)
 
   def test_every_mode_runs_and_reports(self):
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top

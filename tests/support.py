@@ -80,7 +80,7 @@ def generated_csv() -> pathlib.Path:
 @functools.cache
 def generated_data_dir() -> pathlib.Path:
   """A TFDS data_dir holding generated_faces/fer7 and generated_faces/seed6 built from
-  `generated_csv` (generated faces are never built as fer2013)."""
+  `generated_csv` (never as fer2013)."""
   from emotion_tfds.data import datasets
   data_dir = process_tempdir("tfds_data")
   for config in ("fer7", "seed6"):
@@ -169,3 +169,21 @@ def tensorboard_runs(logdir: pathlib.Path) -> list[str]:
   runs = data_provider.MultiplexerDataProvider(multiplexer, str(logdir)).list_runs(
       context.RequestContext(), experiment_id="")
   return [run.run_name for run in sorted(runs, key=lambda run: (run.start_time, run.run_name))]
+
+
+class WithGeneratedData:
+  """Test-class mixin: `cls.data_dir` (str), the process's `generated_data_dir`."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = str(generated_data_dir())
+
+
+class WithKeras2Files:
+  """Test-class mixin: `cls.keras2`, the folder of real Keras 2 files (`keras2_files`)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.keras2 = keras2_files()

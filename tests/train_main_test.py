@@ -19,7 +19,6 @@ from absl.testing import absltest
 import h5py
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 
@@ -145,7 +144,7 @@ class DefaultRunTest(absltest.TestCase):
     self.assertRegex(checked.stdout, r"(\d+) of \1 checks passed")
 
 
-class ReadmeSequenceTest(absltest.TestCase):
+class ReadmeSequenceTest(support.WithGeneratedData, absltest.TestCase):
   """The README from a fresh clone: the default run, the real data's `tfds build`, a recipe."""
 
   def test_the_recipe_trains_on_the_csv_built_after_the_default_run(self):
@@ -184,7 +183,6 @@ class ReadmeSequenceTest(absltest.TestCase):
     self.assertEqual(set(written["versions"]),
                      {"python", "tensorflow", "keras", "tensorflow-datasets", "numpy"})
 
-  @pytest.mark.usefixtures("data_dir")
   def test_generated_faces_an_older_default_run_built_as_fer2013_are_refused_in_one_line(self):
     root = support.tempdir(self)
     data_dir = root / "data"
@@ -209,8 +207,7 @@ class ReadmeSequenceTest(absltest.TestCase):
         _sha256(csv_path))
 
 
-@pytest.mark.usefixtures("data_dir")
-class KillResumeTest(absltest.TestCase):
+class KillResumeTest(support.WithGeneratedData, absltest.TestCase):
 
   def _kill_in_stage(self, command: list[str], model_dir: pathlib.Path, stage: int,
                      epochs: int) -> checkpoints.Progress:
@@ -284,8 +281,7 @@ class KillResumeTest(absltest.TestCase):
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-3)
 
 
-@pytest.mark.usefixtures("data_dir", "keras2_release")
-class PretrainedRunTest(absltest.TestCase):
+class PretrainedRunTest(support.WithGeneratedData, support.WithKeras2Files, absltest.TestCase):
   """--pretrained with files this project did not write, through the whole main."""
 
   def _run_pretrained(self, root: pathlib.Path, dataset: str,

@@ -1,6 +1,6 @@
 """Tests for emotion_tfds.train.loop: stage semantics, head swap, exports, checkpoints and resume.
 
-Real training runs of a few steps on the generated faces of `generated_data_dir` (conftest).
+Real training runs of a few steps on the generated faces of `support.generated_data_dir`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from unittest import mock
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -76,8 +75,7 @@ class _Snapshots(keras.callbacks.Callback):
     self.fits[-1]["end"] = _layer_weights(self.model.net)
 
 
-@pytest.mark.usefixtures("data_dir")
-class StagesTest(absltest.TestCase):
+class StagesTest(support.WithGeneratedData, absltest.TestCase):
   """One run: fer7 pretraining (all), head swap to seed6, a head stage, an all stage."""
 
   def _run(self):
@@ -201,8 +199,7 @@ class _FirstState(keras.callbacks.Callback):
       self.state = _optimizer_state(self.model)
 
 
-@pytest.mark.usefixtures("data_dir")
-class ResumeTest(absltest.TestCase):
+class ResumeTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_crashes_at_a_stage_end_and_mid_stage_resume_with_optimizer_state(self):
     model_dir = support.tempdir(self)
@@ -301,8 +298,7 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
   return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.usefixtures("data_dir")
-class AveragedWeightsTest(absltest.TestCase):
+class AveragedWeightsTest(support.WithGeneratedData, absltest.TestCase):
   """ema=M: validation and keep-best see the averages (of the weights and the BatchNorm
   statistics), checkpoints resume them, the stage ends with them."""
 
@@ -343,8 +339,7 @@ class AveragedWeightsTest(absltest.TestCase):
     self.assertTrue(_same(_network_state(result.network), kept))
 
 
-@pytest.mark.usefixtures("data_dir")
-class RecipeOptionsTest(absltest.TestCase):
+class RecipeOptionsTest(support.WithGeneratedData, absltest.TestCase):
   """Plateau lr, weight decay, smoothing, class weights, keep_best and flip TTA in one real run."""
 
   def test_keep_best_with_plateau_survives_a_crash(self):
@@ -416,7 +411,7 @@ class XlaStepTest(absltest.TestCase):
         self.assertLess(np.linalg.norm(xla - plain) / np.linalg.norm(plain), 0.05, weight.path)
 
 
-class ErrorsTest(absltest.TestCase):
+class ErrorsTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_dataset_not_built(self):
     data_dir = str(support.tempdir(self))
@@ -429,13 +424,11 @@ class ErrorsTest(absltest.TestCase):
       inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=100)
     self.assertEqual(list(pathlib.Path(data_dir).iterdir()), [])
 
-  @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
     config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
       loop.train(config)
 
-  @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
     builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, generate_rows=0)
     identity = checkpoints.data_identity({"generated_faces/seed6": builder})
@@ -466,8 +459,7 @@ class ErrorsTest(absltest.TestCase):
         profile_steps=(2, 3)).fingerprint())
 
 
-@pytest.mark.usefixtures("data_dir")
-class ProfileTest(absltest.TestCase):
+class ProfileTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_profile_steps_write_a_readable_profile_of_the_first_stage_that_reaches_them(self):
     model_dir = support.tempdir(self)
@@ -491,8 +483,7 @@ class ProfileTest(absltest.TestCase):
     self.assertRegex(step_table["p"]["input_conclusion"], r"is (NOT )?input-bound")
 
 
-@pytest.mark.usefixtures("data_dir")
-class DataServiceTest(absltest.TestCase):
+class DataServiceTest(support.WithGeneratedData, absltest.TestCase):
   """`data_service_address` sends the training input through a tf.data service on 127.0.0.1."""
 
   def test_trains_through_an_in_process_service(self):
