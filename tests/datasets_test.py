@@ -58,13 +58,7 @@ def _label_counts(builder: tfds.core.DatasetBuilder, split: str) -> list[int]:
   return np.bincount(ids, minlength=datasets.num_classes(builder)).tolist()
 
 
-class GeneratedDataTest(absltest.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.csv_path = support.generated_csv()
-    cls.data_dir = support.generated_data_dir()
+class GeneratedDataTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_splits_and_labels_match_the_csv(self):
     for config in _CONFIGS:
@@ -155,14 +149,8 @@ class EnsureGeneratedTest(absltest.TestCase):
       self.assertEqual(os.listdir(data_dir), [])
 
 
-class ProvenanceTest(absltest.TestCase):
+class ProvenanceTest(support.WithGeneratedData, absltest.TestCase):
   """What a built dataset is made of, and what a run is told when one is missing."""
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.csv_path = support.generated_csv()
-    cls.data_dir = support.generated_data_dir()
 
   def test_generated_faces_name_the_generator_and_the_csv(self):
     builder = datasets.get_builder("generated_faces/seed6", self.data_dir)

@@ -47,6 +47,14 @@ def train_small_model(builder, epochs: int, seed: int = 0) -> keras.Model:
   return model
 
 
+def assert_names_the_classes(test: tf.test.TestCase, saved, path, names) -> None:
+  """The SavedModel `saved` (loaded from `path`) names `names` in its signature and its asset."""
+  test.assertEqual(
+      [n.decode() for n in saved.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
+      list(names))
+  test.assertEqual(loader.saved_model_label_names(path), names)
+
+
 @functools.cache
 def exported() -> tuple:
   """(builder, keras model, out_dir, parity report) after export.run on a trained model."""
@@ -124,11 +132,8 @@ class ExportRunTest(tf.test.TestCase):
     rgb_96 = np.repeat(np.repeat(np.repeat(images, 2, axis=1), 2, axis=2), 3, axis=3)
     self.assertAllClose(serve_photos(images=tf.constant(rgb_96))[loader.PROBABILITIES_KEY],
                         expected, atol=1e-6)
-    names = datasets.label_names(self.builder)
-    self.assertEqual(
-        [n.decode() for n in loaded.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
-        list(names))
-    self.assertEqual(loader.saved_model_label_names(self.out_dir / "saved_model"), names)
+    assert_names_the_classes(self, loaded, self.out_dir / "saved_model",
+                             datasets.label_names(self.builder))
 
   def test_serve_photos_rejects_two_channels(self):
     loaded = tf.saved_model.load(str(self.out_dir / "saved_model"))
@@ -226,11 +231,8 @@ class ExportEnsembleMainTest(tf.test.TestCase):
     served = saved.signatures[loader.SERVING_KEY](images=tf.constant(images))
     self.assertAllClose(served[loader.PROBABILITIES_KEY], expected, atol=1e-5)
     self.assertAllEqual(served[loader.LABEL_KEY], expected.argmax(-1))
-    names = datasets.label_names(self.builder)
-    self.assertEqual(
-        [n.decode() for n in saved.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
-        list(names))
-    self.assertEqual(loader.saved_model_label_names(self.ensemble_dir / "saved_model"), names)
+    assert_names_the_classes(self, saved, self.ensemble_dir / "saved_model",
+                             datasets.label_names(self.builder))
 
   def test_float_tflite_averages_the_members_and_holds_them_all(self):
     images, _ = split_arrays(self.builder, "validation")

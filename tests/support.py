@@ -172,12 +172,14 @@ def tensorboard_runs(logdir: pathlib.Path) -> list[str]:
 
 
 class WithGeneratedData:
-  """Test-class mixin: `cls.data_dir` (str), the process's `generated_data_dir`."""
+  """Test-class mixin: `cls.data_dir` (str), the process's `generated_data_dir`, and `cls.csv_path`,
+  the `generated_csv` it was built from."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.data_dir = str(generated_data_dir())
+    cls.csv_path = generated_csv()
 
 
 class WithKeras2Files:
