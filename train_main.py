@@ -1,9 +1,11 @@
 """Trains an emotion classifier in stages on any tf.distribute strategy; resumes after a kill.
 
-With no flags: generates the faces dataset under ./data/tfds if it is not built there, trains a
-short version of the seed's schedule (7-class pretraining on fer7, then head / all / all on seed6),
-evaluates on the test split, prints the per-emotion table and saves runs/default/model.keras and
-runs/default/saved_model. Run from the repository root:
+With no flags: generates faces and builds them as generated_faces/fer7 and generated_faces/seed6
+under ./data/tfds if they are not built there (never as fer2013, which only the real csv builds),
+trains a short version of the seed's schedule (7-class pretraining on fer7, then head / all / all
+on seed6), evaluates on the test split, prints the per-emotion table and saves
+runs/default/model.keras, runs/default/saved_model and runs/default/manifest.json (what made the
+model: commit, flags, versions, CPU, precision, data). Run from the repository root:
 
   python train_main.py
   python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
@@ -22,6 +24,7 @@ from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/q
 import sys
 
 from absl import flags
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from emotion_tfds import errors
@@ -31,7 +34,9 @@ from emotion_tfds import tta
 from emotion_tfds.data import augment
 from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
+from emotion_tfds.train import budget
 from emotion_tfds.train import config as config_lib
+from emotion_tfds.train import precision
 from emotion_tfds.train import stages
 from emotion_tfds.train import strategies
 
@@ -41,9 +46,9 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
     "$TFDS_DATA_DIR).")
 _DATASET = flags.DEFINE_string(
-    "dataset", datasets.DEFAULT_DATASET,
-    "Target dataset name/config, or a mixture with the RAVDESS crops, e.g. "
-    "fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
+    "dataset", datasets.DEFAULT_DATASET, "Target dataset name/config (fer2013/<config>: "
+    "real FER-2013; generated_faces/<config>: generated faces), or a mixture with the RAVDESS "
+    "crops, e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
 _MODEL = flags.DEFINE_enum("model", "base_cnn", sorted(models.MODELS),
                            "Architecture (models_main.py lists their sizes).")
 _PRETRAINED = flags.DEFINE_string(
@@ -56,7 +61,8 @@ _STAGES = flags.DEFINE_string(
     "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
     "augment=on|off, ema=M, teacher=PATH[+PATH...] (distil from trained .keras networks, their "
     "probabilities averaged), distill_t=T (temperature, default 4), distill_w=W (weight of the "
-    "distillation term, default 0.5) (see emotion_tfds/train/stages.py).")
+    "distillation term, default 0.5), budget=on (the stage --time_budget sizes; default the "
+    "last) (see emotion_tfds/train/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
@@ -66,8 +72,13 @@ _PRETRAIN_DATASET = flags.DEFINE_string(
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
+_PRECISION = flags.DEFINE_enum(
+    "precision", "auto", list(precision.PRECISIONS),
+    "Compute precision; variables, checkpoints and exports stay float32. auto: bfloat16 on TPUs "
+    "and on CPUs with AMX-BF16, float16 (with loss scaling) on GPUs, float32 elsewhere; the run "
+    "prints which and why. A run may resume under another precision.")
 _MIXED_PRECISION = flags.DEFINE_bool(
-    "mixed_precision", False, "float16 compute on GPU (bfloat16 on TPU/CPU), float32 variables.")
+    "mixed_precision", False, "Old alias: --precision=float16 on GPUs, bfloat16 elsewhere.")
 _AUGMENT_ON = flags.DEFINE_enum(
     "augment_on", "device", list(config_lib.AUGMENT_ON),
     "Where augmentation runs: inside the train step on the accelerator, in the tf.data pipeline on "
@@ -93,6 +104,12 @@ _KEEP_BEST = flags.DEFINE_enum(
 _FINAL_TTA = flags.DEFINE_enum(
     "final_tta", "none", list(tta.TTA_MODES),
     "Test-time augmentation of the final evaluation (as eval_main --tta).")
+_TIME_BUDGET = flags.DEFINE_float(
+    "time_budget", 0.0, "Minutes the whole command may take, from its start to its exit (final "
+    "evaluation, TTA and saving included): the budgeted stage (budget=on, else the last) gets as "
+    "many epochs as fit, from the throughput measured when it starts (its lr schedule follows "
+    "them); the count is kept in the checkpoint for a resume. 0: the stages' epochs as given.",
+    lower_bound=0.0)
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed (init, data order, augmentation, dropout).")
@@ -104,8 +121,9 @@ _REFERENCE_BATCH = flags.DEFINE_integer(
     "reference_batch", 32, "Batch size the stage learning rates are given for (--scale_lr).",
     lower_bound=1)
 _GENERATE_ROWS = flags.DEFINE_integer(
-    "generate_rows", facegen.DEFAULT_ROWS, "When a dataset is not built in --data_dir: generate this many faces "
-    "and build it from them (0: require a built dataset, e.g. real FER-2013).", lower_bound=0)
+    "generate_rows", facegen.DEFAULT_ROWS, "When a generated_faces dataset is not built in "
+    "--data_dir: generate this many faces and build it (0: require it built). fer2013 is never "
+    "generated.", lower_bound=0)
 _EVAL_SPLIT = flags.DEFINE_string(
     "eval_split", "test", "Split of the final evaluation ('validation' when it is absent).")
 _VALIDATE = flags.DEFINE_bool("validate", True, "Evaluate on the validation split every epoch.")
@@ -123,6 +141,24 @@ _ENSEMBLE_MEMBERS = flags.DEFINE_integer(
     "evaluate their ensemble (the mean of their probabilities, --eval_split, --final_tta) and save "
     "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
     lower_bound=1)
+
+
+_PROFILE_STEPS = flags.DEFINE_list(
+    "profile_steps", None,
+    "FIRST,LAST: write a TensorBoard profile (Profile tab) of these training steps (1-based, "
+    "counted in the stage) of the first stage that runs that many, into <model_dir>/tb/<stage>.")
+
+
+def _is_step_range(steps: list[str] | None) -> bool:
+  try:
+    first, last = (int(step) for step in steps or (1, 1))
+  except ValueError:
+    return False
+  return 1 <= first <= last
+
+
+flags.register_validator("profile_steps", _is_step_range,
+                         "--profile_steps: expected FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,8.")
 _PROGRESS = flags.DEFINE_enum(
     "progress", None, list(_PROGRESS_VERBOSE),
     "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays). "
@@ -158,7 +194,7 @@ def make_config() -> config_lib.TrainConfig:
       pretrained=_PRETRAINED.value,
       strategy=_STRATEGY.value,
       tpu=_TPU.value,
-      mixed_precision=_MIXED_PRECISION.value,
+      precision=_precision(),
       augment_on=_AUGMENT_ON.value,
       seed=_SEED.value,
       deterministic=_DETERMINISTIC.value,
@@ -174,7 +210,16 @@ def make_config() -> config_lib.TrainConfig:
       augment_params=augment_params,
       keep_best=_KEEP_BEST.value,
       final_tta=_FINAL_TTA.value,
+      time_budget=_TIME_BUDGET.value,
+      budget_start=budget.process_started(),
+      profile_steps=tuple(int(step) for step in _PROFILE_STEPS.value) if _PROFILE_STEPS.value
+      else None,
   )
+
+
+def flag_values() -> dict:
+  """This main's flags with their values after --flagfile and defaults (the run's manifest)."""
+  return {flag.name: flag.value for flag in flags.FLAGS.get_flags_for_module(__name__)}
 
 
 def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
@@ -184,13 +229,27 @@ def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
     raise errors.ConfigError(f"--{flag.name}: {e}") from None
 
 
+def _precision() -> str:
+  """--precision, or what the --mixed_precision alias stands for on this machine."""
+  if not _MIXED_PRECISION.value:
+    return _PRECISION.value
+  # Physical devices: listing the logical ones would start TF before the strategy is made.
+  alias = precision.mixed({device.device_type for device in tf.config.list_physical_devices()})
+  if _PRECISION.present and _PRECISION.value != alias:
+    raise errors.ConfigError(f"--mixed_precision means --precision={alias} here, but "
+                             f"--precision={_PRECISION.value} is given; pass only --precision.")
+  print(f"--mixed_precision is an alias of --precision={alias} on this machine; use --precision "
+        "(default auto).", flush=True)
+  return alias
+
+
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
   if _ENSEMBLE_MEMBERS.value > 1:
-    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value)
+    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value, flag_values=flag_values())
   else:
-    experiment.run_experiment(make_config())
+    experiment.run_experiment(make_config(), flag_values=flag_values())
 
 
 if __name__ == "__main__":

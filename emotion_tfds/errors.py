@@ -45,6 +45,10 @@ class StrategyUnavailableError(UserError, RuntimeError):
   """The requested tf.distribute strategy cannot run on this machine."""
 
 
+class NonFiniteLossError(UserError, FloatingPointError):
+  """Training diverged: the loss became NaN or infinite (too high a learning rate, 16-bit range)."""
+
+
 def exit_on_user_error(main: Callable) -> Callable:
   """Wraps an absl main: a `UserError` prints "error: <message>" to stderr and exits with 1."""
 

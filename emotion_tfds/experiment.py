@@ -1,7 +1,8 @@
 """A whole training run as train_main runs it, composed above training, reporting and serving:
-`train.loop.train` up to the final network, then its evaluation on the report split (per-emotion
-table, `eval_<split>.json`/`.md`, the run's TensorBoard result) and the saved files (`model.keras`
-and the uint8-input SavedModel).
+`train.loop.train` up to the final network, then the run's manifest (`manifest.json`: commit,
+settings, versions, CPU, precision, data provenance), the evaluation on the report split
+(per-emotion table, `eval_<split>.json`/`.md`, the run's TensorBoard result) and the saved files
+(`model.keras` and the uint8-input SavedModel, which carries the manifest in its assets).
 
 `run_ensemble` trains several networks of one recipe that way, each with its own seed in its own
 folder, then evaluates and saves their ensemble (the mean of their probabilities) as one model.
@@ -19,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from emotion_tfds import errors
+from emotion_tfds import manifest
 from emotion_tfds import workers
 from emotion_tfds.data import datasets
 from emotion_tfds.data import integrity
@@ -47,17 +49,21 @@ class RunResult:
     report: per-emotion evaluation on the report split.
     history: one dict per epoch trained by this call: stage, epoch, the Keras logs, images_per_s.
     resumed_from: (stage index, epochs done) of the checkpoint this call started from, or None.
+    manifest: the run's manifest (`write_manifest`).
   """
   model: keras.Model
   report: metrics.EmotionReport
   history: list[dict]
   resumed_from: tuple[int, int] | None
+  manifest: dict
 
 
 def run_experiment(config: config_lib.TrainConfig,
                    strategy: tf.distribute.Strategy | None = None,
-                   extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
-  """Trains (`loop.train`, same arguments and errors), evaluates and saves the final network.
+                   extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+                   flag_values: dict | None = None) -> RunResult:
+  """Trains (`loop.train`, same arguments and errors), writes the manifest (with `flag_values`,
+  the main's flags), evaluates and saves the final network.
 
   Raises:
     errors.DamagedDataError: a file of the run's datasets cannot be read (`integrity`).
@@ -65,13 +71,27 @@ def run_experiment(config: config_lib.TrainConfig,
   used = [config.dataset] + [config.stage_dataset(stage) for stage in config.stages]
   with integrity.naming_damaged_files(used, config.data_dir):
     trained = loop.train(config, strategy, extra_callbacks)
+    run_manifest = write_manifest(trained, config, flag_values)
     report = evaluate_final(trained, config)
   export.save_trained(trained.network, trained.write_dir, datasets.label_names(trained.target),
-                      announce=trained.chief)
+                      announce=trained.chief, manifest=run_manifest)
   if not trained.chief:
     shutil.rmtree(trained.write_dir, ignore_errors=True)
   return RunResult(model=trained.network, report=report, history=trained.history,
-                   resumed_from=trained.resumed_from)
+                   resumed_from=trained.resumed_from, manifest=run_manifest)
+
+
+def write_manifest(trained: loop.TrainedRun, config: config_lib.TrainConfig,
+                   flag_values: dict | None = None) -> dict:
+  """The run's manifest (`manifest.run_manifest`: the data of every dataset it trained on, the
+  Keras precision policy it trained under), written to `<model_dir>/manifest.json` by the chief."""
+  run_manifest = manifest.run_manifest(
+      flags=flag_values, config=dataclasses.asdict(config),
+      precision=keras.mixed_precision.global_policy().name,
+      data={name: datasets.provenance(builder) for name, builder in trained.builders.items()})
+  if trained.chief:
+    manifest.write(trained.write_dir / manifest.MANIFEST_FILE, run_manifest)
+  return run_manifest
 
 
 def evaluate_final(trained: loop.TrainedRun,
@@ -88,7 +108,7 @@ def evaluate_final(trained: loop.TrainedRun,
           f"{config.final_tta}):\n{report.format_table()}", flush=True)
     run_summaries.write_run_result(trained.write_dir / loop.TENSORBOARD_DIR, report,
                                    trained.best_validation_accuracy,
-                                   step=sum(s.epochs for s in config.stages))
+                                   step=sum(s.epochs for s in trained.config.stages))
   return report
 
 
@@ -108,7 +128,8 @@ class EnsembleResult:
 
 def run_ensemble(config: config_lib.TrainConfig, num_members: int,
                  strategy: tf.distribute.Strategy | None = None,
-                 extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> EnsembleResult:
+                 extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+                 flag_values: dict | None = None) -> EnsembleResult:
   """Trains `num_members` networks of `config`'s recipe, then evaluates and saves their ensemble.
 
   Member k is the whole run of `config` with seed `config.seed + k` in `<model_dir>/member_<k>/`
@@ -116,7 +137,8 @@ def run_ensemble(config: config_lib.TrainConfig, num_members: int,
   `config`. The ensemble, the mean of the members' probabilities, is evaluated as one run's final
   network is (`config.eval_split`, `config.final_tta`; `<model_dir>/eval_<split>.json` and `.md`)
   and saved as one uint8-input SavedModel holding every member, `<model_dir>/saved_model`, with
-  its class names in `<model_dir>/labels.txt`.
+  its class names in `<model_dir>/labels.txt` and its manifest (member 0's, with the ensemble's
+  settings and members) in `<model_dir>/manifest.json` and the SavedModel's assets.
 
   Raises:
     errors.ConfigError: fewer than two members, or a model_dir holding one network's checkpoints.
@@ -138,7 +160,7 @@ def run_ensemble(config: config_lib.TrainConfig, num_members: int,
     if chief:
       print(f"\nEnsemble member {k + 1}/{num_members} (seed {member.seed}) in {member.model_dir}",
             flush=True)
-    members.append(run_experiment(member, strategy, extra_callbacks))
+    members.append(run_experiment(member, strategy, extra_callbacks, flag_values))
 
   network = ensemble.average_networks([m.model for m in members])
   target = inputs.built_dataset(config.dataset, config.data_dir, generate_rows=0)
@@ -149,8 +171,14 @@ def run_ensemble(config: config_lib.TrainConfig, num_members: int,
   for suffix in (".json", ".md"):
     report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
   label_names = datasets.label_names(target)
-  export.export_saved_model(network, write_dir / loader.SAVED_MODEL_DIR, label_names)
+  ensemble_manifest = dict(members[0].manifest, config=dataclasses.asdict(config), ensemble=[
+      {"model_dir": str(model_dir / MEMBER_DIR.format(k)), "seed": config.seed + k}
+      for k in range(num_members)])
+  export.export_saved_model(network, write_dir / loader.SAVED_MODEL_DIR, label_names,
+                            manifest=ensemble_manifest)
   loader.write_label_names(write_dir, label_names)
+  if chief:
+    manifest.write(write_dir / manifest.MANIFEST_FILE, ensemble_manifest)
   if chief:
     accuracies = ", ".join(f"{m.report.totals.accuracy:.2%}" for m in members)
     print(f"\nEvaluation of the ensemble of {num_members} on {config.dataset} {split} (TTA "

@@ -19,7 +19,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
-import pytest
+import support
 
 from emotion_tfds import labels
 from emotion_tfds.data import datasets
@@ -46,7 +46,8 @@ config = config_lib.TrainConfig(
     model_dir=model_dir, data_dir=data_dir, validate=False, max_steps_per_epoch=3, verbose=0,
     model="fastnet_small",  # BatchNorm: its statistics and their averages must stay in sync.
     stages=tuple(stages.parse_stages("all:1:1e-3:16:ema=0.9")), strategy=mode,  # EMA too.
-    augment_on="host" if mode == "mirrored" else "device")  # Both augmentation paths.
+    augment_on="host" if mode == "mirrored" else "device",  # Both augmentation paths.
+    precision="float32")  # Compared exactly: not what "auto" picks on another machine.
 result = experiment.run_experiment(config, strategy=strategy)
 # The largest difference between the replicas' copies of any variable.
 spread = 0.0
@@ -87,7 +88,7 @@ def recording_predict_fn(net):
 preprocess.predict_fn = recording_predict_fn
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-builder = datasets.get_builder("fer2013/seed6", sys.argv[1])
+builder = datasets.get_builder("generated_faces/seed6", sys.argv[1])
 with strategy.scope():
   net = models.build_fastnet_small(len(datasets.label_names(builder)))
 reports = [evaluation.evaluate_network(net, builder, "validation", strategy, tta)
@@ -107,8 +108,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.usefixtures("data_dir")
-class DistributeTest(absltest.TestCase):
+class DistributeTest(support.WithGeneratedData, absltest.TestCase):
 
   def setUp(self):
     super().setUp()
@@ -163,7 +163,7 @@ class DistributeTest(absltest.TestCase):
     # Per replica: 128 images (256 / 2), twice that with the flipped views.
     self.assertEqual({tuple(shape) for shape in result["traced"]},
                      {(128, 48, 48, 1), (256, 48, 48, 1)})
-    builder = datasets.get_builder("fer2013/seed6", self.data_dir)
+    builder = datasets.get_builder("generated_faces/seed6", self.data_dir)
     true_labels = [int(label) for _, label in builder.as_dataset("validation", as_supervised=True)]
     expected = np.bincount(true_labels, minlength=len(labels.SEED6)).tolist()
     self.assertEqual(sum(expected), 120)  # One replica's share is padding only.

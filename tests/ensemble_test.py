@@ -3,6 +3,7 @@ and a two-member `train_main.py --ensemble_members=2` run in a subprocess."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -12,7 +13,6 @@ import sys
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -31,7 +31,7 @@ from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import stages
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DATASET = "fer2013/seed6"
+DATASET = "generated_faces/seed6"
 _TIMEOUT_S = 300
 
 
@@ -51,12 +51,12 @@ def _train_member(images: np.ndarray, labels_: np.ndarray, seed: int) -> keras.M
   return net
 
 
-@pytest.fixture(scope="module")
-def members(generated_data_dir, tmp_path_factory) -> dict:
+@functools.cache
+def members() -> dict:
   """Two seed6 members trained here (each in its own folder with labels.txt), their files as
   .keras, SavedModel and .tflite, and validation faces."""
-  images, train_labels = _split_arrays(generated_data_dir, DATASET, "train")
-  root = tmp_path_factory.mktemp("members")
+  images, train_labels = _split_arrays(support.generated_data_dir(), DATASET, "train")
+  root = support.process_tempdir("members")
   nets, paths = [], []
   for k in range(2):
     nets.append(_train_member(images, train_labels, seed=k))
@@ -70,7 +70,7 @@ def members(generated_data_dir, tmp_path_factory) -> dict:
   return {"nets": nets, "paths": paths, "root": root,
           "saved_model": root / "member_1" / loader.SAVED_MODEL_DIR,
           "tflite": root / "member_1" / "m.tflite",
-          "images": _split_arrays(generated_data_dir, DATASET, "validation")[0][:64]}
+          "images": _split_arrays(support.generated_data_dir(), DATASET, "validation")[0][:64]}
 
 
 class AverageNetworksTest(absltest.TestCase):
@@ -110,9 +110,10 @@ class AverageNetworksTest(absltest.TestCase):
 
 class LoadEnsembleTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, members):
-    self.m = members
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.m = members()
 
   def test_probabilities_are_the_mean_of_the_members(self):
     images = self.m["images"]
@@ -180,22 +181,22 @@ class RunEnsembleArgumentsTest(absltest.TestCase):
       experiment.run_ensemble(self._config(model_dir), 2)
 
 
-@pytest.mark.usefixtures("data_dir")
-class EnsembleTrainMainTest(absltest.TestCase):
+class EnsembleTrainMainTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_two_members_and_the_ensemble_saved_model(self):
     model_dir = support.tempdir(self) / "run"
     command = [sys.executable, str(REPO / "train_main.py"), f"--data_dir={self.data_dir}",
-               f"--model_dir={model_dir}", "--dataset=fer2013/fer7", "--model=fastnet_small",
+               f"--model_dir={model_dir}", "--dataset=generated_faces/fer7",
+               "--model=fastnet_small",
                "--pretrain_stages=", "--stages=main:all:1:1e-3:16", "--max_steps_per_epoch=3",
                "--novalidate", "--ensemble_members=2", "--progress=none"]
     done = subprocess.run(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
                           capture_output=True, text=True, timeout=_TIMEOUT_S)
     self.assertEqual(done.returncode, 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     self.assertIn(f"Ensemble member 2/2 (seed 1) in {model_dir / 'member_1'}", done.stdout)
-    self.assertIn("Evaluation of the ensemble of 2 on fer2013/fer7 test", done.stdout)
+    self.assertIn("Evaluation of the ensemble of 2 on generated_faces/fer7 test", done.stdout)
 
-    images, true = _split_arrays(pathlib.Path(self.data_dir), "fer2013/fer7", "test")
+    images, true = _split_arrays(pathlib.Path(self.data_dir), "generated_faces/fer7", "test")
     member_probabilities = []
     for k in range(2):
       member_dir = model_dir / f"member_{k}"
@@ -218,6 +219,15 @@ class EnsembleTrainMainTest(absltest.TestCase):
                   ["totals"]["accuracy"] for k in range(2)]
     self.assertIn(f"accuracy: members {accuracies[0]:.2%}, {accuracies[1]:.2%}; ensemble "
                   f"{report['totals']['accuracy']:.2%}", done.stdout)
+    # The ensemble's manifest names its members (each member has its own) and its data.
+    written = json.loads((model_dir / "manifest.json").read_text())
+    self.assertEqual(json.loads((model_dir / "saved_model" / "assets" / "manifest.json")
+                                .read_text()), written)
+    self.assertEqual([m["seed"] for m in written["ensemble"]], [0, 1])
+    self.assertEqual((written["flags"]["ensemble_members"], list(written["data"])),
+                     (2, ["generated_faces/fer7"]))
+    self.assertEqual(json.loads((model_dir / "member_1" / "manifest.json").read_text())
+                     ["config"]["seed"], 1)
 
 
 if __name__ == "__main__":

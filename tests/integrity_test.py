@@ -14,7 +14,7 @@ from emotion_tfds import errors
 from emotion_tfds.data import datasets
 from emotion_tfds.data import integrity
 
-_DATASET = datasets.DEFAULT_DATASET  # Built by the data_dir fixture.
+_DATASET = datasets.DEFAULT_DATASET  # Built by support.generated_data_dir.
 
 
 class DamagedFilesTest(absltest.TestCase):

@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.data.pipeline over a generated fer2013 dataset built with the real builder."""
+"""Tests for emotion_tfds.data.pipeline over generated faces built with the real builder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pathlib
 import shutil
 
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 
 from emotion_tfds.data import augment
@@ -17,7 +17,7 @@ from emotion_tfds.data import pipeline
 from emotion_tfds.report import metrics
 from emotion_tfds.train import inputs
 
-_DATASET = "fer2013/fer7"
+_DATASET = "generated_faces/fer7"
 _BATCH = 32  # Divides the generated train split (1,120), so training drops nothing.
 
 
@@ -36,8 +36,9 @@ def _read(ds: tf.data.Dataset) -> tuple[list[str], np.ndarray]:
 
 class MakeDatasetTest(tf.test.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir):
+  def setUp(self):
+    super().setUp()
+    generated_data_dir = support.generated_data_dir()
     self.builder = datasets.get_builder(_DATASET, generated_data_dir)
     self.train_keys = _train_keys(str(generated_data_dir))
 
@@ -191,9 +192,9 @@ class MakeDatasetTest(tf.test.TestCase):
 class MakeEvalDatasetTest(tf.test.TestCase):
   """Evaluation input: full batches of one static shape, every example once and in order."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir):
-    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
+  def setUp(self):
+    super().setUp()
+    self.builder = datasets.get_builder(_DATASET, support.generated_data_dir())
 
   def _real(self, batches) -> tuple[list[str], np.ndarray]:
     """(image hashes, labels) of the mask-1 examples of (images, labels, mask) batches."""
@@ -258,9 +259,11 @@ class MakeEvalDatasetTest(tf.test.TestCase):
 class CacheTest(tf.test.TestCase):
   """Training reads and decodes the split once however many epochs follow."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, tmp_path):
-    shutil.copytree(generated_data_dir / "fer2013", tmp_path / "fer2013")
+  def setUp(self):
+    super().setUp()
+    generated_data_dir = support.generated_data_dir()
+    tmp_path = support.tempdir(self)
+    shutil.copytree(generated_data_dir / "generated_faces", tmp_path / "generated_faces")
     self.builder = datasets.get_builder(_DATASET, tmp_path)
     self.train_keys = _train_keys(str(generated_data_dir))
     self.hidden = tmp_path / "hidden"
@@ -304,10 +307,10 @@ class CacheTest(tf.test.TestCase):
 class InputPipelineBenchmarkTest(tf.test.TestCase):
   """Smoke test of benchmarks/input_pipeline.py, so that it cannot rot."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, tmp_path):
-    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
-    self.workdir = tmp_path
+  def setUp(self):
+    super().setUp()
+    self.builder = datasets.get_builder(_DATASET, support.generated_data_dir())
+    self.workdir = support.tempdir(self)
 
   def test_every_mode_runs_and_reports(self):
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top

@@ -1,7 +1,7 @@
 """Tests for emotion_tfds.serve.predict and predict_main on real photographs.
 
 The photos are the real RAVDESS frames (one face each) when the shared data is present, else
-scikit-image's astronaut (`real_face_frames` fixture). A small CNN is trained once per module on the
+scikit-image's astronaut (`support.real_face_frames`). A small CNN is trained once per module on the
 generated faces and saved as .keras, SavedModel and float TFLite; a second one (another seed) as
 .keras, for ensembles.
 """
@@ -9,6 +9,7 @@ generated faces and saved as .keras, SavedModel and float TFLite; a second one (
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -19,7 +20,6 @@ import sys
 import cv2
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -33,15 +33,16 @@ from emotion_tfds.serve import loader
 from emotion_tfds.serve import predict
 from emotion_tfds.train import training_model
 
-DATASET = "fer2013/seed6"
+DATASET = "generated_faces/seed6"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def trained(generated_data_dir, real_face_frames, tmp_path_factory):
+@functools.cache
+def trained() -> dict:
   """Model files (keras, saved_model, tflite; a second model's keras), label names and the photo
   folders."""
-  builder = datasets.get_builder(DATASET, generated_data_dir)
+  real_face_frames = support.real_face_frames()
+  builder = datasets.get_builder(DATASET, support.generated_data_dir())
   images, labels = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1,
                                                     as_supervised=True))
   trained_models = []
@@ -53,7 +54,7 @@ def trained(generated_data_dir, real_face_frames, tmp_path_factory):
                            verbose=0)
   model = trained_models[0]
 
-  root = tmp_path_factory.mktemp("predict")
+  root = support.process_tempdir("predict")
   paths = {"keras": root / "model.keras", "saved_model": root / "saved_model",
            "tflite": root / "model.tflite"}
   model.save(paths["keras"])
@@ -79,10 +80,13 @@ def trained(generated_data_dir, real_face_frames, tmp_path_factory):
           "photos": photos, "others": others, "frames": real_face_frames, "root": root}
 
 
-@pytest.fixture(autouse=True)
-def _inject(request, trained):
-  """Hands the module fixture to the TestCase methods."""
-  request.instance.t = trained
+class _WithTrained:
+  """Test-class mixin: `cls.t`, the module's `trained()` models and photos."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.t = trained()
 
 
 def _run(*args, **kwargs) -> tuple[int, str]:
@@ -92,7 +96,7 @@ def _run(*args, **kwargs) -> tuple[int, str]:
   return code, out.getvalue()
 
 
-class PredictRunTest(tf.test.TestCase):
+class PredictRunTest(_WithTrained, tf.test.TestCase):
 
   def test_real_photos_one_face_each_json_and_annotated(self):
     output = self.get_temp_dir() + "/predictions.json"
@@ -183,7 +187,7 @@ class PredictRunTest(tf.test.TestCase):
     self.assertAllClose(list(face["probabilities"].values()), np.mean(single, axis=0), atol=1e-6)
 
 
-class PredictLibraryTest(tf.test.TestCase):
+class PredictLibraryTest(_WithTrained, tf.test.TestCase):
 
   def test_keras_saved_model_and_tflite_agree(self):
     crops = np.concatenate(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import pathlib
 import shutil
@@ -69,19 +70,22 @@ def real_face_frames() -> dict[str, np.ndarray]:
 
 @functools.cache
 def generated_csv() -> pathlib.Path:
-  """A generated-faces fer2013.csv with all three Usage values (GENERATED_ROWS rows)."""
+  """A generated-faces fer2013.csv with all three Usage values (GENERATED_ROWS rows), its
+  generated.json beside it."""
   from emotion_tfds.data import facegen
-  return facegen.write_csv(process_tempdir("generated_manual") / "fer2013.csv",
-                           num_rows=GENERATED_ROWS, seed=GENERATED_SEED)
+  return facegen.write_dataset(process_tempdir("generated_manual"), num_rows=GENERATED_ROWS,
+                               seed=GENERATED_SEED)
 
 
 @functools.cache
 def generated_data_dir() -> pathlib.Path:
-  """A TFDS data_dir holding fer2013/fer7 and fer2013/seed6 built from `generated_csv`."""
+  """A TFDS data_dir holding generated_faces/fer7 and generated_faces/seed6 built from
+  `generated_csv` (never as fer2013)."""
   from emotion_tfds.data import datasets
   data_dir = process_tempdir("tfds_data")
   for config in ("fer7", "seed6"):
-    datasets.build(f"fer2013/{config}", data_dir=data_dir, manual_dir=generated_csv().parent)
+    datasets.build(f"{datasets.GENERATED_FACES}/{config}", data_dir=data_dir,
+                   manual_dir=generated_csv().parent)
   return data_dir
 
 
@@ -105,6 +109,28 @@ def tempdir(test: unittest.TestCase) -> pathlib.Path:
   path = pathlib.Path(tempfile.mkdtemp(prefix=f"{type(test).__name__}_"))
   test.addCleanup(shutil.rmtree, path, ignore_errors=True)
   return path
+
+
+def old_default_layout(data_dir: pathlib.Path, generated_build: pathlib.Path,
+                       config: str) -> pathlib.Path:
+  """Lays `data_dir` out as the default run of an older version (fer2013 1.0.0) left it: generated
+  faces built as fer2013/<config>/1.0.0 (here a copy of `generated_build`, a built version folder
+  of generated_faces, renamed) beside manual/generated/fer2013.csv and its generated.json. Returns
+  the fer2013 version folder."""
+  target = data_dir / "fer2013" / config / "1.0.0"
+  shutil.copytree(generated_build, target)
+  for path in target.iterdir():
+    if path.name.startswith("generated_faces-"):
+      path.rename(target / path.name.replace("generated_faces-", "fer2013-"))
+  info = json.loads((target / "dataset_info.json").read_text())
+  info.update(name="fer2013", version="1.0.0")
+  (target / "dataset_info.json").write_text(json.dumps(info))
+  (target / "metadata.json").unlink()  # 1.0.0 recorded no source.
+  manual_dir = data_dir / "manual" / "generated"
+  manual_dir.mkdir(parents=True)
+  (manual_dir / "fer2013.csv").write_bytes(b"emotion,pixels,Usage\n")  # Its rows do not matter.
+  (manual_dir / "generated.json").write_text(json.dumps({"num_rows": 6000, "seed": 0}))
+  return target
 
 
 def small_cnn(num_classes: int) -> keras.Model:
@@ -143,3 +169,23 @@ def tensorboard_runs(logdir: pathlib.Path) -> list[str]:
   runs = data_provider.MultiplexerDataProvider(multiplexer, str(logdir)).list_runs(
       context.RequestContext(), experiment_id="")
   return [run.run_name for run in sorted(runs, key=lambda run: (run.start_time, run.run_name))]
+
+
+class WithGeneratedData:
+  """Test-class mixin: `cls.data_dir` (str), the process's `generated_data_dir`, and `cls.csv_path`,
+  the `generated_csv` it was built from."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = str(generated_data_dir())
+    cls.csv_path = generated_csv()
+
+
+class WithKeras2Files:
+  """Test-class mixin: `cls.keras2`, the folder of real Keras 2 files (`keras2_files`)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.keras2 = keras2_files()

@@ -1,19 +1,21 @@
 """Tests for emotion_tfds.train.loop: stage semantics, head swap, exports, checkpoints and resume.
 
-Real training runs of a few steps on the generated faces of `generated_data_dir` (conftest).
+Real training runs of a few steps on the generated faces of `support.generated_data_dir`.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from unittest import mock
 
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from xprof.convert import raw_to_tool_data
 
 from emotion_tfds import errors
 from emotion_tfds import experiment
@@ -31,6 +33,7 @@ from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import inputs
 from emotion_tfds.train import keep_best
 from emotion_tfds.train import loop
+from emotion_tfds.train import profiling
 from emotion_tfds.train import stages
 from emotion_tfds.train import training_model
 from emotion_tfds.train import weight_averages
@@ -39,10 +42,11 @@ _STEPS = 2  # Steps per epoch of every run here.
 
 
 def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> config_lib.TrainConfig:
-  schedule = stages.with_pretraining(
-      stages.parse_stages(spec),
-      stages.parse_stages(pretrain, prefix="pretrain", dataset="fer2013/fer7") if pretrain else [])
-  defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0)
+  pretraining = (stages.parse_stages(pretrain, prefix="pretrain", dataset="generated_faces/fer7")
+                 if pretrain else [])
+  schedule = stages.with_pretraining(stages.parse_stages(spec), pretraining)
+  # float32: these tests compare numbers exactly, which "auto" could change on an AMX machine.
+  defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0, precision="float32")
   defaults.update(kwargs)
   return config_lib.TrainConfig(model_dir=str(model_dir), data_dir=data_dir,
                               stages=tuple(schedule), **defaults)
@@ -71,8 +75,7 @@ class _Snapshots(keras.callbacks.Callback):
     self.fits[-1]["end"] = _layer_weights(self.model.net)
 
 
-@pytest.mark.usefixtures("data_dir")
-class StagesTest(absltest.TestCase):
+class StagesTest(support.WithGeneratedData, absltest.TestCase):
   """One run: fer7 pretraining (all), head swap to seed6, a head stage, an all stage."""
 
   def _run(self):
@@ -124,6 +127,16 @@ class StagesTest(absltest.TestCase):
     self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
     out = signature(images=tf.zeros([2, 48, 48, 1], tf.uint8))
     self.assertEqual(out["probabilities"].shape, (2, 6))
+
+    # The manifest: the data of both datasets, the precision; the same in the SavedModel's assets.
+    written = json.loads((self.model_dir / "manifest.json").read_text())
+    self.assertEqual(set(written["data"]), {"generated_faces/fer7", "generated_faces/seed6"})
+    seed6 = written["data"]["generated_faces/seed6"]
+    self.assertEqual((seed6["generator"]["num_rows"], seed6["splits"]["test"]), (1400, 120))
+    self.assertEqual((written["precision"], written["flags"]), ("float32", None))
+    self.assertEqual(written["config"]["dataset"], config.dataset)
+    self.assertEqual(json.loads((self.model_dir / loader.SAVED_MODEL_DIR / "assets" /
+                                 "manifest.json").read_text()), written)
 
     # Started again, the finished run trains nothing and reproduces the evaluation.
     again = experiment.run_experiment(config)
@@ -186,8 +199,7 @@ class _FirstState(keras.callbacks.Callback):
       self.state = _optimizer_state(self.model)
 
 
-@pytest.mark.usefixtures("data_dir")
-class ResumeTest(absltest.TestCase):
+class ResumeTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_crashes_at_a_stage_end_and_mid_stage_resume_with_optimizer_state(self):
     model_dir = support.tempdir(self)
@@ -286,8 +298,7 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
   return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.usefixtures("data_dir")
-class AveragedWeightsTest(absltest.TestCase):
+class AveragedWeightsTest(support.WithGeneratedData, absltest.TestCase):
   """ema=M: validation and keep-best see the averages (of the weights and the BatchNorm
   statistics), checkpoints resume them, the stage ends with them."""
 
@@ -328,8 +339,7 @@ class AveragedWeightsTest(absltest.TestCase):
     self.assertTrue(_same(_network_state(result.network), kept))
 
 
-@pytest.mark.usefixtures("data_dir")
-class RecipeOptionsTest(absltest.TestCase):
+class RecipeOptionsTest(support.WithGeneratedData, absltest.TestCase):
   """Plateau lr, weight decay, smoothing, class weights, keep_best and flip TTA in one real run."""
 
   def test_keep_best_with_plateau_survives_a_crash(self):
@@ -356,7 +366,7 @@ class RecipeOptionsTest(absltest.TestCase):
       for a, b in zip(weights, _layer_weights(result.model)[name], strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
     # The report is of that network with flip TTA (the eval_main code path).
-    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, 0)
+    builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, 0)
     plain = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy())
     flip = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy(),
                              tta="flip")
@@ -401,25 +411,29 @@ class XlaStepTest(absltest.TestCase):
         self.assertLess(np.linalg.norm(xla - plain) / np.linalg.norm(plain), 0.05, weight.path)
 
 
-class ErrorsTest(absltest.TestCase):
+class ErrorsTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_dataset_not_built(self):
     data_dir = str(support.tempdir(self))
-    with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
-      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
+    with self.assertRaisesRegex(errors.DataNotBuiltError, "generated_faces/seed6 is not built in "
+                                ".*--generate_rows=N.*tfds build builders/generated_faces"):
+      inputs.built_dataset("generated_faces/seed6", data_dir, generate_rows=0)
+    # FER-2013 is never generated: only the real csv builds it.
+    with self.assertRaisesRegex(errors.DataNotBuiltError, "fer2013/seed6 is not built in .*"
+                                "manual download.*tfds build builders/fer2013 --config=seed6"):
+      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=100)
+    self.assertEqual(list(pathlib.Path(data_dir).iterdir()), [])
 
-  @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
     config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
       loop.train(config)
 
-  @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
-    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, generate_rows=0)
-    identity = checkpoints.data_identity({"fer2013/seed6": builder})
+    builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, generate_rows=0)
+    identity = checkpoints.data_identity({"generated_faces/seed6": builder})
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
-    self.assertEqual(identity, f"fer2013/seed6@{builder.info.version}:" + "/".join(
+    self.assertEqual(identity, f"generated_faces/seed6@{builder.info.version}:" + "/".join(
         f"{split}={sizes[split]}" for split in sorted(sizes)))
     self.assertEqual(checkpoints.fingerprint_difference("a=1;b=x=2;d=5", "a=1;b=x=3;c=4"),
                      "b: x=2 -> x=3; d: 5 -> (none); c: (none) -> 4")
@@ -430,13 +444,46 @@ class ErrorsTest(absltest.TestCase):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, strategy="gpu")
     with self.assertRaisesRegex(ValueError, "Unknown augment_on"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, augment_on="tpu")
-    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="fer2013/fer7"))
-    with self.assertRaisesRegex(ValueError, "not on the target dataset fer2013/seed6"):
+    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="generated_faces/fer7"))
+    with self.assertRaisesRegex(ValueError, "not on the target dataset generated_faces/seed6"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=pretrain_only)
+    with self.assertRaisesRegex(ValueError, "Unknown precision 'half'"):
+      config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, precision="half")
+    for steps in ((0, 2), (3, 2)):
+      with self.assertRaisesRegex(ValueError, "expected FIRST,LAST with 1 <= FIRST <= LAST"):
+        config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, profile_steps=steps)
+    # Neither the precision nor profiling is part of what a resumed run must match.
+    config = config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule)
+    self.assertEqual(config.fingerprint(), config_lib.TrainConfig(
+        model_dir="m", data_dir="d", stages=schedule, precision="bfloat16",
+        profile_steps=(2, 3)).fingerprint())
 
 
-@pytest.mark.usefixtures("data_dir")
-class DataServiceTest(absltest.TestCase):
+class ProfileTest(support.WithGeneratedData, absltest.TestCase):
+
+  def test_profile_steps_write_a_readable_profile_of_the_first_stage_that_reaches_them(self):
+    model_dir = support.tempdir(self)
+    # The head stage runs 2 steps, short of step 3; the all stage's steps 2-3 span its two epochs.
+    config = _config(model_dir, self.data_dir, "head:1:1e-3:16,all:2:1e-3:16",
+                     profile_steps=(2, 3))
+    loop.train(config)
+    tb = model_dir / loop.TENSORBOARD_DIR
+    self.assertEqual(list(tb.glob(f"*/{profiling.PROFILE_DIR}")),
+                     [tb / "stage2_all" / profiling.PROFILE_DIR])
+    (path,) = (tb / "stage2_all" / profiling.PROFILE_DIR).glob("*/*.xplane.pb")
+    space = xplane_pb2.XSpace.FromString(path.read_bytes())
+    host = {plane.name: plane for plane in space.planes}["/host:CPU"]
+    events = {event.name for event in host.event_metadata.values()}
+    self.assertTrue(any("multi_step_on_iterator" in name for name in events))  # Keras's step.
+    # What TensorBoard's Profile tab shows, through the plugin's own converter: the two profiled
+    # steps (the step markers) and the verdict on the input pipeline.
+    data, _ = raw_to_tool_data.xspace_to_tool_data([str(path)], "input_pipeline_analyzer", {})
+    step_table = json.loads(data)[1]
+    self.assertEqual([row["c"][0]["v"] for row in step_table["rows"]], ["train 2", "train 3"])
+    self.assertRegex(step_table["p"]["input_conclusion"], r"is (NOT )?input-bound")
+
+
+class DataServiceTest(support.WithGeneratedData, absltest.TestCase):
   """`data_service_address` sends the training input through a tf.data service on 127.0.0.1."""
 
   def test_trains_through_an_in_process_service(self):

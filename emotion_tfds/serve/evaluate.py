@@ -121,10 +121,8 @@ def evaluate_file(*, model_path: loader.ModelPaths, data_dir: str | os.PathLike,
                              f"{metrics.OUTPUT_SUFFIXES}.")
   model = loader.load_ensemble(model_path)
   dataset = dataset or datasets.default_dataset(model_scheme or labels.scheme_of(model.label_names))
-  builder = datasets.get_builder(dataset, data_dir)
-  if not builder.is_prepared():
-    raise errors.DataNotBuiltError(f"Dataset {dataset} is not built in {data_dir}: pass the "
-                                   "--data_dir that holds it, or build it (BUILD.md).")
+  builder = datasets.require_built(dataset, data_dir)
+  print(f"Data: {datasets.describe(builder)}", flush=True)
   label_names = tuple(datasets.label_names(builder))
   if split not in builder.info.splits:
     raise errors.ConfigError(f"Dataset {dataset} in {data_dir} has no split {split!r}; it has "

@@ -9,7 +9,8 @@ SavedModel signatures:
   serve_photos:    images uint8 [B, H, W, C], any H and W, C = 1 (gray) or 3 (RGB), already cropped
                    to the face -> the same outputs.
   label_names:     no input -> label_names string [C], the class names in output order.
-The class names are also written as the asset `assets/labels.txt`, one per line.
+The class names are also written as the asset `assets/labels.txt`, one per line, and a run's
+manifest (`emotion_tfds.manifest`), when given, as `assets/manifest.json`.
 
 TFLite models (converted from the `serving_default` signature, same uint8 input and outputs):
   float: no quantisation; "dynamic": dynamic-range (int8 weights); "int8": full integer
@@ -37,6 +38,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from emotion_tfds import errors
 from emotion_tfds import image_spec
+from emotion_tfds import manifest as manifest_lib
 from emotion_tfds import preprocess
 from emotion_tfds.data import datasets
 from emotion_tfds.data import pipeline
@@ -77,13 +79,14 @@ def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequence[str],
-                 announce: bool = True) -> None:
+                 announce: bool = True, manifest: dict | None = None) -> None:
   """Writes a trained network as `write_dir/model.keras` with its class names (labels.txt) and the
-  uint8-input SavedModel beside it."""
+  uint8-input SavedModel beside it (with `manifest` in its assets)."""
   path = write_dir / loader.MODEL_FILE
   net.save(path)
   loader.write_label_names(write_dir, label_names)
-  export_saved_model(net, write_dir / loader.SAVED_MODEL_DIR, label_names=label_names)
+  export_saved_model(net, write_dir / loader.SAVED_MODEL_DIR, label_names=label_names,
+                     manifest=manifest)
   if announce:
     print(f"Saved {path} and {write_dir / loader.SAVED_MODEL_DIR}", flush=True)
 
@@ -91,13 +94,16 @@ def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequenc
 class _ServingModule(tf.Module):
   """The exported object: the Keras model plus the uint8-in signatures."""
 
-  def __init__(self, model: keras.Model, label_names: Sequence[str], labels_file: str):
+  def __init__(self, model: keras.Model, label_names: Sequence[str], labels_file: str,
+               manifest_file: str | None = None):
     super().__init__()
     self.model = model
     # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does): without
     # them the TFLite converter cannot bind the captured variables and reads uninitialised ones.
     self.model_variables = [v.value for v in model.variables]
     self.labels_file = tf.saved_model.Asset(labels_file)
+    if manifest_file is not None:
+      self.manifest_file = tf.saved_model.Asset(manifest_file)
     self._label_names = list(label_names)
 
   def _outputs(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -131,7 +137,7 @@ class _ServingModule(tf.Module):
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike,
-                       label_names: Sequence[str]) -> None:
+                       label_names: Sequence[str], manifest: dict | None = None) -> None:
   """Writes `model` as a SavedModel with uint8-input signatures (see the module docstring).
 
   Args:
@@ -140,6 +146,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
       model is exported as its `float32_model`.
     path: the SavedModel directory to write.
     label_names: class names in output order.
+    manifest: the run's manifest, written as the asset `assets/manifest.json` (none if None).
 
   Raises:
     ValueError: when `label_names` does not match the model's number of classes.
@@ -150,7 +157,11 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
     raise ValueError(f"{len(names)} label names {names} for a model with {num_classes} outputs.")
   with tempfile.TemporaryDirectory() as tmp:
     labels_file = loader.write_label_names(tmp, names)  # Copied into the SavedModel's assets/.
-    module = _ServingModule(float32_model(model), names, os.fspath(labels_file))
+    manifest_file = None
+    if manifest is not None:
+      manifest_file = os.fspath(manifest_lib.write(pathlib.Path(tmp) / manifest_lib.MANIFEST_FILE,
+                                                   manifest))
+    module = _ServingModule(float32_model(model), names, os.fspath(labels_file), manifest_file)
     signatures = {
         loader.SERVING_KEY: module.serve,
         loader.PHOTOS_KEY: module.serve_photos,

@@ -27,6 +27,8 @@ Options (`key=value`, any order, after the positional fields; see `Stage` for th
                   without ':', ',' or '+')
   distill_t=T     temperature of the distillation (default 4)
   distill_w=W     weight of the distillation term in [0, 1] (default 0.5)
+  budget=on|off   with --time_budget, this stage's epochs are chosen to fit it (default: the last
+                  stage's; see `emotion_tfds.train.budget`)
 
 Learning-rate scaling (`scaled_lr`, off unless asked for): the linear rule of Goyal et al. (2017),
 lr * global_batch / reference_batch, so a stage's lr is given for `reference_batch` images per step.
@@ -50,7 +52,8 @@ _OPTION_FIELDS = {"schedule": "schedule", "warmup": "warmup", "drops": "drops",
                   "factor": "factor", "patience": "patience", "wd": "weight_decay",
                   "clip": "clipnorm", "smooth": "label_smoothing", "balance": "balance",
                   "augment": "augment", "ema": "ema", "teacher": "teacher",
-                  "distill_t": "distill_temperature", "distill_w": "distill_weight"}
+                  "distill_t": "distill_temperature", "distill_w": "distill_weight",
+                  "budget": "budget"}
 _TEACHER_SEPARATOR = "+"  # teacher=a.keras+b.keras
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
@@ -96,6 +99,9 @@ class Stage:
       the student learns from their mean probabilities on its own augmented batch (teacher.py).
     distill_temperature: T of the distillation term (both distributions softened by 1/T).
     distill_weight: w: the loss is (1 - w) * the label loss + w * T^2 * KL(teacher || student).
+    budget: with a time budget (`TrainConfig.time_budget`), this stage's epochs are chosen to fit
+      it; without one it has no effect. At most one stage sets it; by default the last stage is
+      the budgeted one.
   """
   name: str
   trainable: str
@@ -118,6 +124,7 @@ class Stage:
   teacher: tuple[str, ...] = ()
   distill_temperature: float = DISTILL_TEMPERATURE
   distill_weight: float = DISTILL_WEIGHT
+  budget: bool = False
 
   def __post_init__(self):
     if not _NAME_RE.match(self.name) or self.name in TRAINABLE:
@@ -145,6 +152,9 @@ class Stage:
       raise StageError(self.name, f"warmup must be in [0, epochs], got {self.warmup}.")
     if self.warmup and self.schedule == "plateau":
       raise StageError(self.name, "warmup is not available with schedule=plateau.")
+    if self.budget and self.schedule == "step":
+      raise StageError(self.name, "budget=on cannot go with schedule=step (its drops are fixed "
+                       "epochs); use schedule=cosine.")
     if self.drops and self.schedule != "step":
       raise StageError(self.name, "drops= needs schedule=step.")
     if self.schedule == "step" and not self.drops:
@@ -223,7 +233,7 @@ def _parse_option(text: str, where: str) -> tuple[str, object]:
   try:
     if field in ("schedule", "balance"):
       return field, value
-    if field == "augment":
+    if field in ("augment", "budget"):
       if value not in ("on", "off"):
         raise ValueError
       return field, value == "on"

@@ -36,8 +36,9 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
   raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
 
 
-def mixed_precision_policy(strategy: tf.distribute.Strategy) -> str:
-  """The Keras policy of --mixed_precision: bfloat16 on TPUs and CPUs, float16 on GPUs."""
-  if isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
-    return "mixed_bfloat16"
-  return "mixed_float16"
+def device_kinds(strategy: tf.distribute.Strategy) -> frozenset[str]:
+  """The kinds of device `strategy` trains on: {"TPU"} under a TPUStrategy, else the kinds of
+  this process's logical devices ("CPU", "GPU"), which the other strategies use."""
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return frozenset({"TPU"})
+  return frozenset(device.device_type for device in tf.config.list_logical_devices())

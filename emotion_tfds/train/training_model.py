@@ -1,11 +1,15 @@
-"""The Keras model that training fits: a network behind the uint8 conversion and the augmentation,
-with a distillation stage's teacher on the same batch."""
+"""The Keras model that training fits (a network behind the uint8 conversion and the augmentation,
+with a distillation stage's teacher on the same batch), and the check that stops it when its loss
+stops being finite."""
 
 from __future__ import annotations
+
+import math
 
 import keras
 import tensorflow as tf
 
+from emotion_tfds import errors
 from emotion_tfds import image_spec
 from emotion_tfds import preprocess
 from emotion_tfds import workers
@@ -111,3 +115,30 @@ class TrainingModel(keras.Model):
     if images.dtype != tf.uint8:  # Already the network's input (`_training_input`).
       return self.net(images, training=training)
     return preprocess.network_probabilities(self.net, images, training=training)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+  """Raises `errors.NonFiniteLossError` after the first step whose loss is NaN or infinite.
+
+  Keras logs the epoch's running mean of the loss, which stays non-finite from that step on. The
+  error comes before the epoch's checkpoint, so the last checkpoint holds finite weights.
+  """
+
+  def __init__(self, stage_label: str, steps: int):
+    """`stage_label`: the stage's name and place ("main 2/3"); `steps`: its steps per epoch."""
+    super().__init__()
+    self._stage_label = stage_label
+    self._steps = steps
+    self._epoch = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = float(tf.reshape(logs["loss"], []))  # Shape [1] under MultiWorkerMirroredStrategy.
+    if not math.isfinite(loss):
+      raise errors.NonFiniteLossError(
+          f"stage {self._stage_label}: the training loss is {loss} at epoch {self._epoch + 1}, "
+          f"step {batch + 1} of {self._steps}: training diverged. Lower the stage's lr or clip its "
+          "gradients (clip=C) in a new --model_dir, or, if it trained in bfloat16 or float16, "
+          "resume it from its last checkpoint with --precision=float32.")

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 def averages(optimizer: keras.optimizers.Optimizer) -> list:
   """The optimizer's moving averages, in the order of the variables it was built with."""
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # A LossScaleOptimizer's (float16).
   if not optimizer.use_ema:
     raise ValueError(f"Optimizer {optimizer.name} keeps no moving averages (use_ema is off).")
   # Keras keeps them in a private list (its own SwapEMAWeights callback reads the same one).
