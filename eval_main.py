@@ -6,9 +6,10 @@ emotion, and how its images were predicted; then the totals) and writes it as md
   python eval_main.py --model_path=/tmp/emotion/model.keras --data_dir=data/tfds \
       --dataset=fer2013/fer7 --split=test --tta=ten-crop --output=/tmp/report.md
 
-Without --dataset, the data is the default dataset of the model's own classes (its labels.txt): a
-seed6 model is evaluated on fer2013/seed6, a fer7 model on fer2013/fer7. A seed6 model on fer7 data
-(fear reported as not covered), to compare the schemes on the same images:
+Without --dataset, the data is the dataset the model's run trained on (train_main's manifest.json
+beside the model), else the default dataset of the model's own classes (its labels.txt): a seed6
+model on generated_faces/seed6. A seed6 model on fer7 data (fear reported as not covered), to
+compare the schemes on the same images:
 
   python eval_main.py --model_path=seed6/model.keras --dataset=fer2013/fer7
 
@@ -42,9 +43,10 @@ _DATA_DIR = flags.DEFINE_string(
     "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or ./data/tfds, like "
     "train_main).")
 _DATASET = flags.DEFINE_string(
-    "dataset", None, "TFDS dataset and config whose labels are the truth. Default: the dataset of "
-    "the model's classes (--model_scheme, else its labels.txt), e.g. fer2013/seed6 for a seed6 "
-    "model; train_main's --dataset for a model that does not name its classes.")
+    "dataset", None, "TFDS dataset and config whose labels are the truth. Default: the dataset "
+    "the model's run trained on (its manifest.json), else the default dataset of the model's "
+    "classes (--model_scheme, else its labels.txt; e.g. generated_faces/seed6 for a seed6 model), "
+    "else train_main's --dataset.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower_bound=1)
 _TTA = flags.DEFINE_enum(

@@ -23,6 +23,7 @@ from absl import flags
 
 from emotion_tfds import labels
 from emotion_tfds.data import datasets
+from emotion_tfds.serve import evaluate
 from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
 
@@ -35,8 +36,9 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or "
     "./data/tfds, like train_main).")
 _DATASET = flags.DEFINE_string(
-    "dataset", None, "TFDS dataset/config the model was trained on. Default: the dataset of the "
-    "model's classes (its labels.txt), e.g. fer2013/seed6 for a seed6 model.")
+    "dataset", None, "TFDS dataset/config the model was trained on. Default: the one its "
+    "manifest.json names, else the default dataset of the model's classes (its labels.txt; e.g. "
+    "generated_faces/seed6 for a seed6 model), else train_main's --dataset.")
 _PARITY_SPLIT = flags.DEFINE_string("parity_split", "validation", "Split of the parity check.")
 _NUM_REPRESENTATIVE = flags.DEFINE_integer(
     "num_representative", 500, "Training images for the int8 calibration.", lower_bound=1)
@@ -46,8 +48,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower
 def main(argv: list[str]) -> None:
   del argv
   first_member = loader.model_path_list(_MODEL_PATH.value)[0]
-  dataset = _DATASET.value or datasets.default_dataset(
-      labels.scheme_of(loader.label_names_beside(first_member)))
+  dataset = _DATASET.value or evaluate.default_dataset(
+      first_member, labels.scheme_of(loader.label_names_beside(first_member)))
   report = export.run(_MODEL_PATH.value, _OUT_DIR.value,
                       _DATA_DIR.value or datasets.default_data_dir(), dataset,
                       _PARITY_SPLIT.value, _NUM_REPRESENTATIVE.value, _BATCH_SIZE.value)

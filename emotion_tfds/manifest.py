@@ -102,6 +102,18 @@ def run_manifest(*, flags: dict | None, config: dict, precision: str, data: dict
   }
 
 
+def trained_dataset(model_path: str | os.PathLike) -> str | None:
+  """The target dataset of the run that wrote `model_path`, from its manifest (`config.dataset`):
+  the manifest.json beside a .keras or .tflite file, or in a SavedModel's assets; None without a
+  readable one."""
+  path = pathlib.Path(model_path)
+  file = path / "assets" / MANIFEST_FILE if path.is_dir() else path.parent / MANIFEST_FILE
+  try:
+    return json.loads(file.read_text())["config"]["dataset"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
 def write(path: str | os.PathLike, manifest: dict) -> pathlib.Path:
   """Writes `manifest` as indented JSON (values JSON cannot hold become strings)."""
   path = pathlib.Path(path)

@@ -325,6 +325,18 @@ class EvalMainTest(absltest.TestCase):
     default = datasets.get_builder(datasets.DEFAULT_DATASET, self.data_dir)
     self.assertEqual(report.label_names, datasets.label_names(default))
 
+  def test_without_a_dataset_the_run_s_manifest_chooses_it(self):
+    from emotion_tfds import manifest
+    from emotion_tfds.data import datasets
+    folder = self.tmp / "fer7_run"
+    folder.mkdir()
+    shutil.copy(self.models["fer7"], folder / loader.MODEL_FILE)  # No labels.txt beside it.
+    manifest.write(folder / manifest.MANIFEST_FILE,
+                   {"config": {"dataset": f"{datasets.GENERATED_FACES}/fer7"}})
+    report = evaluate.evaluate_file(model_path=folder / loader.MODEL_FILE, data_dir=self.data_dir)
+    self.assertEqual(report.label_names, labels.FER7)
+    self.assertEqual(report.totals.count, len(self._split_labels("fer7")))
+
   def test_seed6_model_on_fer7_data_reports_fear_as_not_covered(self):
     with self.assertRaisesRegex(ValueError,
                                 r"6 classes, but dataset generated_faces/fer7 has 7 emotions"):

@@ -71,6 +71,20 @@ class ManifestTest(absltest.TestCase):
     path = manifest.write(support.tempdir(self) / manifest.MANIFEST_FILE, written)
     self.assertEqual(json.loads(path.read_text()), written)
 
+  def test_trained_dataset_beside_a_model_file_or_in_a_saved_model(self):
+    root = support.tempdir(self)
+    run = {"config": {"dataset": "fer2013/fer7"}}
+    manifest.write(root / manifest.MANIFEST_FILE, run)
+    self.assertEqual(manifest.trained_dataset(root / "model.keras"), "fer2013/fer7")
+    (root / "saved_model" / "assets").mkdir(parents=True)
+    self.assertIsNone(manifest.trained_dataset(root / "saved_model"))
+    manifest.write(root / "saved_model" / "assets" / manifest.MANIFEST_FILE, run)
+    self.assertEqual(manifest.trained_dataset(root / "saved_model"), "fer2013/fer7")
+    (root / manifest.MANIFEST_FILE).write_text('{"config": null}')
+    self.assertIsNone(manifest.trained_dataset(root / "model.keras"))
+    (root / manifest.MANIFEST_FILE).write_text("{not json")
+    self.assertIsNone(manifest.trained_dataset(root / "model.keras"))
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -52,7 +52,7 @@ def default_data_dir() -> str:
 
 def default_dataset(scheme: str | None = None) -> str:
   """The dataset of a main that is given none: `DEFAULT_DATASET`, or the dataset of label scheme
-  `scheme` in its family (e.g. "fer7": fer2013/fer7)."""
+  `scheme` in its family (e.g. "fer7": generated_faces/fer7)."""
   if scheme is None:
     return DEFAULT_DATASET
   return f"{DEFAULT_DATASET.split('/')[0]}/{scheme}"

@@ -8,10 +8,11 @@ one padded; the padding is left out of the report).
 
 Label schemes: the model's emotions are, in this order of precedence, `model_scheme` when given,
 the model's own label names (labels.txt), else the dataset's. A model whose class count does not
-match them is refused. Without a dataset, the evaluation uses the default dataset of the model's
-scheme (`datasets.default_dataset`: a seed6 model on fer2013/seed6). When the model's emotions
-differ from the dataset's (a seed6 model on fer7 data), the report maps labels by emotion name and
-lists the dataset emotions the model lacks as not covered.
+match them is refused. Without a dataset, the evaluation uses the dataset the model's run trained
+on (its manifest.json), else the default dataset of the model's scheme (`datasets.default_dataset`:
+a seed6 model on generated_faces/seed6). When the model's emotions differ from the dataset's (a
+seed6 model on fer7 data), the report maps labels by emotion name and lists the dataset emotions
+the model lacks as not covered.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from emotion_tfds import errors
 from emotion_tfds import labels
+from emotion_tfds import manifest
 from emotion_tfds import preprocess
 from emotion_tfds import tta as tta_lib
 from emotion_tfds.data import datasets
@@ -88,6 +90,14 @@ def _tensor_predict_fn(model: loader.LoadedModel) -> preprocess.PredictFn:
   return predict
 
 
+def default_dataset(model_paths: loader.ModelPaths, scheme: str | None) -> str:
+  """The dataset of a model given none (eval_main, export_main): the one its run trained on (the
+  first member's manifest), else the default dataset of label scheme `scheme` (the model's classes:
+  `datasets.default_dataset`)."""
+  first = loader.model_path_list(model_paths)[0]
+  return manifest.trained_dataset(first) or datasets.default_dataset(scheme)
+
+
 def evaluate_file(*, model_path: loader.ModelPaths, data_dir: str | os.PathLike,
         dataset: str | None = None,
         split: str = "test", batch_size: int = pipeline.EVAL_BATCH, tta: str = "none",
@@ -98,8 +108,8 @@ def evaluate_file(*, model_path: loader.ModelPaths, data_dir: str | os.PathLike,
 
   Args:
     model_path: `.keras` file or SavedModel directory, or several: an ensemble.
-    dataset: TFDS name with config, e.g. "fer2013/fer7"; None: the default dataset of the model's
-      scheme (`model_scheme`, else its labels.txt).
+    dataset: TFDS name with config, e.g. "fer2013/fer7"; None: `default_dataset` (the dataset of
+      the model's manifest, else of its scheme: `model_scheme`, else its labels.txt).
     data_dir: TFDS data_dir holding the built dataset.
     split: split to evaluate.
     batch_size: images per batch (the last one padded, so every batch has this size).
@@ -120,7 +130,8 @@ def evaluate_file(*, model_path: loader.ModelPaths, data_dir: str | os.PathLike,
     raise errors.ConfigError(f"--output {output}: suffix must be one of "
                              f"{metrics.OUTPUT_SUFFIXES}.")
   model = loader.load_ensemble(model_path)
-  dataset = dataset or datasets.default_dataset(model_scheme or labels.scheme_of(model.label_names))
+  dataset = dataset or default_dataset(model_path,
+                                       model_scheme or labels.scheme_of(model.label_names))
   builder = datasets.require_built(dataset, data_dir)
   print(f"Data: {datasets.describe(builder)}", flush=True)
   label_names = tuple(datasets.label_names(builder))
