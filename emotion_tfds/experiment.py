@@ -141,11 +141,16 @@ def run_ensemble(config: config_lib.TrainConfig, num_members: int,
   settings and members) in `<model_dir>/manifest.json` and the SavedModel's assets.
 
   Raises:
-    errors.ConfigError: fewer than two members, or a model_dir holding one network's checkpoints.
+    errors.ConfigError: fewer than two members, a time budget, or a model_dir holding one
+      network's checkpoints.
     Otherwise as `run_experiment`.
   """
   if num_members < 2:
     raise errors.ConfigError(f"An ensemble needs at least 2 members, not {num_members}.")
+  if config.time_budget:
+    raise errors.ConfigError(
+        "--time_budget sizes a single network's run (the first member would take all of it); "
+        "train an ensemble with epochs instead.")
   model_dir = pathlib.Path(config.model_dir)
   if (model_dir / checkpoints.CKPT_DIR).exists():
     raise errors.ConfigError(

@@ -18,10 +18,11 @@ trained by then, so its time is measured, not estimated. What goes into it (`cho
     (`schedules.set_total_steps`); the network's and optimizer's variables are put back, so the
     run trains exactly as the recipe with the chosen epochs would. Each later stage is measured on
     a trainer of its own (its tracing counts as its cost).
-  * Evaluation (`measure_evaluation`): two passes over the validation split (the first traces) and
-    one write of the report's summaries give a per-epoch validation and the tracing that each
-    stage's first validation and the final evaluation pay. The final evaluation is the report
-    split's images times the TTA views (flip 2, ten-crop 10) at the same rate.
+  * Evaluation (`measure_evaluation`): the callback that validates each epoch (evaluation and
+    TensorBoard summaries) runs on the validation split: once to trace (as each stage's first
+    validation and the final evaluation do), then at least MIN_VALIDATIONS times and MIN_SECONDS
+    long. The final evaluation is the report split's images times the TTA views (flip 2, ten-crop
+    10) at the same rate per image.
   * One epoch: its steps at the step time, a validation, a checkpoint write (timed once). Saving
     model.keras and the SavedModel: EXPORT_SECONDS.
   * Margin: MARGIN of the budget, for what is not measured (Keras' epoch boundaries, keep-best
@@ -55,13 +56,12 @@ import keras
 import tensorflow as tf
 
 from emotion_tfds import errors
-from emotion_tfds import preprocess
 from emotion_tfds import seeds
 from emotion_tfds import workers
 from emotion_tfds.data import datasets
 from emotion_tfds.data import pipeline
+from emotion_tfds.report import callbacks as report_callbacks
 from emotion_tfds.report import evaluation
-from emotion_tfds.report import metrics
 from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import inputs
 
@@ -76,6 +76,7 @@ MIN_STEPS = 20  # after it, at least this many steps...
 # FER-2013, 64 images per step) ranged from 280 to 1,060 images/s,
 MIN_SECONDS = 5.0
 MAX_STEPS = 200  # but no more steps than this.
+MIN_VALIDATIONS = 2  # Validations timed after the first (which traces), for at least MIN_SECONDS.
 TTA_VIEWS = {"none": 1, "flip": 2, "ten-crop": 10}  # Predictions per image of the final evaluation.
 _IMPORTED = time.monotonic()
 
@@ -197,16 +198,20 @@ class StageTiming:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationTiming:
-  """An evaluation's measured costs, in seconds.
+  """A per-epoch validation's measured costs.
 
   Attributes:
-    tracing: the first pass's extra time: what each new evaluator pays once.
-    per_image: per image, after that.
-    summaries: writing a report's TensorBoard summaries (confusion image, table).
+    tracing: the first one's extra seconds: what each new evaluator pays once.
+    seconds: one validation after that (evaluation and TensorBoard summaries).
+    images: the images it evaluated.
   """
   tracing: float
-  per_image: float
-  summaries: float
+  seconds: float
+  images: int
+
+  @property
+  def per_image(self) -> float:
+    return self.seconds / self.images
 
 
 def choose(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy, builder,
@@ -245,15 +250,12 @@ def choose(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy, bui
     has_validation = "validation" in builder.info.splits
     final_split = evaluation.report_split(builder, config.eval_split)
     evaluation_timing = measure_evaluation(
-        trainer.net, builder, "validation" if has_validation else final_split, strategy,
-        write_dir)
+        trainer, builder, "validation" if has_validation else final_split, strategy, write_dir)
   finally:
     for variable, value in zip(state, saved, strict=True):
       variable.assign(value)
   started = config.budget_start if config.budget_start is not None else time.monotonic()
-  validation_images = (inputs.split_size(builder, "validation")
-                       if config.validate and has_validation else 0)
-  estimate = make_estimate(config, timings, evaluation_timing, validation_images,
+  estimate = make_estimate(config, timings, evaluation_timing, config.validate and has_validation,
                            inputs.split_size(builder, final_split), time.monotonic() - started)
   measured = ("elapsed", "stage_start", "epoch", "after", "images_per_second")
   averaged = _averaged_over_workers(strategy, [getattr(estimate, name) for name in measured])
@@ -267,26 +269,26 @@ def choose(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy, bui
 
 
 def make_estimate(config: config_lib.TrainConfig, timings: list[StageTiming],
-                  evaluation_timing: EvaluationTiming, validation_images: int, final_images: int,
+                  evaluation_timing: EvaluationTiming, validates: bool, final_images: int,
                   elapsed: float) -> Estimate:
   """The Estimate of the budgeted stage's choice from the measurements.
 
   Args:
     config: the run.
     timings: the budgeted stage's and each later stage's.
-    evaluation_timing: of the network on the validation (or the final) split.
-    validation_images: images of each epoch's validation (0: no validation).
+    evaluation_timing: of the validation on the validation (else the final) split.
+    validates: whether every epoch is validated.
     final_images: images of the final evaluation's split.
     elapsed: seconds since the command's start.
   """
   index = config.budgeted_index()
-  tracing, per_image, summaries = dataclasses.astuple(evaluation_timing)
-  validation = per_image * validation_images + summaries if validation_images else 0.0
-  first_validation = tracing if validation_images else 0.0  # Each stage's evaluator traces.
+  tracing = evaluation_timing.tracing
+  validation = evaluation_timing.seconds if validates else 0.0
+  first_validation = tracing if validates else 0.0  # Each stage's evaluator traces.
   budgeted, later = timings[0], timings[1:]
   later_stages = sum(t.trace + t.start + first_validation + stage.epochs * t.epoch(validation)
                      for t, stage in zip(later, config.stages[index + 1:], strict=True))
-  final = tracing + TTA_VIEWS[config.final_tta] * final_images * per_image + summaries
+  final = tracing + TTA_VIEWS[config.final_tta] * final_images * evaluation_timing.per_image
   return Estimate(budget=config.time_budget * 60, elapsed=elapsed,
                   stage_start=budgeted.start + first_validation,
                   epoch=budgeted.epoch(validation),
@@ -337,26 +339,26 @@ def measure_training(config: config_lib.TrainConfig, strategy: tf.distribute.Str
                      global_batch=stage.global_batch)
 
 
-def measure_evaluation(net: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
+def measure_evaluation(trainer: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
                        write_dir: pathlib.Path) -> EvaluationTiming:
-  """Times evaluating `net` on `split` twice (the first pass traces) and writing its report's
-  TensorBoard summaries (the confusion image and table each validated epoch writes)."""
-  evaluator = metrics.StreamingEvaluator(preprocess.predict_fn(net), datasets.label_names(builder),
-                                         strategy=strategy)
-  data = inputs.eval_dataset(builder, split)
-  times = [time.perf_counter()]
-  for _ in range(2):
-    report = evaluator.evaluate(data)
-    times.append(time.perf_counter())
+  """Times per-epoch validations of `trainer` on `split` by the callback that runs them in
+  training (`report.callbacks.EmotionTensorBoard`, into a temporary folder): the first traces,
+  the next ones, at least MIN_VALIDATIONS and MIN_SECONDS of them, are timed."""
+  min_seconds = 0.0 if workers.is_multi_worker(strategy) else MIN_SECONDS  # As `_ChunkTimer`.
   with tempfile.TemporaryDirectory(dir=write_dir) as folder:
-    writer = tf.summary.create_file_writer(folder)
-    with writer.as_default():
-      metrics.write_summaries(report, step=0)
-    writer.close()
-  first, second = times[1] - times[0], times[2] - times[1]
-  return EvaluationTiming(tracing=max(first - second, 0.0),
-                          per_image=second / inputs.split_size(builder, split),
-                          summaries=time.perf_counter() - times[2])
+    validation = report_callbacks.EmotionTensorBoard(
+        folder, datasets.label_names(builder),
+        eval_dataset_fn=inputs.eval_dataset_fn(builder, split))
+    validation.set_model(trainer)
+    validation.on_train_begin()
+    times = [time.perf_counter()]
+    while len(times) < 2 + MIN_VALIDATIONS or times[-1] - times[1] < min_seconds:
+      validation.on_epoch_end(len(times) - 1, {})
+      times.append(time.perf_counter())
+    validation.on_train_end()
+  seconds = (times[-1] - times[1]) / (len(times) - 2)
+  return EvaluationTiming(tracing=max(times[1] - times[0] - seconds, 0.0), seconds=seconds,
+                          images=inputs.split_size(builder, split))
 
 
 class _ChunkTimer(keras.callbacks.Callback):
