@@ -216,6 +216,7 @@ class ExportEnsembleMainTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
+    cls.builder, _, _, cls.report = exported()
     cls.members, cls.ensemble_dir, cls.stdout = exported_ensemble()
 
   def _mean_of_members(self, images: np.ndarray) -> np.ndarray:
