@@ -5,7 +5,8 @@
 
 writes /tmp/faces/fer2013.csv and /tmp/faces/generated.json (its parameters; and, with --sheet, a
 contact sheet PNG: one row per emotion). Build it with `tfds build builders/generated_faces
---manual_dir=/tmp/faces` (builders/fer2013 refuses it), or let train_main generate and build its own.
+--manual_dir=/tmp/faces` (builders/fer2013 refuses it), or let train_main generate and build its
+own.
 """
 
 from __future__ import annotations

