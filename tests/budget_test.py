@@ -36,7 +36,8 @@ _ESTIMATE = budget.Estimate(budget=600, elapsed=60, stage_start=10, epoch=20, af
 def _config(spec: str, pretrain: str = "", **kwargs) -> config_lib.TrainConfig:
   schedule = stages.with_pretraining(
       stages.parse_stages(spec),
-      stages.parse_stages(pretrain, prefix="pretrain", dataset="fer2013/fer7") if pretrain else [])
+      stages.parse_stages(pretrain, prefix="pretrain", dataset="generated_faces/fer7")
+      if pretrain else [])
   return config_lib.TrainConfig(model_dir="unused", data_dir="unused", stages=tuple(schedule),
                                 **kwargs)
 
@@ -145,7 +146,7 @@ class BudgetSettingsTest(absltest.TestCase):
         _config(spec, time_budget=minutes)
     _config("all:4:0.1:16:sgd:schedule=step:drops=2")  # Fine without a budget.
     with self.assertRaisesRegex(errors.ConfigError, "the budgeted stage pretrain1_all trains on "
-                                "fer2013/fer7 and the later stage stage1_all on fer2013/seed6"):
+                                "generated_faces/fer7 and the later stage stage1_all on generated_faces/seed6"):
       _config("all:1:1e-3:16", pretrain="all:1:1e-3:16:budget=on", time_budget=10)
 
   def test_not_for_an_ensemble(self):
