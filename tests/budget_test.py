@@ -147,7 +147,8 @@ class BudgetSettingsTest(absltest.TestCase):
         _config(spec, time_budget=minutes)
     _config("all:4:0.1:16:sgd:schedule=step:drops=2")  # Fine without a budget.
     with self.assertRaisesRegex(errors.ConfigError, "the budgeted stage pretrain1_all trains on "
-                                "generated_faces/fer7 and the later stage stage1_all on generated_faces/seed6"):
+                                "generated_faces/fer7 and the later stage stage1_all on "
+                                "generated_faces/seed6"):
       _config("all:1:1e-3:16", pretrain="all:1:1e-3:16:budget=on", time_budget=10)
 
   def test_not_for_an_ensemble(self):
@@ -191,11 +192,6 @@ class BudgetedRunTest(support.WithGeneratedData, absltest.TestCase):
   # A loaded 2-core machine: the load can change after the measurements (seen here: runs at load
   # 7-9 that took 1.28 and 1.36 times their budget).
   _TOLERANCE = 1.5
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.data_dir = str(support.generated_data_dir())
 
   def setUp(self):
     super().setUp()
