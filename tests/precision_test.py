@@ -38,8 +38,8 @@ class ChooseTest(absltest.TestCase):
         (({"CPU", "TPU"}, _HASWELL), "bfloat16", "TPU"),
         (({"CPU", "GPU"}, _SAPPHIRE_RAPIDS), "float16", "GPU"),
         (({"CPU"}, _SAPPHIRE_RAPIDS), "bfloat16", "AMX-BF16"),
-        (({"CPU"}, _ZEN4), "float32", "AVX512-BF16 but no AMX"),
-        (({"CPU"}, _HASWELL), "float32", "no amx_bf16"),
+        (({"CPU"}, _ZEN4), "bfloat16", "AVX512-BF16 (avx512_bf16, no AMX)"),
+        (({"CPU"}, _HASWELL), "float32", "neither amx_bf16 nor avx512_bf16"),
         (({"CPU"}, frozenset()), "float32", "unknown"),
     ]
     for (kinds, flags), expected, reason in cases:
