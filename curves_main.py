@@ -14,12 +14,15 @@ With --compare, draws validation accuracy against wall minutes of several runs i
 
 from __future__ import annotations
 
-import pathlib
-import sys
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
 
-from absl import app
+# isort: split
+
+import pathlib
+
 from absl import flags
 
+from emotion_tfds import errors
 from emotion_tfds.report import curves
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "train_main --model_dir of the run.")
@@ -36,7 +39,7 @@ def _parse_baseline(text: str) -> tuple[str, list[tuple[float, float]]]:
   try:
     return label, [(float(m), float(a)) for m, a in (p.split(":") for p in points.split(","))]
   except ValueError:
-    raise app.UsageError(f"--baseline {text!r}: expected label=minutes:accuracy,...") from None
+    raise errors.ConfigError(f"--baseline {text!r}: expected label=minutes:accuracy,...") from None
 
 
 def compare(pairs: list[str], baselines: list[str], output: str, title: str) -> None:
@@ -45,11 +48,8 @@ def compare(pairs: list[str], baselines: list[str], output: str, title: str) -> 
   for pair in pairs:
     label, _, model_dir = pair.rpartition("=")
     if not model_dir:
-      raise app.UsageError(f"--compare {pair!r}: expected label=model_dir.")
-    try:
-      runs[label] = curves.read_run(model_dir)
-    except FileNotFoundError as error:
-      sys.exit(f"curves_main: {error}")
+      raise errors.ConfigError(f"--compare {pair!r}: expected label=model_dir.")
+    runs[label] = curves.read_run(model_dir)
     points = curves.minutes_to_accuracy(runs[label])
     print(f"{label}: " + ", ".join(f"{m:.1f} min {a:.1%}" for m, a in points))
   image = curves.time_to_accuracy_image(runs, dict(map(_parse_baseline, baselines)), title)
@@ -65,15 +65,12 @@ def main(argv: list[str]) -> None:
     compare(_COMPARE.value, _BASELINE.value, _OUTPUT.value, _TITLE.value)
     return
   if not _MODEL_DIR.value:
-    raise app.UsageError("--model_dir (or --compare) is required.")
-  try:
-    stages = curves.read_run(_MODEL_DIR.value)
-  except FileNotFoundError as error:
-    sys.exit(f"curves_main: {error}")
+    raise errors.ConfigError("--model_dir (or --compare) is required.")
+  stages = curves.read_run(_MODEL_DIR.value)
   print(curves.markdown_table(stages))
   if _OUTPUT.value:
     print(f"wrote {curves.curves_png(stages, _OUTPUT.value, _TITLE.value)}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  quiet.run(main)

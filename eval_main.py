@@ -6,16 +6,26 @@ emotion, and how its images were predicted; then the totals) and writes it as md
   python eval_main.py --model_path=/tmp/emotion/model.keras --data_dir=data/tfds \
       --dataset=fer2013/fer7 --split=test --tta=ten-crop --output=/tmp/report.md
 
-A seed6 model on fer7 data (fear reported as not covered), to compare the schemes on the same images:
+Without --dataset, the data is the dataset the model's run trained on (train_main's manifest.json
+beside the model), else the default dataset of the model's own classes (its labels.txt): a seed6
+model on generated_faces/seed6. A seed6 model on fer7 data (fear reported as not covered), to
+compare the schemes on the same images:
 
-  python eval_main.py --model_path=seed6/model.keras --dataset=fer2013/fer7 --model_scheme=seed6
+  python eval_main.py --model_path=seed6/model.keras --dataset=fer2013/fer7
+
+An ensemble (the mean of its members' probabilities), e.g. the members of train_main
+--ensemble_members=2:
+
+  python eval_main.py --model_path=run/member_0/model.keras,run/member_1/model.keras \
+      --dataset=fer2013/fer7 --split=validation --tta=flip
 """
 
 from __future__ import annotations
 
-import sys
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
 
-from absl import app
+# isort: split
+
 from absl import flags
 
 from emotion_tfds import labels
@@ -23,14 +33,20 @@ from emotion_tfds import tta
 from emotion_tfds.data import datasets
 from emotion_tfds.serve import evaluate
 
-_MODEL_PATH = flags.DEFINE_string(
-    "model_path", None, "Trained model: a .keras file or a SavedModel directory.")
+_MODEL_PATH = flags.DEFINE_list(
+    "model_path", None,
+    "Trained model: a .keras file or a SavedModel directory; several, comma-separated, are "
+    "evaluated as one ensemble (the mean of their probabilities; they must predict the same "
+    "classes).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None,
     "TFDS data_dir holding the built dataset (default: $TFDS_DATA_DIR or ./data/tfds, like "
     "train_main).")
 _DATASET = flags.DEFINE_string(
-    "dataset", "fer2013/fer7", "TFDS dataset and config whose labels are the truth.")
+    "dataset", None, "TFDS dataset and config whose labels are the truth. Default: the dataset "
+    "the model's run trained on (its manifest.json), else the default dataset of the model's "
+    "classes (--model_scheme, else its labels.txt; e.g. generated_faces/seed6 for a seed6 model), "
+    "else train_main's --dataset.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower_bound=1)
 _TTA = flags.DEFINE_enum(
@@ -39,8 +55,8 @@ _TTA = flags.DEFINE_enum(
     "corner and center 40x40 crops and their mirrors, each resized back to 48x48).")
 _MODEL_SCHEME = flags.DEFINE_enum(
     "model_scheme", None, sorted(labels.SCHEMES),
-    "Label scheme of the model's outputs when it is not the dataset's (a SavedModel from export "
-    "names its own); labels are then mapped by emotion name.")
+    "Label scheme of the model's outputs (default: its labels.txt, else the dataset's); labels "
+    "are mapped to the dataset's by emotion name.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Report file; its suffix picks the format: .md, .json or .csv.")
 _LOGDIR = flags.DEFINE_string(
@@ -51,16 +67,13 @@ _CONFUSION_PNG = flags.DEFINE_string(
 
 def main(argv: list[str]) -> None:
   del argv
-  try:
-    evaluate.evaluate_file(
-        model_path=_MODEL_PATH.value, dataset=_DATASET.value,
-        data_dir=_DATA_DIR.value or datasets.default_data_dir(), split=_SPLIT.value,
-        batch_size=_BATCH_SIZE.value, tta=_TTA.value, model_scheme=_MODEL_SCHEME.value,
-        output=_OUTPUT.value, logdir=_LOGDIR.value, confusion_png=_CONFUSION_PNG.value)
-  except (ValueError, FileNotFoundError) as error:  # Bad input: the message says what and where.
-    sys.exit(f"eval_main: {error}")
+  evaluate.evaluate_file(
+      model_path=_MODEL_PATH.value, dataset=_DATASET.value,
+      data_dir=_DATA_DIR.value or datasets.default_data_dir(), split=_SPLIT.value,
+      batch_size=_BATCH_SIZE.value, tta=_TTA.value, model_scheme=_MODEL_SCHEME.value,
+      output=_OUTPUT.value, logdir=_LOGDIR.value, confusion_png=_CONFUSION_PNG.value)
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model_path")
-  app.run(main)
+  quiet.run(main)

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
-from absl import app
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 from absl import flags
 
 from emotion_tfds import models
@@ -29,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  quiet.run(main)

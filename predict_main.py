@@ -9,20 +9,25 @@ Run:
   python predict_main.py --model_path=runs/default/saved_model \
       photo.jpg photos/ 'more/*.png' [--output=predictions.json|.csv] \
       [--annotate_dir=/tmp/annotated] [--montage=/tmp/montage.png]
-`--model_path` is a SavedModel directory (train_main, export_main), a .keras or a .tflite file.
+`--model_path` is a SavedModel directory (train_main, export_main), a .keras or a .tflite file, or
+several of them, comma-separated: an ensemble, whose probabilities are the mean of its members'.
 """
 
 from __future__ import annotations
 
-import sys
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
 
-from absl import app
+# isort: split
+
 from absl import flags
 
 from emotion_tfds.serve import predict
 
-_MODEL_PATH = flags.DEFINE_string(
-    "model_path", None, "SavedModel directory, .keras file or .tflite file of a trained model.")
+_MODEL_PATH = flags.DEFINE_list(
+    "model_path", None,
+    "SavedModel directory, .keras file or .tflite file of a trained model; several, "
+    "comma-separated, are one ensemble (the mean of their probabilities; they must predict the "
+    "same classes).")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Also write the predictions to this .json or .csv file.")
 _ANNOTATE_DIR = flags.DEFINE_string(
@@ -40,13 +45,10 @@ flags.register_validator(
 
 
 def main(argv: list[str]) -> int:
-  try:
-    return predict.run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value,
-                       _LABEL_NAMES.value, _MONTAGE.value)
-  except (ValueError, FileNotFoundError) as error:  # Bad model or output: the message says which.
-    sys.exit(f"predict_main: {error}")
+  return predict.run(_MODEL_PATH.value, argv[1:], _OUTPUT.value, _ANNOTATE_DIR.value,
+                     _LABEL_NAMES.value, _MONTAGE.value)
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model_path")
-  app.run(main)
+  quiet.run(main)

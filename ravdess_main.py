@@ -10,10 +10,13 @@ Then `tfds build builders/ravdess_crops --manual_dir=CROPS` (BUILD.md, "RAVDESS 
 
 from __future__ import annotations
 
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 from collections.abc import Sequence
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -50,7 +53,8 @@ def main(argv: Sequence[str]) -> None:
     stats = extract.run_beam(args.ravdess_dir, args.out, options, pipeline_args=argv[1:])
   else:
     if len(argv) > 1:
-      raise app.UsageError(f"Unknown arguments {argv[1:]} (Beam options need --executor=beam).")
+      raise errors.ConfigError(f"Unknown arguments {argv[1:]} (Beam options need "
+                               "--executor=beam).")
     stats = extract.extract_folder(args.ravdess_dir, args.out, options)
   logging.info("RAVDESS crops in %s", args.out)
   print(stats.format())
@@ -66,4 +70,4 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["ravdess_dir", "out"])
-  app.run(errors.exit_on_user_error(main), flags_parser=_parse_flags)
+  quiet.run(main, flags_parser=_parse_flags)

@@ -1,20 +1,28 @@
 """Trains an emotion classifier in stages on any tf.distribute strategy; resumes after a kill.
 
-With no flags: generates the faces dataset under ./data/tfds if it is not built there, trains a
-short version of the seed's schedule (7-class pretraining on fer7, then head / all / all on seed6),
-evaluates on the test split, prints the per-emotion table and saves runs/default/model.keras and
-runs/default/saved_model. Run from the repository root:
+With no flags: generates faces and builds them as generated_faces/fer7 and generated_faces/seed6
+under ./data/tfds if they are not built there (never as fer2013, which only the real csv builds),
+trains a short version of the seed's schedule (7-class pretraining on fer7, then head / all / all
+on seed6), evaluates on the test split, prints the per-emotion table and saves
+runs/default/model.keras, runs/default/saved_model and runs/default/manifest.json (what made the
+model: commit, flags, versions, CPU, precision, data). Run from the repository root:
 
   python train_main.py
   python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
   python train_main.py --stages=head:10:1e-3:32,all:10:1e-4:128 --strategy=mirrored
+  python train_main.py --flagfile=configs/fer7_fast.cfg --ensemble_members=3 --model_dir=runs/ens
 
 Starting the same command again continues from the last checkpoint in --model_dir.
 """
 
 from __future__ import annotations
 
-from absl import app
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
+import sys
+
 from absl import flags
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -26,17 +34,21 @@ from emotion_tfds import tta
 from emotion_tfds.data import augment
 from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
+from emotion_tfds.train import budget
 from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import precision
 from emotion_tfds.train import stages
 from emotion_tfds.train import strategies
 
+_PROGRESS_VERBOSE = {"bar": 1, "line": 2, "none": 0}  # --progress -> Keras fit's verbose.
+
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data_dir with the built datasets (default ./data/tfds, or "
     "$TFDS_DATA_DIR).")
 _DATASET = flags.DEFINE_string(
-    "dataset", "fer2013/seed6", "Target dataset name/config, or a mixture with the RAVDESS crops, "
-    "e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
+    "dataset", datasets.DEFAULT_DATASET, "Target dataset name/config (fer2013/<config>: "
+    "real FER-2013; generated_faces/<config>: generated faces), or a mixture with the RAVDESS "
+    "crops, e.g. fer2013/seed6+ravdess_crops (BUILD.md, \"RAVDESS crops\").")
 _MODEL = flags.DEFINE_enum("model", "base_cnn", sorted(models.MODELS),
                            "Architecture (models_main.py lists their sizes).")
 _PRETRAINED = flags.DEFINE_string(
@@ -47,13 +59,16 @@ _STAGES = flags.DEFINE_string(
     "[:key=value...], trainable 'head' (base frozen) or 'all'; optimizer adam (default), adamw, "
     "sgd, momentum, nesterov or rmsprop; options schedule=constant|cosine|step|plateau, warmup=E, "
     "drops=E1/E2, factor=F, patience=P, wd=W, clip=C, smooth=S, balance=none|weights|sqrt, "
-    "augment=on|off (see emotion_tfds/train/stages.py).")
+    "augment=on|off, ema=M, teacher=PATH[+PATH...] (distil from trained .keras networks, their "
+    "probabilities averaged), distill_t=T (temperature, default 4), distill_w=W (weight of the "
+    "distillation term, default 0.5), budget=on (the stage --time_budget sizes; default the "
+    "last) (see emotion_tfds/train/stages.py).")
 _PRETRAIN_STAGES = flags.DEFINE_string(
     "pretrain_stages", "pretrain:all:2:1e-3:32",
     "Stages on --pretrain_dataset before --stages (same form; '' for none). The head is replaced "
     "when the label scheme changes. Skipped when --pretrained is given.")
 _PRETRAIN_DATASET = flags.DEFINE_string(
-    "pretrain_dataset", "fer2013/fer7", "Dataset of --pretrain_stages.")
+    "pretrain_dataset", datasets.default_dataset("fer7"), "Dataset of --pretrain_stages.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                               "tf.distribute strategy; multi_worker reads TF_CONFIG.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local).")
@@ -89,6 +104,12 @@ _KEEP_BEST = flags.DEFINE_enum(
 _FINAL_TTA = flags.DEFINE_enum(
     "final_tta", "none", list(tta.TTA_MODES),
     "Test-time augmentation of the final evaluation (as eval_main --tta).")
+_TIME_BUDGET = flags.DEFINE_float(
+    "time_budget", 0.0, "Minutes the whole command may take, from its start to its exit (final "
+    "evaluation, TTA and saving included): the budgeted stage (budget=on, else the last) gets as "
+    "many epochs as fit, from the throughput measured when it starts (its lr schedule follows "
+    "them); the count is kept in the checkpoint for a resume. 0: the stages' epochs as given.",
+    lower_bound=0.0)
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed (init, data order, augmentation, dropout).")
@@ -100,8 +121,9 @@ _REFERENCE_BATCH = flags.DEFINE_integer(
     "reference_batch", 32, "Batch size the stage learning rates are given for (--scale_lr).",
     lower_bound=1)
 _GENERATE_ROWS = flags.DEFINE_integer(
-    "generate_rows", facegen.DEFAULT_ROWS, "When a dataset is not built in --data_dir: generate this many faces "
-    "and build it from them (0: require a built dataset, e.g. real FER-2013).", lower_bound=0)
+    "generate_rows", facegen.DEFAULT_ROWS, "When a generated_faces dataset is not built in "
+    "--data_dir: generate this many faces and build it (0: require it built). fer2013 is never "
+    "generated.", lower_bound=0)
 _EVAL_SPLIT = flags.DEFINE_string(
     "eval_split", "test", "Split of the final evaluation ('validation' when it is absent).")
 _VALIDATE = flags.DEFINE_bool("validate", True, "Evaluate on the validation split every epoch.")
@@ -112,6 +134,15 @@ _DATA_SERVICE_ADDRESS = flags.DEFINE_string(
     "data_service_address", None,
     "tf.data service dispatcher (e.g. grpc://host:5050): the training input pipeline runs on its "
     "workers instead of in this process.")
+_ENSEMBLE_MEMBERS = flags.DEFINE_integer(
+    "ensemble_members", 1,
+    "Train this many networks of the recipe, member k with seed --seed + k in "
+    "<model_dir>/member_<k>/ (each a whole run: model.keras, saved_model, eval report), then "
+    "evaluate their ensemble (the mean of their probabilities, --eval_split, --final_tta) and save "
+    "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
+    lower_bound=1)
+
+
 _PROFILE_STEPS = flags.DEFINE_list(
     "profile_steps", None,
     "FIRST,LAST: write a TensorBoard profile (Profile tab) of these training steps (1-based, "
@@ -129,26 +160,31 @@ def _is_step_range(steps: list[str] | None) -> bool:
 flags.register_validator("profile_steps", _is_step_range,
                          "--profile_steps: expected FIRST,LAST with 1 <= FIRST <= LAST, e.g. 5,8.")
 _PROGRESS = flags.DEFINE_enum(
-    "progress", "bar", ["bar", "line", "none"],
-    "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays).")
+    "progress", None, list(_PROGRESS_VERBOSE),
+    "Keras output per epoch: a progress bar, one line, or nothing (the summary line stays). "
+    "Default: bar when stdout is a terminal, else line.")
 
 
 def make_config() -> config_lib.TrainConfig:
-  """The TrainConfig of the parsed flags."""
+  """The TrainConfig of the parsed flags.
+
+  Raises:
+    errors.ConfigError: a malformed stage spec or values that cannot work together, naming the flag.
+  """
+  main_stages = _parse_stages(_STAGES)
+  pretrain = []
+  if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
+    pretrain = _parse_stages(_PRETRAIN_STAGES, prefix="pretrain", dataset=_PRETRAIN_DATASET.value)
   try:
-    main_stages = stages.parse_stages(_STAGES.value)
-    pretrain = []
-    if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
-      pretrain = stages.parse_stages(_PRETRAIN_STAGES.value, prefix="pretrain",
-                                     dataset=_PRETRAIN_DATASET.value)
     schedule = stages.with_pretraining(main_stages, pretrain)
   except ValueError as e:
-    raise app.UsageError(f"--stages/--pretrain_stages: {e}") from None
+    raise errors.ConfigError(f"--stages/--pretrain_stages: {e}") from None
   try:
     augment_params = augment.AugmentParams(
         **{field: holder.value for field, holder in _AUGMENT_FLAGS.items()})
   except ValueError as e:
-    raise app.UsageError(f"--augment_*: {e}") from None
+    raise errors.ConfigError(f"--augment_*: {e}") from None
+  progress = _PROGRESS.value or ("bar" if sys.stdout.isatty() else "line")
   return config_lib.TrainConfig(
       model_dir=_MODEL_DIR.value,
       data_dir=_DATA_DIR.value or datasets.default_data_dir(),
@@ -170,13 +206,27 @@ def make_config() -> config_lib.TrainConfig:
       max_steps_per_epoch=_MAX_STEPS_PER_EPOCH.value,
       jit_compile=_JIT_COMPILE.value,
       data_service_address=_DATA_SERVICE_ADDRESS.value,
-      verbose={"bar": 1, "line": 2, "none": 0}[_PROGRESS.value],
+      verbose=_PROGRESS_VERBOSE[progress],
       augment_params=augment_params,
       keep_best=_KEEP_BEST.value,
       final_tta=_FINAL_TTA.value,
+      time_budget=_TIME_BUDGET.value,
+      budget_start=budget.process_started(),
       profile_steps=tuple(int(step) for step in _PROFILE_STEPS.value) if _PROFILE_STEPS.value
       else None,
   )
+
+
+def flag_values() -> dict:
+  """This main's flags with their values after --flagfile and defaults (the run's manifest)."""
+  return {flag.name: flag.value for flag in flags.FLAGS.get_flags_for_module(__name__)}
+
+
+def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
+  try:
+    return stages.parse_stages(flag.value, **kwargs)
+  except ValueError as e:
+    raise errors.ConfigError(f"--{flag.name}: {e}") from None
 
 
 def _precision() -> str:
@@ -186,8 +236,8 @@ def _precision() -> str:
   # Physical devices: listing the logical ones would start TF before the strategy is made.
   alias = precision.mixed({device.device_type for device in tf.config.list_physical_devices()})
   if _PRECISION.present and _PRECISION.value != alias:
-    raise app.UsageError(f"--mixed_precision means --precision={alias} here, but "
-                         f"--precision={_PRECISION.value} is given; pass only --precision.")
+    raise errors.ConfigError(f"--mixed_precision means --precision={alias} here, but "
+                             f"--precision={_PRECISION.value} is given; pass only --precision.")
   print(f"--mixed_precision is an alias of --precision={alias} on this machine; use --precision "
         "(default auto).", flush=True)
   return alias
@@ -196,8 +246,11 @@ def _precision() -> str:
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
-  experiment.run_experiment(make_config())
+  if _ENSEMBLE_MEMBERS.value > 1:
+    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value, flag_values=flag_values())
+  else:
+    experiment.run_experiment(make_config(), flag_values=flag_values())
 
 
 if __name__ == "__main__":
-  app.run(errors.exit_on_user_error(main))
+  quiet.run(main)

@@ -264,7 +264,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("manual_dir", None,
                       "Folder with fer2013.csv(.gz) to build and use; default: generated faces.")
   flags.DEFINE_string("data_dir", None, "TFDS data_dir to build into; default: a temp folder.")
-  flags.DEFINE_string("dataset", "fer2013/fer7", "TFDS dataset name/config.")
+  flags.DEFINE_string("config", "fer7", "Dataset config: fer2013/<config> with --manual_dir, "
+                      "generated_faces/<config> without.")
   flags.DEFINE_integer("num_rows", GENERATED_ROWS,
                        "Rows of generated faces (without --manual_dir).", lower_bound=100)
   flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower_bound=1)
@@ -286,11 +287,11 @@ def main(argv: list[str]) -> None:
   try:
     data_dir = f.data_dir or os.path.join(scratch, "tfds")
     if f.manual_dir:
-      builder = datasets.build(f.dataset, data_dir, f.manual_dir)
-      source = f"{f.manual_dir}"
+      builder = datasets.build(f"{datasets.FER2013}/{f.config}", data_dir, f.manual_dir)
     else:
-      builder = datasets.ensure_generated(f.dataset, data_dir, num_rows=f.num_rows)
-      source = f"generated faces ({f.num_rows} rows)"
+      builder = datasets.ensure_generated(f"{datasets.GENERATED_FACES}/{f.config}", data_dir,
+                                          num_rows=f.num_rows)
+    source = datasets.describe(builder)
     results = run(builder, scratch, batch_size=f.batch_size, passes=f.passes,
                   max_images=f.max_images, modes=f.modes, seed=f.seed,
                   steps_per_execution=f.steps_per_execution)

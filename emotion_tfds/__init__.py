@@ -1,26 +1,32 @@
 """emotion_tfds: facial-emotion recognition on FER-2013 (+ RAVDESS crops) with TFDS and tf.data.
 
-The modules follow the data flow; import the one you need (this file imports nothing, so
-`import emotion_tfds.labels` does not pull in TensorFlow):
+One subpackage per stage of the data flow, from the bottom up; a module imports only its own layer
+and the ones below it (tests/layout_test.py checks it). Import the module you need (this file
+imports nothing, so `import emotion_tfds.labels` does not pull in TensorFlow):
 
-    image_spec                  the 48x48x1 uint8 image format every module shares
-    labels, preprocess          label schemes and mappings; uint8 -> model input
-    facegen, faces              generated faces; face detection and 48x48 crops (OpenCV)
-    ravdess_names               RAVDESS file names -> fields and emotion labels; which are videos
-    video_frames                a video's evenly spaced frames, their largest face (OpenCV)
-    ravdess                     RAVDESS videos -> face crops + summary (plain loop or Beam), command
-    ravdess_crops               the crops folder (manifest.csv + PNGs): ravdess -> its builder
-    datasets, mixtures          the TFDS builders (builders/) by name; FER + crops at input time
-    pipeline, augment           tf.data input; batched augmentation (host or device)
-    models                      networks (base_cnn, vgg, fastnet), head swap, weights, complexity
-    stages, schedules, losses   the stage spec and its options; lr schedules; smoothed/weighted loss
-    weight_averages             a stage's EMA of the weights: evaluated, kept, resumed, final
-    strategies, seeds           tf.distribute strategies by name, chief; the run's seed streams
-    stage_inputs, checkpoints   a run's datasets and per-stage input fns; checkpoint state, resume
-    training                    the stages under tf.distribute, resume, best epoch -> network
-    runs                        a whole run: training, final evaluation (TTA), saved files
-    metrics, callbacks          per-emotion report; per-epoch TensorBoard summaries
-    run_summaries, curves       the run's HParams trial and chart layout; curves read back
-    serving                     one loader (.keras, SavedModel, .tflite): uint8 faces -> probabilities
-    evaluate, export, predict   eval_main, export_main (SavedModel, TFLite), predict_main
+  shared (top-level modules)
+    image_spec, labels          the 48x48x1 uint8 image format; label schemes and mappings
+    preprocess, tta             uint8 -> model input and uint8 -> probabilities; test-time views
+    errors, quiet               user errors as one line; quiet mains (log levels, C++ lines)
+    seeds, workers, faces       seed streams; which task is the chief; face detection, 48x48 crops
+    manifest                    a run's commit, versions, CPU, precision (manifest.json)
+  ravdess/                      RAVDESS videos -> crops: file_names, video_frames, extract (loop or
+                                Beam), crops_folder (the format the ravdess_crops builder reads)
+  (builders/ at the repository root: the TFDS builders fer2013, generated_faces, ravdess_crops)
+  data/                         facegen (generated faces), datasets (by name, with provenance),
+                                integrity (damaged shards named), mixtures, pipeline, augment
+  models/                       base_cnn, vgg, fastnet*, heads, weights (Keras-2 import), ensemble,
+                                complexity
+  report/                       metrics (streaming per-emotion report), evaluation (a network in
+                                memory, with TTA), callbacks (TensorBoard), run_summaries, curves
+  train/                        config, hparams, stages, schedules, losses, weight_averages,
+                                precision, budget, teacher, strategies, checkpoints, inputs,
+                                network, training_model, keep_best, profiling, loop (ends at the
+                                trained network; never imports serve)
+  serve/                        loader (one loader for every model file and ensembles), evaluate
+                                (a model file on a split), export (SavedModel, LiteRT), predict
+  experiment                    a whole run: train, final evaluation, manifest, saved files; and
+                                an ensemble of seeds
+
+The *_main.py files at the repository root are the commands (flags -> one library call).
 """

@@ -25,6 +25,10 @@ class MissingFileError(UserError, FileNotFoundError):
   """A file or folder named on the command line does not exist or holds nothing usable."""
 
 
+class DamagedDataError(UserError, OSError):
+  """A built dataset has a file that cannot be read (truncated or corrupted): rebuild it."""
+
+
 class CheckpointMismatchError(UserError, ValueError):
   """model_dir holds a checkpoint written by a run with other settings."""
 

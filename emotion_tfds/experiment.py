@@ -1,27 +1,43 @@
 """A whole training run as train_main runs it, composed above training, reporting and serving:
-`train.loop.train` up to the final network, then its evaluation on the report split (per-emotion
-table, `eval_<split>.json`/`.md`, the run's TensorBoard result) and the saved files (`model.keras`
-and the uint8-input SavedModel).
+`train.loop.train` up to the final network, then the run's manifest (`manifest.json`: commit,
+settings, versions, CPU, precision, data provenance), the evaluation on the report split
+(per-emotion table, `eval_<split>.json`/`.md`, the run's TensorBoard result) and the saved files
+(`model.keras` and the uint8-input SavedModel, which carries the manifest in its assets).
+
+`run_ensemble` trains several networks of one recipe that way, each with its own seed in its own
+folder, then evaluates and saves their ensemble (the mean of their probabilities) as one model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
+import pathlib
 import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
 
+from emotion_tfds import errors
+from emotion_tfds import manifest
+from emotion_tfds import workers
 from emotion_tfds.data import datasets
+from emotion_tfds.data import integrity
+from emotion_tfds.models import ensemble
 from emotion_tfds.report import evaluation
 from emotion_tfds.report import metrics
 from emotion_tfds.report import run_summaries
 from emotion_tfds.serve import export
+from emotion_tfds.serve import loader
+from emotion_tfds.train import checkpoints
 from emotion_tfds.train import config as config_lib
+from emotion_tfds.train import inputs
 from emotion_tfds.train import loop
+from emotion_tfds.train import strategies
 
 REPORT_PREFIX = "eval_"  # <model_dir>/eval_<split>.json and .md: the final evaluation.
+MEMBER_DIR = "member_{}"  # <model_dir>/member_<k>: the run of an ensemble's member k.
 
 
 @dataclasses.dataclass
@@ -33,25 +49,49 @@ class RunResult:
     report: per-emotion evaluation on the report split.
     history: one dict per epoch trained by this call: stage, epoch, the Keras logs, images_per_s.
     resumed_from: (stage index, epochs done) of the checkpoint this call started from, or None.
+    manifest: the run's manifest (`write_manifest`).
   """
   model: keras.Model
   report: metrics.EmotionReport
   history: list[dict]
   resumed_from: tuple[int, int] | None
+  manifest: dict
 
 
 def run_experiment(config: config_lib.TrainConfig,
                    strategy: tf.distribute.Strategy | None = None,
-                   extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunResult:
-  """Trains (`loop.train`, same arguments and errors), evaluates and saves the final network."""
-  trained = loop.train(config, strategy, extra_callbacks)
-  report = evaluate_final(trained, config)
+                   extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+                   flag_values: dict | None = None) -> RunResult:
+  """Trains (`loop.train`, same arguments and errors), writes the manifest (with `flag_values`,
+  the main's flags), evaluates and saves the final network.
+
+  Raises:
+    errors.DamagedDataError: a file of the run's datasets cannot be read (`integrity`).
+  """
+  used = [config.dataset] + [config.stage_dataset(stage) for stage in config.stages]
+  with integrity.naming_damaged_files(used, config.data_dir):
+    trained = loop.train(config, strategy, extra_callbacks)
+    run_manifest = write_manifest(trained, config, flag_values)
+    report = evaluate_final(trained, config)
   export.save_trained(trained.network, trained.write_dir, datasets.label_names(trained.target),
-                      announce=trained.chief)
+                      announce=trained.chief, manifest=run_manifest)
   if not trained.chief:
     shutil.rmtree(trained.write_dir, ignore_errors=True)
   return RunResult(model=trained.network, report=report, history=trained.history,
-                   resumed_from=trained.resumed_from)
+                   resumed_from=trained.resumed_from, manifest=run_manifest)
+
+
+def write_manifest(trained: loop.TrainedRun, config: config_lib.TrainConfig,
+                   flag_values: dict | None = None) -> dict:
+  """The run's manifest (`manifest.run_manifest`: the data of every dataset it trained on, the
+  Keras precision policy it trained under), written to `<model_dir>/manifest.json` by the chief."""
+  run_manifest = manifest.run_manifest(
+      flags=flag_values, config=dataclasses.asdict(config),
+      precision=keras.mixed_precision.global_policy().name,
+      data={name: datasets.provenance(builder) for name, builder in trained.builders.items()})
+  if trained.chief:
+    manifest.write(trained.write_dir / manifest.MANIFEST_FILE, run_manifest)
+  return run_manifest
 
 
 def evaluate_final(trained: loop.TrainedRun,
@@ -68,5 +108,88 @@ def evaluate_final(trained: loop.TrainedRun,
           f"{config.final_tta}):\n{report.format_table()}", flush=True)
     run_summaries.write_run_result(trained.write_dir / loop.TENSORBOARD_DIR, report,
                                    trained.best_validation_accuracy,
-                                   step=sum(s.epochs for s in config.stages))
+                                   step=sum(s.epochs for s in trained.config.stages))
   return report
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+  """What `run_ensemble` returns.
+
+  Attributes:
+    members: each member's run, member 0 first.
+    model: the ensemble (`models.ensemble.average_networks` of the members' final networks).
+    report: the ensemble's per-emotion evaluation on the report split.
+  """
+  members: list[RunResult]
+  model: keras.Model
+  report: metrics.EmotionReport
+
+
+def run_ensemble(config: config_lib.TrainConfig, num_members: int,
+                 strategy: tf.distribute.Strategy | None = None,
+                 extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+                 flag_values: dict | None = None) -> EnsembleResult:
+  """Trains `num_members` networks of `config`'s recipe, then evaluates and saves their ensemble.
+
+  Member k is the whole run of `config` with seed `config.seed + k` in `<model_dir>/member_<k>/`
+  (`run_experiment`: resumed after a kill, evaluated, saved), so member 0 is the single run of
+  `config`. The ensemble, the mean of the members' probabilities, is evaluated as one run's final
+  network is (`config.eval_split`, `config.final_tta`; `<model_dir>/eval_<split>.json` and `.md`)
+  and saved as one uint8-input SavedModel holding every member, `<model_dir>/saved_model`, with
+  its class names in `<model_dir>/labels.txt` and its manifest (member 0's, with the ensemble's
+  settings and members) in `<model_dir>/manifest.json` and the SavedModel's assets.
+
+  Raises:
+    errors.ConfigError: fewer than two members, a time budget, or a model_dir holding one
+      network's checkpoints.
+    Otherwise as `run_experiment`.
+  """
+  if num_members < 2:
+    raise errors.ConfigError(f"An ensemble needs at least 2 members, not {num_members}.")
+  if config.time_budget:
+    raise errors.ConfigError(
+        "--time_budget sizes a single network's run (the first member would take all of it); "
+        "train an ensemble with epochs instead.")
+  model_dir = pathlib.Path(config.model_dir)
+  if (model_dir / checkpoints.CKPT_DIR).exists():
+    raise errors.ConfigError(
+        f"{model_dir} holds the checkpoints of a single network's run ({checkpoints.CKPT_DIR}/); "
+        "train the ensemble into another --model_dir.")
+  strategy = strategy or strategies.make_strategy(config.strategy, config.tpu)
+  chief = workers.is_chief_worker(strategy)
+  members = []
+  for k in range(num_members):
+    member = dataclasses.replace(config, model_dir=str(model_dir / MEMBER_DIR.format(k)),
+                                 seed=config.seed + k)
+    if chief:
+      print(f"\nEnsemble member {k + 1}/{num_members} (seed {member.seed}) in {member.model_dir}",
+            flush=True)
+    members.append(run_experiment(member, strategy, extra_callbacks, flag_values))
+
+  network = ensemble.average_networks([m.model for m in members])
+  target = inputs.built_dataset(config.dataset, config.data_dir, generate_rows=0)
+  split = evaluation.report_split(target, config.eval_split)
+  report = evaluation.evaluate_network(network, target, split, strategy, tta=config.final_tta)
+  # As in a single run: the chief writes model_dir, the other workers a folder they then delete.
+  write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
+  for suffix in (".json", ".md"):
+    report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
+  label_names = datasets.label_names(target)
+  ensemble_manifest = dict(members[0].manifest, config=dataclasses.asdict(config), ensemble=[
+      {"model_dir": str(model_dir / MEMBER_DIR.format(k)), "seed": config.seed + k}
+      for k in range(num_members)])
+  export.export_saved_model(network, write_dir / loader.SAVED_MODEL_DIR, label_names,
+                            manifest=ensemble_manifest)
+  loader.write_label_names(write_dir, label_names)
+  if chief:
+    manifest.write(write_dir / manifest.MANIFEST_FILE, ensemble_manifest)
+  if chief:
+    accuracies = ", ".join(f"{m.report.totals.accuracy:.2%}" for m in members)
+    print(f"\nEvaluation of the ensemble of {num_members} on {config.dataset} {split} (TTA "
+          f"{config.final_tta}):\n{report.format_table()}\naccuracy: members {accuracies}; "
+          f"ensemble {report.totals.accuracy:.2%}\nSaved {write_dir / loader.SAVED_MODEL_DIR}",
+          flush=True)
+  else:
+    shutil.rmtree(write_dir, ignore_errors=True)
+  return EnsembleResult(members=members, model=network, report=report)

@@ -9,6 +9,8 @@ tuple of emotion names that a dataset config and a model's softmax head use:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 # FER-2013 csv id order: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
@@ -50,6 +52,13 @@ def get_scheme(name: str) -> tuple[str, ...]:
     return SCHEMES[name]
   except KeyError:
     raise ValueError(f"Unknown label scheme {name!r}; expected one of {sorted(SCHEMES)}.") from None
+
+
+def scheme_of(names: Sequence[str] | None) -> str | None:
+  """The name of the scheme whose emotions are `names` in this order, or None."""
+  if names is None:
+    return None
+  return next((scheme for scheme, emotions in SCHEMES.items() if emotions == tuple(names)), None)
 
 
 def display_order(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -46,6 +46,11 @@ class CurvesTest(absltest.TestCase):
     _write(tb / "a_head", {curves.TRAIN_ACCURACY: [0.75, 0.8], curves.EVAL_ACCURACY: [0.65, 0.7],
                            curves.EVAL_MACRO_F1: [0.55, 0.6]}, first_step=3)
     (tb / "empty_stage").mkdir()
+    # Runs that are no stage: the run-level summaries (in tb itself in runs written before they
+    # got their folder) and an emotion's per-epoch scalars.
+    _write(tb / "run", {"run/final_accuracy": [0.7]}, first_step=5)
+    _write(tb, {"run/final_accuracy": [0.7]}, first_step=5)
+    _write(tb / "per_emotion" / "happy", {"per_emotion/recall": [0.2, 0.4, 0.6, 0.8, 0.9]})
 
   def test_read_run_orders_stages_by_time_and_keeps_the_last_value_of_a_step(self):
     stages = curves.read_run(self.model_dir)
@@ -102,4 +107,4 @@ class CurvesTest(absltest.TestCase):
     done = subprocess.run([sys.executable, str(REPO / "curves_main.py"), f"--model_dir={empty}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     self.assertEqual(done.returncode, 1)
-    self.assertIn("curves_main: ", done.stderr)
+    self.assertRegex(done.stderr, r"^error: .*/tb: no TensorBoard stage folder .*\n$")

@@ -1,6 +1,7 @@
 """runs.run under MirroredStrategy (2 logical CPUs, host augmentation) and
 MultiWorkerMirroredStrategy (2 worker processes on 127.0.0.1, device augmentation): a few real
-steps (with ema=), and the replicas and the workers end with identical weights.
+steps (with ema=), and the replicas and the workers end with identical weights. The final
+evaluation under MirroredStrategy: full static batches on every replica, every image counted once.
 
 Each run is a fresh Python process: logical devices and TF_CONFIG must be set before TF starts.
 """
@@ -18,7 +19,10 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
-import pytest
+import support
+
+from emotion_tfds import labels
+from emotion_tfds.data import datasets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 240
@@ -57,14 +61,54 @@ print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "spread
 '''
 
 
+# The final evaluation and the per-epoch validation under MirroredStrategy (2 logical CPUs) of
+# fastnet_small (BatchNorm after a convolution: oneDNN gives a wrong shape on an empty batch):
+# argv = data_dir. seed6's generated validation split has 120 images, under one global batch of
+# 256 (128 per replica): unpadded, the second replica would get an empty batch. Prints the static
+# batch shapes the prediction is traced with and the reports' counts per true emotion: final
+# evaluation without and with flip TTA, then two epochs' validations.
+_EVAL_CHILD = r'''
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from emotion_tfds import models, preprocess
+from emotion_tfds.data import datasets
+from emotion_tfds.report import evaluation, metrics
+from emotion_tfds.train import inputs
+
+traced = []
+network_predict_fn = preprocess.predict_fn
+def recording_predict_fn(net):
+  predict = network_predict_fn(net)
+  def recorded(images):
+    traced.append(images.shape.as_list())
+    return predict(images)
+  return recorded
+preprocess.predict_fn = recording_predict_fn
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+builder = datasets.get_builder("generated_faces/seed6", sys.argv[1])
+with strategy.scope():
+  net = models.build_fastnet_small(len(datasets.label_names(builder)))
+reports = [evaluation.evaluate_network(net, builder, "validation", strategy, tta)
+           for tta in ("none", "flip")]
+validator = metrics.StreamingEvaluator(preprocess.predict_fn(net), datasets.label_names(builder),
+                                       strategy=strategy)
+validation = inputs.eval_dataset_fn(builder, "validation")
+reports += [validator.evaluate(validation) for _ in range(2)]
+counts = [report.confusion.sum(axis=1).tolist() for report in reports]
+print("RESULT " + json.dumps({"traced": traced, "counts": counts}))
+'''
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
 
 
-@pytest.mark.usefixtures("data_dir")
-class DistributeTest(absltest.TestCase):
+class DistributeTest(support.WithGeneratedData, absltest.TestCase):
 
   def setUp(self):
     super().setUp()
@@ -108,6 +152,22 @@ class DistributeTest(absltest.TestCase):
     self.assertEqual(result["spread"], 0.0)
     self.assertTrue((self.root / "model" / "model.keras").exists())
     self.assertTrue(all(np.isfinite(w).all() for w in self._weights("mirrored")))
+
+  def test_mirrored_evaluation_feeds_every_replica_full_static_batches(self):
+    child = self.root / "eval_child.py"
+    child.write_text(_EVAL_CHILD)
+    process = subprocess.Popen([sys.executable, str(child), self.data_dir], cwd=REPO,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (result,) = self._finish([process])
+    # Per replica: 128 images (256 / 2), twice that with the flipped views.
+    self.assertEqual({tuple(shape) for shape in result["traced"]},
+                     {(128, 48, 48, 1), (256, 48, 48, 1)})
+    builder = datasets.get_builder("generated_faces/seed6", self.data_dir)
+    true_labels = [int(label) for _, label in builder.as_dataset("validation", as_supervised=True)]
+    expected = np.bincount(true_labels, minlength=len(labels.SEED6)).tolist()
+    self.assertEqual(sum(expected), 120)  # One replica's share is padding only.
+    self.assertEqual(result["counts"], [expected] * 4)
 
   def test_multi_worker_two_processes(self):
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]

@@ -1,17 +1,22 @@
 """Tests for emotion_tfds.serve.export: SavedModel signatures, TFLite parity, quantisation.
 
-A small CNN is trained once per module on the generated faces (fer2013/seed6) and exported by
-`export.run` (what export_main runs), as a user would; the tests check what it wrote.
+A small CNN is trained once per module on generated faces (generated_faces/seed6) and exported
+by `export.run` (what export_main runs), as a user would; the tests check what it wrote. With a
+second one (another seed), export_main exports their ensemble.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 from ai_edge_litert import interpreter as litert
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -23,7 +28,8 @@ from emotion_tfds.data import datasets
 from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
 
-DATASET = "fer2013/seed6"
+DATASET = "generated_faces/seed6"
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def split_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -31,9 +37,9 @@ def split_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
   return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
 
 
-def train_small_model(builder, epochs: int) -> keras.Model:
+def train_small_model(builder, epochs: int, seed: int = 0) -> keras.Model:
   """Plain `model.fit` on `preprocess.to_model_input` images of the train split."""
-  keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(seed)
   images, labels = split_arrays(builder, "train")
   model = support.small_cnn(datasets.num_classes(builder))
   model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
@@ -41,12 +47,21 @@ def train_small_model(builder, epochs: int) -> keras.Model:
   return model
 
 
-@pytest.fixture(scope="module")
-def exported(generated_data_dir, tmp_path_factory):
+def assert_names_the_classes(test: tf.test.TestCase, saved, path, names) -> None:
+  """The SavedModel `saved` (loaded from `path`) names `names` in its signature and its asset."""
+  test.assertEqual(
+      [n.decode() for n in saved.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
+      list(names))
+  test.assertEqual(loader.saved_model_label_names(path), names)
+
+
+@functools.cache
+def exported() -> tuple:
   """(builder, keras model, out_dir, parity report) after export.run on a trained model."""
+  generated_data_dir = support.generated_data_dir()
   builder = datasets.get_builder(DATASET, generated_data_dir)
   model = train_small_model(builder, epochs=6)
-  root = tmp_path_factory.mktemp("export")
+  root = support.process_tempdir("export")
   model.save(root / "model.keras")
   out_dir = root / "out"
   report = export.run(root / "model.keras", out_dir, generated_data_dir, DATASET,
@@ -54,14 +69,13 @@ def exported(generated_data_dir, tmp_path_factory):
   return builder, model, out_dir, report
 
 
-@pytest.fixture(autouse=True)
-def _inject(request, exported):
-  """Hands the module fixture to the TestCase methods."""
-  request.instance.builder, request.instance.model, request.instance.out_dir, \
-      request.instance.report = exported
-
-
 class ExportRunTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.builder, cls.model, cls.out_dir, cls.report = exported()
+
 
   def test_writes_all_exports_and_reports(self):
     for name in ("saved_model/saved_model.pb", "saved_model/assets/labels.txt",
@@ -118,11 +132,8 @@ class ExportRunTest(tf.test.TestCase):
     rgb_96 = np.repeat(np.repeat(np.repeat(images, 2, axis=1), 2, axis=2), 3, axis=3)
     self.assertAllClose(serve_photos(images=tf.constant(rgb_96))[loader.PROBABILITIES_KEY],
                         expected, atol=1e-6)
-    names = datasets.label_names(self.builder)
-    self.assertEqual(
-        [n.decode() for n in loaded.signatures[loader.LABEL_NAMES_KEY]()["label_names"].numpy()],
-        list(names))
-    self.assertEqual(loader.saved_model_label_names(self.out_dir / "saved_model"), names)
+    assert_names_the_classes(self, loaded, self.out_dir / "saved_model",
+                             datasets.label_names(self.builder))
 
   def test_serve_photos_rejects_two_channels(self):
     loaded = tf.saved_model.load(str(self.out_dir / "saved_model"))
@@ -132,6 +143,11 @@ class ExportRunTest(tf.test.TestCase):
 
 class ExportArgumentsTest(tf.test.TestCase):
   """Bad arguments and mixed precision; uses the module's trained model only for its shape."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.builder, cls.model, cls.out_dir, cls.report = exported()
 
   def test_label_names_must_match_outputs(self):
     with self.assertRaisesRegex(ValueError, "5 label names"):
@@ -159,3 +175,75 @@ class ExportArgumentsTest(tf.test.TestCase):
     self.assertAllClose(probabilities, float32(preprocess.to_model_input(images)), atol=1e-6)
     self.assertAllClose(probabilities, mixed(preprocess.to_model_input(images)), atol=2e-2)
     self.assertEqual(loader.saved_model_label_names(path), labels.SEED6)
+
+  def test_manifest_is_an_asset_only_when_given(self):
+    run_manifest = {"code": {"commit": "abc"}, "data": {"generated_faces/seed6": {"splits": {}}}}
+    with_manifest, without = self.get_temp_dir() + "/with", self.get_temp_dir() + "/without"
+    export.export_saved_model(self.model, with_manifest, labels.SEED6, manifest=run_manifest)
+    export.export_saved_model(self.model, without, labels.SEED6)
+    written = pathlib.Path(with_manifest, "assets", "manifest.json")
+    self.assertEqual(json.loads(written.read_text()), run_manifest)
+    self.assertFalse(pathlib.Path(without, "assets", "manifest.json").exists())
+    self.assertEqual(loader.saved_model_label_names(with_manifest), labels.SEED6)
+
+
+@functools.cache
+def exported_ensemble() -> tuple:
+  """(the two Keras members, out_dir, export_main's stdout) after export_main on the module's
+  model and a second one trained from another seed."""
+  builder, first, _, _ = exported()
+  second = train_small_model(builder, epochs=2, seed=1)
+  root = support.process_tempdir("ensemble")
+  paths = [root / "first.keras", root / "second.keras"]
+  first.save(paths[0])
+  second.save(paths[1])
+  out_dir = root / "out"
+  done = subprocess.run(
+      [sys.executable, str(REPO / "export_main.py"), f"--model_path={paths[0]},{paths[1]}",
+       f"--out_dir={out_dir}", f"--data_dir={support.generated_data_dir()}", f"--dataset={DATASET}",
+       "--num_representative=64", "--batch_size=64"],
+      capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  if done.returncode != 0:
+    raise RuntimeError(f"export_main failed:\n{done.stderr[-3000:]}")
+  return (first, second), out_dir, done.stdout
+
+
+class ExportEnsembleMainTest(tf.test.TestCase):
+  """export_main with two models: one SavedModel and one TFLite file per quantisation average
+  them."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.builder, _, _, cls.report = exported()
+    cls.members, cls.ensemble_dir, cls.stdout = exported_ensemble()
+
+  def _mean_of_members(self, images: np.ndarray) -> np.ndarray:
+    probabilities = [member(preprocess.to_model_input(images), training=False).numpy()
+                     for member in self.members]
+    self.assertGreater(np.abs(probabilities[0] - probabilities[1]).max(), 1e-2)
+    return np.mean(probabilities, axis=0)
+
+  def test_saved_model_averages_the_members(self):
+    images, _ = split_arrays(self.builder, "validation")
+    expected = self._mean_of_members(images)
+    saved = tf.saved_model.load(str(self.ensemble_dir / "saved_model"))
+    served = saved.signatures[loader.SERVING_KEY](images=tf.constant(images))
+    self.assertAllClose(served[loader.PROBABILITIES_KEY], expected, atol=1e-5)
+    self.assertAllEqual(served[loader.LABEL_KEY], expected.argmax(-1))
+    assert_names_the_classes(self, saved, self.ensemble_dir / "saved_model",
+                             datasets.label_names(self.builder))
+
+  def test_float_tflite_averages_the_members_and_holds_them_all(self):
+    images, _ = split_arrays(self.builder, "validation")
+    tflite = loader.load(self.ensemble_dir / export.TFLITE_FILES["float"])
+    self.assertEqual(tflite.emotions(), datasets.label_names(self.builder))
+    self.assertAllClose(tflite.predict(images), self._mean_of_members(images), atol=1e-5)
+    written = json.loads((self.ensemble_dir / "parity.json").read_text())
+    self.assertLess(written["max_abs_diff"]["float"], 1e-5)
+    self.assertEqual(written["agreement"]["float"], 1.0)
+    # Both members' weights are in the one file: twice the single model's size, within 10%.
+    self.assertBetween(written["sizes"]["float"], 1.8 * self.report.sizes["float"],
+                       2.2 * self.report.sizes["float"])
+    self.assertIn(f"parity on {DATASET} validation", self.stdout)

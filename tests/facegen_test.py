@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import pathlib
 import subprocess
 import sys
@@ -130,6 +131,10 @@ class CliTest(absltest.TestCase):
                     "--seed=2", f"--sheet={out / 'sheet.png'}"], check=True, capture_output=True)
     expected = facegen.write_csv(out / "api.csv", num_rows=50, seed=2)
     self.assertEqual((out / "fer2013.csv").read_bytes(), expected.read_bytes())
+    # The parameters beside it: what the generated_faces dataset records (and fer2013 refuses).
+    self.assertEqual(json.loads((out / "generated.json").read_text()),
+                     {"generator": "emotion_tfds.data.facegen", "num_rows": 50, "seed": 2,
+                      "distribution": "balanced"})
     self.assertTrue((out / "sheet.png").read_bytes().startswith(b"\x89PNG"))
 
   def test_cli_requires_out(self):

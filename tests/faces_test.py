@@ -9,7 +9,7 @@ import sys
 from absl.testing import absltest
 import cv2
 import numpy as np
-import pytest
+import support
 
 from emotion_tfds import faces
 
@@ -25,9 +25,10 @@ def _inside(inner, outer, slack: int = 0) -> bool:
 
 class DetectFacesTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _frames(self, real_face_frames):
-    self.frames = real_face_frames
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.frames = support.real_face_frames()
 
   def test_one_face_per_real_frame(self):
     counts = {name: len(faces.detect_faces(frame)) for name, frame in self.frames.items()}
@@ -63,9 +64,10 @@ class DetectFacesTest(absltest.TestCase):
 
 class CropFaceTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _frames(self, real_face_frames):
-    self.frames = real_face_frames
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.frames = support.real_face_frames()
 
   def test_crop_contains_the_face(self):
     for name, frame in self.frames.items():

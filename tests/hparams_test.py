@@ -62,10 +62,11 @@ class HParamsTest(absltest.TestCase):
                                        run_summaries.FINAL_MACRO_F1])
     self.assertEqual(metric_tags[3:], [f"run/f1/{name}" for name in labels.SEED6])
 
-    (_, layout_value), = support.read_run_folder(logdir)[custom_scalar_metadata.CONFIG_SUMMARY_TAG]
+    (_, layout_value), = support.read_run_folder(logdir / run_summaries.RUN_DIR)[
+        custom_scalar_metadata.CONFIG_SUMMARY_TAG]
     layout = layout_pb2.Layout.FromString(tf.make_ndarray(layout_value.tensor).item())
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
-    self.assertEqual(charts["recall per emotion"], [r"^per_emotion/recall/"])
+    self.assertEqual(charts["recall per emotion"], [r"^per_emotion/recall$"])
     self.assertIn("validation accuracy, every stage", charts)
 
   def test_every_augmentation_strength_is_in_the_recipe(self):

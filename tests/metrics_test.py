@@ -16,6 +16,7 @@ import support
 import tensorflow as tf
 
 from emotion_tfds import labels
+from emotion_tfds.data import pipeline
 from emotion_tfds.report import metrics
 
 # A 5-emotion example small enough to compute by hand. Disgust is never predicted (precision
@@ -123,19 +124,33 @@ class EmotionReportTest(absltest.TestCase):
     np.testing.assert_allclose(streamed.true_prob_sum, one_shot.true_prob_sum)
     self.assertEqual(streamed.to_json(), one_shot.to_json())
     # The TF path (per-batch counts under the default strategy) gives the same report.
-    dataset = tf.data.Dataset.from_tensor_slices((probs, labels_)).batch(64)
-    evaluated = metrics.StreamingEvaluator(lambda x: x, labels.FER7).evaluate(dataset)
+    examples = tf.data.Dataset.from_tensor_slices((probs, labels_))
+    evaluated = metrics.StreamingEvaluator(lambda x: x, labels.FER7).evaluate(
+        lambda context: pipeline.padded_batches(examples, 64, context))  # 16 batches, 24 padded.
     np.testing.assert_array_equal(evaluated.confusion, one_shot.confusion)
     np.testing.assert_allclose(evaluated.true_prob_sum, one_shot.true_prob_sum, rtol=1e-5)
+
+  def test_padding_adds_nothing_to_any_count(self):
+    fer7_labels = np.array([3, 0, 0, 5, 0])
+    probs = np.eye(7, dtype=np.float32)[[3, 0, 1, 5, 0]]
+    mask = np.array([1.0, 0.0, 1.0, 1.0, 0.0], np.float32)  # Padding: label 0, predicted 0.
+    confusion, prob_sum = metrics.batch_counts(fer7_labels, probs, mask, np.arange(7))
+    real = mask > 0
+    expected = metrics.EmotionReport(labels.FER7)
+    expected.update(fer7_labels[real], probs[real])
+    np.testing.assert_array_equal(confusion, expected.confusion)
+    np.testing.assert_allclose(prob_sum, expected.true_prob_sum)
+    self.assertEqual(int(np.sum(confusion)), 3)
+    self.assertEqual(float(prob_sum[0]), 0.0)  # The real angry image was predicted disgust.
 
   def test_tf_counts_cover_the_scheme_mapping(self):
     fer7_labels = np.array([2, 2, 3, 6, 0])
     probs = np.eye(6, dtype=np.float32)[[0, 2, 2, 3, 1]] * 0.9 + 0.1 / 6
     numpy_report = metrics.EmotionReport(labels.FER7, labels.SEED6)
     numpy_report.update(fer7_labels, probs)
-    dataset = tf.data.Dataset.from_tensor_slices((probs, fer7_labels)).batch(2)
-    tf_report = metrics.StreamingEvaluator(
-        lambda x: x, labels.FER7, labels.SEED6).evaluate(dataset)
+    examples = tf.data.Dataset.from_tensor_slices((probs, fer7_labels))
+    tf_report = metrics.StreamingEvaluator(lambda x: x, labels.FER7, labels.SEED6).evaluate(
+        lambda context: pipeline.padded_batches(examples, 2, context))
     np.testing.assert_array_equal(tf_report.confusion, numpy_report.confusion)
     np.testing.assert_allclose(tf_report.true_prob_sum, numpy_report.true_prob_sum)
     self.assertEqual(tf_report.true_prob_sum[2], 0.0)  # fear: not covered.
@@ -204,6 +219,8 @@ class EmotionReportTest(absltest.TestCase):
 
 
 # Runs in a fresh interpreter: logical devices must be configured before TF initialises them.
+# 51 examples in steps of 10: the last step has one example, so the split's last batch would leave
+# the second replica empty; padded, each replica gets 5 every step.
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json
     import numpy as np
@@ -212,19 +229,23 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from emotion_tfds import labels
+    from emotion_tfds.data import pipeline
     from emotion_tfds.report import metrics
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(3)
-    images = rng.dirichlet(np.ones(6), size=53).astype(np.float32)
-    fer7_labels = rng.integers(0, 7, size=53)
+    images = rng.dirichlet(np.ones(6), size=51).astype(np.float32)
+    fer7_labels = rng.integers(0, 7, size=51)
     with strategy.scope():
       scale = tf.Variable(2.0)  # A mirrored variable in the prediction, like a model's weights.
+    traced_batches = []
     def predict(x):
+      traced_batches.append(x.shape[0])  # The static batch size the step is traced with.
+      tf.debugging.assert_equal(tf.shape(x)[0], 5, message="not a full per-replica batch")
       return tf.nn.softmax(tf.math.log(x) * scale / 2.0)
-    dataset = tf.data.Dataset.from_tensor_slices((images, fer7_labels)).batch(10)
-    report = metrics.StreamingEvaluator(
-        predict, labels.FER7, labels.SEED6, strategy=strategy).evaluate(dataset)
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+    examples = tf.data.Dataset.from_tensor_slices((images, fer7_labels))
+    evaluator = metrics.StreamingEvaluator(predict, labels.FER7, labels.SEED6, strategy=strategy)
+    report = evaluator.evaluate(lambda c: pipeline.padded_batches(examples, 10, c))
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "traced": traced_batches,
                       "confusion": report.confusion.tolist(),
                       "true_prob_sum": report.true_prob_sum.tolist(),
                       "images": images.tolist(), "labels": fer7_labels.tolist()}))
@@ -267,8 +288,9 @@ class MirroredStrategyTest(absltest.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     out = json.loads(result.stdout.strip().splitlines()[-1])
     self.assertEqual(out["replicas"], 2)
+    self.assertEqual(set(out["traced"]), {5})  # Static: the full per-replica batch.
     expected = metrics.EmotionReport(labels.FER7, labels.SEED6)
     expected.update(np.array(out["labels"]), np.array(out["images"]))
     np.testing.assert_array_equal(out["confusion"], expected.confusion)
-    self.assertEqual(np.sum(out["confusion"]), 53)
+    self.assertEqual(np.sum(out["confusion"]), 51)
     np.testing.assert_allclose(out["true_prob_sum"], expected.true_prob_sum, rtol=1e-5)

@@ -1,5 +1,6 @@
 """Tests for emotion_tfds.data.mixtures: the fill-the-gap selection and the input-time mixture of
-fer2013 with ravdess_crops, both built for real (generated csv rows, generated-face crops)."""
+a FER-style dataset with ravdess_crops, both built for real (generated_faces from generated csv
+rows, generated-face crops)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -105,26 +106,29 @@ def _write_crops_folder(out: pathlib.Path) -> None:
   crops_folder.write_manifest(out, copies)
 
 
-@pytest.fixture(scope="class")
-def built(request, tmp_path_factory):
-  """fer2013/fer7, fer2013/seed6 (600 generated rows, FER-2013's class shares) and ravdess_crops,
-  each built with its own `tfds build`-equivalent call into one data_dir."""
-  root = tmp_path_factory.mktemp("mixture")
+def _build_mixture_parts() -> tuple[pathlib.Path, collections.Counter]:
+  """generated_faces/fer7 and /seed6 (600 generated rows, FER-2013's class shares) and
+  ravdess_crops, each built with its own `tfds build`-equivalent call into one data_dir:
+  (data_dir, the csv's training emotions counted)."""
+  root = support.process_tempdir("mixture")
   csv = facegen.write_csv(root / "manual" / "fer2013.csv", num_rows=600, seed=0,
                           distribution="fer")
   _write_crops_folder(root / "crops")
   data_dir = root / "tfds"
-  for dataset in ("fer2013/fer7", "fer2013/seed6"):
+  for dataset in ("generated_faces/fer7", "generated_faces/seed6"):
     datasets.build(dataset, data_dir, csv.parent)
   datasets.build("ravdess_crops", data_dir, root / "crops")
-  request.cls.data_dir = data_dir
-  request.cls.fer_train = collections.Counter(
+  return data_dir, collections.Counter(
       labels.FER7[int(line.split(",")[0])] for line in csv.read_text().splitlines()[1:]
       if line.endswith(",Training"))
 
 
-@pytest.mark.usefixtures("built")
 class FillGapMixtureTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir, cls.fer_train = _build_mixture_parts()
 
   def _label_counts(self, builder, split: str) -> dict[str, int]:
     names = builder.info.features["label"].names
@@ -144,8 +148,8 @@ class FillGapMixtureTest(absltest.TestCase):
     for scheme in ("fer7", "seed6"):
       with self.subTest(scheme):
         names = labels.get_scheme(scheme)
-        mixture = datasets.get_builder(f"fer2013/{scheme}+ravdess_crops", self.data_dir)
-        fer_builder = datasets.get_builder(f"fer2013/{scheme}", self.data_dir)
+        mixture = datasets.get_builder(f"generated_faces/{scheme}+ravdess_crops", self.data_dir)
+        fer_builder = datasets.get_builder(f"generated_faces/{scheme}", self.data_dir)
         # disgust: capped at its own FER count (24 crops there); fear (fer7 only): all 12 crops
         # there; happy, the largest: nothing (its 6 crops stay out).
         added = {"disgust": fer["disgust"], **({"fear": 12} if "fear" in names else {})}
@@ -162,8 +166,20 @@ class FillGapMixtureTest(absltest.TestCase):
           self.assertEqual(mixture.info.splits[split].num_examples,
                            fer_builder.info.splits[split].num_examples)
 
+  def test_description_names_both_parts(self):
+    mixture = datasets.get_builder("generated_faces/fer7+ravdess_crops", self.data_dir)
+    fer = datasets.describe(mixture.fer)
+    self.assertRegex(fer, r"^generated_faces/fer7 1\.0\.0: generated faces from fer2013\.csv "
+                     r"sha256 [0-9a-f]{12}, train 480 / validation \d+ / test \d+$")
+    self.assertEqual(datasets.describe(mixture.crops), "ravdess_crops 1.0.0 (source not "
+                     f"recorded), train {mixture.crops.info.splits['train'].num_examples}")
+    self.assertEqual(datasets.describe(mixture), f"{fer} + {datasets.describe(mixture.crops)}; "
+                     "mixed train 480 + 19 crops")
+    parts = datasets.provenance(mixture)["parts"]
+    self.assertEqual([part["name"] for part in parts], ["generated_faces/fer7", "ravdess_crops"])
+
   def test_pipeline_reads_every_mixed_example_once_per_epoch(self):
-    mixture = datasets.get_builder("fer2013/fer7+ravdess_crops", self.data_dir)
+    mixture = datasets.get_builder("generated_faces/fer7+ravdess_crops", self.data_dir)
     size = mixture.info.splits["train"].num_examples
     ds, num_examples = pipeline.make_dataset(mixture, "train", size, training=True,
                                              epoch_seeds=[0])
@@ -175,20 +191,24 @@ class FillGapMixtureTest(absltest.TestCase):
                      list(datasets.class_counts(mixture, "train")))
 
   def test_train_main_trains_on_the_mixture_and_names_an_unbuilt_crops_dataset(self):
-    command = [sys.executable, str(REPO / "train_main.py"), "--dataset=fer2013/seed6+ravdess_crops",
-               "--pretrain_stages=", "--stages=all:1:1e-3:16", "--max_steps_per_epoch=3",
-               "--progress=none", "--generate_rows=0"]
+    command = [sys.executable, str(REPO / "train_main.py"),
+               "--dataset=generated_faces/seed6+ravdess_crops", "--pretrain_stages=",
+               "--stages=all:1:1e-3:16", "--max_steps_per_epoch=3", "--progress=none",
+               "--generate_rows=0"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     root = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory()))
     unbuilt = root / "fer_only"
-    shutil.copytree(self.data_dir / "fer2013", unbuilt / "fer2013")
+    shutil.copytree(self.data_dir / "generated_faces", unbuilt / "generated_faces")
     runs = {name: subprocess.Popen([*command, f"--data_dir={data_dir}", f"--model_dir={root / name}"],
                                    cwd=REPO, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
             for name, data_dir in (("mixture", self.data_dir), ("unbuilt", unbuilt))}
     (stdout, stderr), code = runs["mixture"].communicate(timeout=300), runs["mixture"].returncode
     self.assertEqual(code, 0, stderr[-3000:])
-    self.assertIn("Evaluation of the final model on fer2013/seed6+ravdess_crops test", stdout)
+    self.assertIn("Evaluation of the final model on generated_faces/seed6+ravdess_crops test",
+                  stdout)
+    mixture = datasets.get_builder("generated_faces/seed6+ravdess_crops", self.data_dir)
+    self.assertIn(f"Data: {datasets.describe(mixture)}\n", stdout.splitlines(keepends=True))
     (_, stderr), code = runs["unbuilt"].communicate(timeout=300), runs["unbuilt"].returncode
     self.assertEqual(code, 1, stderr[-3000:])
     self.assertNotIn("Traceback", stderr)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pathlib
 import shutil
 import tempfile
+import zipfile
 
 import h5py
 import keras
 from keras import layers
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 
 from emotion_tfds import errors
@@ -120,9 +121,13 @@ def _user_sequential(head: str) -> keras.Model:
                            *classifier])
 
 
-@pytest.mark.usefixtures("keras2_release")
 class LoadPretrainedTest(tf.test.TestCase):
   """Files written by other tools: real Keras 2 (tf-keras) .h5 files, plain Keras 3 Sequentials."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.keras2 = support.keras2_files()
 
   def setUp(self):
     super().setUp()
@@ -214,6 +219,25 @@ class LoadPretrainedTest(tf.test.TestCase):
         with self.assertRaisesRegex(errors.UnusableModelError, message):
           models.load_pretrained(path, num_classes=7)
 
+  def test_files_that_are_not_models_name_the_file_and_the_formats(self):
+    text = self.tmp / "notes.keras"
+    text.write_text("not a model")
+    archive = self.tmp / "archive.keras"
+    with zipfile.ZipFile(archive, "w") as f:
+      f.writestr("readme.txt", "hello")
+    pickled = self.tmp / "weights.h5"
+    pickled.write_bytes(b"\x80\x04 not HDF5")
+    formats = r"expected a \.keras model or a Keras 2 \.h5 model or weights file\.$"
+    cases = {text: rf"notes\.keras is not a Keras model \(a \.keras file is the zip archive .*"
+                   rf"{formats}",
+             archive: rf"archive\.keras is a zip archive but not a Keras model \(it has no "
+                      rf"config\.json\); {formats}",
+             pickled: rf"weights\.h5 is not an HDF5 file; {formats}"}
+    for path, message in cases.items():
+      with self.subTest(path.name):
+        with self.assertRaisesRegex(errors.UnusableModelError, message):
+          models.load_pretrained(path, num_classes=7)
+
   def test_mismatching_h5_names_file_and_layer(self):
     path = self.tmp / "other.h5"
     shutil.copy(self.keras2 / "model.h5", path)
@@ -235,7 +259,8 @@ class LoadPretrainedTest(tf.test.TestCase):
       f["x"] = np.zeros(3)
     with self.assertRaisesRegex(errors.UnusableModelError, r"plain\.h5: not a Keras 2 HDF5"):
       models.load_pretrained(not_keras2, num_classes=7)
-    with self.assertRaisesRegex(errors.UnusableModelError, r"model\.pt: expected a \.keras or \.h5"):
+    with self.assertRaisesRegex(errors.UnusableModelError,
+                                r"model\.pt: expected a \.keras model or a Keras 2 \.h5"):
       models.load_pretrained(self.tmp / "model.pt", num_classes=7)
     with self.assertRaisesRegex(errors.MissingFileError, r"absent\.keras: no such model file"):
       models.load_pretrained(self.tmp / "absent.keras", num_classes=7)

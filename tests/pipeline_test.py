@@ -1,4 +1,4 @@
-"""Tests for emotion_tfds.data.pipeline over a generated fer2013 dataset built with the real builder."""
+"""Tests for emotion_tfds.data.pipeline over generated faces built with the real builder."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import pathlib
 import shutil
 
 import numpy as np
-import pytest
+import support
 import tensorflow as tf
 
 from emotion_tfds.data import augment
 from emotion_tfds.data import datasets
 from emotion_tfds.data import pipeline
+from emotion_tfds.report import metrics
+from emotion_tfds.train import inputs
 
-_DATASET = "fer2013/fer7"
+_DATASET = "generated_faces/fer7"
 _BATCH = 32  # Divides the generated train split (1,120), so training drops nothing.
 
 
@@ -34,8 +36,9 @@ def _read(ds: tf.data.Dataset) -> tuple[list[str], np.ndarray]:
 
 class MakeDatasetTest(tf.test.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir):
+  def setUp(self):
+    super().setUp()
+    generated_data_dir = support.generated_data_dir()
     self.builder = datasets.get_builder(_DATASET, generated_data_dir)
     self.train_keys = _train_keys(str(generated_data_dir))
 
@@ -186,12 +189,81 @@ class MakeDatasetTest(tf.test.TestCase):
       pipeline.make_dataset(self.builder, "validation", _BATCH, training=False, epoch_seeds=[1])
 
 
+class MakeEvalDatasetTest(tf.test.TestCase):
+  """Evaluation input: full batches of one static shape, every example once and in order."""
+
+  def setUp(self):
+    super().setUp()
+    self.builder = datasets.get_builder(_DATASET, support.generated_data_dir())
+
+  def _real(self, batches) -> tuple[list[str], np.ndarray]:
+    """(image hashes, labels) of the mask-1 examples of (images, labels, mask) batches."""
+    keys, labels = [], []
+    for images, batch_labels, mask in batches:
+      real = np.asarray(mask) > 0
+      keys += _keys(np.asarray(images)[real])
+      labels.append(np.asarray(batch_labels)[real])
+    return keys, np.concatenate(labels) if labels else np.zeros([0], np.int64)
+
+  def test_the_split_in_order_then_padding_in_full_static_batches(self):
+    ds, num_examples = pipeline.make_eval_dataset(self.builder, "validation", 48)
+    self.assertEqual(ds.element_spec, (
+        tf.TensorSpec([48, 48, 48, 1], tf.uint8), tf.TensorSpec([48], tf.int64),
+        tf.TensorSpec([48], tf.float32)))
+    batches = [tuple(t.numpy() for t in batch) for batch in ds]
+    self.assertLen(batches, -(-num_examples // 48))  # 140 examples: 3 batches, 4 padded.
+    mask = np.concatenate([m for _, _, m in batches])
+    self.assertAllEqual(mask, [1.0] * num_examples + [0.0] * (len(mask) - num_examples))
+    padding = slice(num_examples - 2 * 48, None)
+    self.assertAllEqual(batches[-1][0][padding], np.zeros_like(batches[-1][0][padding]))
+    self.assertAllEqual(batches[-1][1][padding], np.zeros_like(batches[-1][1][padding]))
+    expected = _tfds_examples(self.builder, "validation")
+    keys, labels = self._real(batches)
+    self.assertEqual(keys, _keys(np.stack([image for image, _ in expected])))
+    self.assertAllEqual(labels, [label for _, label in expected])
+
+  def test_every_replica_gets_a_full_batch_and_pipelines_the_same_steps(self):
+    # 33 examples in steps of 30 images over 4 replicas: 8 per replica (30 rounded up to 32),
+    # two steps; the second holds one example, so three of its four batches are padding only.
+    split = "validation[:33]"
+    expected = _tfds_examples(self.builder, split)
+    for pipelines in (1, 2):
+      parts = []
+      for pipeline_id in range(pipelines):
+        context = tf.distribute.InputContext(pipelines, pipeline_id, num_replicas_in_sync=4)
+        ds, num_examples = pipeline.make_eval_dataset(self.builder, split, 30, context)
+        self.assertEqual(num_examples, 33)
+        self.assertEqual(ds.element_spec[0].shape, [8, 48, 48, 1])
+        parts.append([tuple(t.numpy() for t in batch) for batch in ds])
+      with self.subTest(pipelines=pipelines):
+        self.assertEqual([len(part) for part in parts], [2 * 4 // pipelines] * pipelines)
+        keys = [key for part in parts for key in self._real(part)[0]]
+        self.assertCountEqual(keys, _keys(np.stack([image for image, _ in expected])))
+        labels = np.concatenate([self._real(part)[1] for part in parts])
+        self.assertCountEqual(labels, [label for _, label in expected])
+
+  def test_padded_batches_of_whole_steps_and_of_nothing(self):
+    examples = tf.data.Dataset.from_tensor_slices((np.arange(12, dtype=np.float32),
+                                                   np.arange(12, dtype=np.int32)))
+    batches = list(pipeline.padded_batches(examples, 6).as_numpy_iterator())
+    self.assertLen(batches, 2)  # A multiple of the batch: no step of padding only.
+    self.assertAllEqual(np.concatenate([m for _, _, m in batches]), np.ones(12))
+    self.assertAllEqual(np.concatenate([l for _, l, _ in batches]), np.arange(12))
+    self.assertEmpty(list(pipeline.padded_batches(examples.take(0), 6)))
+    with self.assertRaisesRegex(ValueError, "global_batch"):
+      pipeline.padded_batches(examples, 0)
+    with self.assertRaisesRegex(ValueError, "cannot read split 'dev'"):
+      pipeline.make_eval_dataset(self.builder, "dev")
+
+
 class CacheTest(tf.test.TestCase):
   """Training reads and decodes the split once however many epochs follow."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, tmp_path):
-    shutil.copytree(generated_data_dir / "fer2013", tmp_path / "fer2013")
+  def setUp(self):
+    super().setUp()
+    generated_data_dir = support.generated_data_dir()
+    tmp_path = support.tempdir(self)
+    shutil.copytree(generated_data_dir / "generated_faces", tmp_path / "generated_faces")
     self.builder = datasets.get_builder(_DATASET, tmp_path)
     self.train_keys = _train_keys(str(generated_data_dir))
     self.hidden = tmp_path / "hidden"
@@ -218,14 +290,27 @@ class CacheTest(tf.test.TestCase):
     with self.assertRaises(tf.errors.NotFoundError):
       self._epochs_after_hiding_the_files(cache=False)
 
+  def test_validation_reads_the_split_only_at_the_first_epoch(self):
+    names = datasets.label_names(self.builder)
+    def angry(images):  # Every image predicted angry: the report counts the images.
+      return tf.one_hot(tf.zeros(tf.shape(images)[:1], tf.int32), len(names))
+    validation = inputs.eval_dataset_fn(self.builder, "validation", 48)
+    evaluator = metrics.StreamingEvaluator(angry, names)
+    first = evaluator.evaluate(validation)
+    self.hidden.mkdir()
+    for record_file in pathlib.Path(self.builder.data_dir).glob("*.tfrecord*"):
+      record_file.rename(self.hidden / record_file.name)
+    np.testing.assert_array_equal(evaluator.evaluate(validation).confusion, first.confusion)
+    self.assertEqual(first.totals.count, self.builder.info.splits["validation"].num_examples)
+
 
 class InputPipelineBenchmarkTest(tf.test.TestCase):
   """Smoke test of benchmarks/input_pipeline.py, so that it cannot rot."""
 
-  @pytest.fixture(autouse=True)
-  def _inject(self, generated_data_dir, tmp_path):
-    self.builder = datasets.get_builder(_DATASET, generated_data_dir)
-    self.workdir = tmp_path
+  def setUp(self):
+    super().setUp()
+    self.builder = datasets.get_builder(_DATASET, support.generated_data_dir())
+    self.workdir = support.tempdir(self)
 
   def test_every_mode_runs_and_reports(self):
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top

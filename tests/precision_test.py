@@ -11,7 +11,6 @@ import pathlib
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 
@@ -138,8 +137,12 @@ def _train(config: config_lib.TrainConfig, stop_after: int | None = None) -> str
     if stop_after is None:
       loop.train(config)
     else:
-      with pytest.raises(_StopAfterEpoch.Stop):
+      try:
         loop.train(config, extra_callbacks=[_StopAfterEpoch(stop_after)])
+      except _StopAfterEpoch.Stop:
+        pass
+      else:
+        raise AssertionError(f"training did not stop after epoch {stop_after}")
   return out.getvalue()
 
 
@@ -148,8 +151,7 @@ def _checkpoint_entries(model_dir: pathlib.Path) -> list[str]:
   return [name for name, _ in tf.train.list_variables(progress.path)]
 
 
-@pytest.mark.usefixtures("data_dir")
-class ResumeUnderAnotherPrecisionTest(absltest.TestCase):
+class ResumeUnderAnotherPrecisionTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_float16_then_float32_then_float16(self):
     """Each resume restores every object; float16's loss scale is checkpointed beside the inner
@@ -206,8 +208,7 @@ class OlderCheckpointTest(absltest.TestCase):
     self.assertEqual(counters.precision.numpy(), b"bfloat16")
 
 
-@pytest.mark.usefixtures("data_dir")
-class NonFiniteLossTest(absltest.TestCase):
+class NonFiniteLossTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_a_diverging_stage_stops_with_its_stage_epoch_and_step(self):
     model_dir = support.tempdir(self)

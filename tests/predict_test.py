@@ -1,13 +1,15 @@
 """Tests for emotion_tfds.serve.predict and predict_main on real photographs.
 
 The photos are the real RAVDESS frames (one face each) when the shared data is present, else
-scikit-image's astronaut (`real_face_frames` fixture). A small CNN is trained once per module on the
-generated faces and saved as .keras, SavedModel and float TFLite.
+scikit-image's astronaut (`support.real_face_frames`). A small CNN is trained once per module on the
+generated faces and saved as .keras, SavedModel and float TFLite; a second one (another seed) as
+.keras, for ensembles.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -18,7 +20,6 @@ import sys
 import cv2
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -32,26 +33,35 @@ from emotion_tfds.serve import loader
 from emotion_tfds.serve import predict
 from emotion_tfds.train import training_model
 
-DATASET = "fer2013/seed6"
+DATASET = "generated_faces/seed6"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def trained(generated_data_dir, real_face_frames, tmp_path_factory):
-  """Model files (keras, saved_model, tflite), label names and the photo folders."""
-  builder = datasets.get_builder(DATASET, generated_data_dir)
+@functools.cache
+def trained() -> dict:
+  """Model files (keras, saved_model, tflite; a second model's keras), label names and the photo
+  folders."""
+  real_face_frames = support.real_face_frames()
+  builder = datasets.get_builder(DATASET, support.generated_data_dir())
   images, labels = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1,
                                                     as_supervised=True))
-  keras.utils.set_random_seed(0)
-  model = support.small_cnn(datasets.num_classes(builder))
-  model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-  model.fit(preprocess.to_model_input(images), labels, batch_size=32, epochs=2, verbose=0)
+  trained_models = []
+  for seed in (0, 1):
+    keras.utils.set_random_seed(seed)
+    trained_models.append(support.small_cnn(datasets.num_classes(builder)))
+    trained_models[-1].compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    trained_models[-1].fit(preprocess.to_model_input(images), labels, batch_size=32, epochs=2,
+                           verbose=0)
+  model = trained_models[0]
 
-  root = tmp_path_factory.mktemp("predict")
+  root = support.process_tempdir("predict")
   paths = {"keras": root / "model.keras", "saved_model": root / "saved_model",
            "tflite": root / "model.tflite"}
   model.save(paths["keras"])
   loader.write_label_names(root, datasets.label_names(builder))  # As training saves model.keras.
+  (root / "second").mkdir()
+  trained_models[1].save(root / "second" / "model.keras")
+  loader.write_label_names(root / "second", datasets.label_names(builder))
   export.export_saved_model(model, paths["saved_model"], datasets.label_names(builder))
   export.export_tflite(paths["saved_model"], paths["tflite"])
 
@@ -65,14 +75,18 @@ def trained(generated_data_dir, real_face_frames, tmp_path_factory):
   cv2.imwrite(str(others / "blank.png"), np.full_like(first, 200))
   cv2.imwrite(str(others / "gray.jpg"), cv2.cvtColor(first, cv2.COLOR_BGR2GRAY))
   (others / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-  return {"model": model, "paths": paths, "names": datasets.label_names(builder),
+  return {"model": model, "paths": paths, "second": root / "second" / "model.keras",
+          "names": datasets.label_names(builder),
           "photos": photos, "others": others, "frames": real_face_frames, "root": root}
 
 
-@pytest.fixture(autouse=True)
-def _inject(request, trained):
-  """Hands the module fixture to the TestCase methods."""
-  request.instance.t = trained
+class _WithTrained:
+  """Test-class mixin: `cls.t`, the module's `trained()` models and photos."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.t = trained()
 
 
 def _run(*args, **kwargs) -> tuple[int, str]:
@@ -82,7 +96,7 @@ def _run(*args, **kwargs) -> tuple[int, str]:
   return code, out.getvalue()
 
 
-class PredictRunTest(tf.test.TestCase):
+class PredictRunTest(_WithTrained, tf.test.TestCase):
 
   def test_real_photos_one_face_each_json_and_annotated(self):
     output = self.get_temp_dir() + "/predictions.json"
@@ -156,8 +170,24 @@ class PredictRunTest(tf.test.TestCase):
     self.assertIn("ERROR", proc.stdout)
     self.assertIn(f"{photo}: face 1/1", proc.stdout)
 
+  def test_command_line_ensemble_of_two_models(self):
+    photo = next(self.t["photos"].glob("*.png"))
+    output = self.get_temp_dir() + "/ensemble.json"
+    paths = [self.t["paths"]["saved_model"], self.t["second"]]
+    proc = subprocess.run(
+        [sys.executable, str(_REPO / "predict_main.py"), f"--model_path={paths[0]},{paths[1]}",
+         f"--output={output}", str(photo)], capture_output=True, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=120, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    face, = json.loads(pathlib.Path(output).read_text())[0]["faces"]
+    self.assertEqual(list(face["probabilities"]), list(self.t["names"]))
+    crops = predict.face_crops(self.t["frames"][photo.stem])[1]
+    single = [predict.load_classifier(path).predict(crops)[0] for path in paths]
+    self.assertGreater(np.abs(single[0] - single[1]).max(), 1e-3, "the two models must differ")
+    self.assertAllClose(list(face["probabilities"].values()), np.mean(single, axis=0), atol=1e-6)
 
-class PredictLibraryTest(tf.test.TestCase):
+
+class PredictLibraryTest(_WithTrained, tf.test.TestCase):
 
   def test_keras_saved_model_and_tflite_agree(self):
     crops = np.concatenate(

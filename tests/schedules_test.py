@@ -49,6 +49,23 @@ class StageScheduleTest(absltest.TestCase):
     self.assertAlmostEqual(float(sched(50)), float(again(50)))
 
 
+  def test_total_steps_set_after_tracing(self):
+    """A time budget sets a cosine stage's length after its training step was traced."""
+    (stage,) = stages.parse_stages("all:2:0.1:32:schedule=cosine:warmup=1")
+    optimizer = keras.optimizers.SGD(schedules.learning_rate(stage, stage.lr, 10))
+    traced = tf.function(lambda step: optimizer._learning_rate(step))
+    np.testing.assert_allclose(traced(tf.constant(15.0)), 0.05, rtol=1e-5)  # Half of 10 steps.
+    schedules.set_total_steps(optimizer, 50)  # 5 epochs of 10 steps: 40 after the warmup.
+    np.testing.assert_allclose(traced(tf.constant(30.0)), 0.05, rtol=1e-5)
+    self.assertEqual(float(traced(tf.constant(50.0))), 0.0)
+    self.assertGreater(float(traced(tf.constant(49.0))), 0.0)
+    self.assertEqual(traced.experimental_get_tracing_count(), 1)
+    self.assertEqual(optimizer._learning_rate.get_config()["total_steps"], 50)
+    constant = keras.optimizers.SGD(schedules.learning_rate(stages.parse_stages("all:2:0.1:32")[0],
+                                                            0.1, 10))
+    schedules.set_total_steps(constant, 50)  # A float lr does not depend on the stage's length.
+    self.assertAlmostEqual(float(constant.learning_rate), 0.1)
+
 class PlateauTest(absltest.TestCase):
 
   def _callback(self, patience=2, factor=0.5):

@@ -46,6 +46,15 @@ class ParseStagesTest(parameterized.TestCase):
     self.assertEqual(",".join(s.spec() for s in parsed), spec)
     self.assertEqual(stages.parse_stages(",".join(s.spec() for s in parsed)), parsed)
 
+  def test_budget_option(self):
+    (marked,) = stages.parse_stages("main:all:8:0.1:128:sgd:schedule=cosine:budget=on")
+    self.assertTrue(marked.budget)
+    self.assertEqual(marked.spec(), "main:all:8:0.1:128:sgd:schedule=cosine:budget=on")
+    self.assertEqual(stages.parse_stages(marked.spec()), [marked])
+    (unmarked,) = stages.parse_stages("all:8:0.1:128:budget=off")
+    self.assertFalse(unmarked.budget)
+    self.assertNotIn("budget", unmarked.spec())  # The default keeps old specs' form.
+
   def test_spec_round_trip(self):
     parsed = stages.parse_stages("a:head:2:0.001:64:rmsprop,all:1:5e-05:8")
     again = stages.parse_stages(",".join(s.spec() for s in parsed))
@@ -79,11 +88,26 @@ class ParseStagesTest(parameterized.TestCase):
       ("all:4:0.1:32:balance=oversample", "balance must be one of"),
       ("all:4:0.1:32:augment=yes", "bad value 'yes' for option 'augment'"),
       ("all:4:0.1:32:schedule=plateau:factor=2", "factor must be in"),
+      ("all:4:0.1:32:budget=yes", "bad value 'yes' for option 'budget'"),
+      ("all:4:0.1:32:schedule=step:drops=2:budget=on", "budget=on cannot go with schedule=step"),
       ("9lives:head:1:1e-3:32", "Bad stage name"),
   )
   def test_errors(self, spec, message):
     with self.assertRaisesRegex(ValueError, message):
       stages.parse_stages(spec)
+
+  @parameterized.parameters("main:all:x:0.05:64", "main:all:1:0.05:0", "main:all:1:0.05:64:ema=2")
+  def test_an_error_names_the_stage_once(self, spec):
+    with self.assertRaises(ValueError) as raised:
+      stages.parse_stages(spec)
+    message = str(raised.exception)
+    self.assertTrue(message.startswith(f"stage 1 '{spec}': "), message)
+    self.assertNotIn("stage 1", message[len("stage 1"):])
+    self.assertNotIn("Stage main", message)
+
+  def test_a_stage_built_directly_names_itself(self):
+    with self.assertRaisesRegex(stages.StageError, r"^Stage main: ema must be in \[0, 1\)"):
+      stages.Stage("main", "all", 1, 0.05, 64, ema=2)
 
 
 class ScheduleTest(absltest.TestCase):

@@ -1,10 +1,11 @@
 """End-to-end tests of train_main.py in subprocesses: the default run on freshly generated faces,
-and a run killed with SIGKILL mid-stage that, started again, ends with the weights of an
-uninterrupted run.
+the README's sequence from a fresh clone (default run, real-data build, recipe), and a run killed
+with SIGKILL mid-stage that, started again, ends with the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -18,10 +19,15 @@ from absl.testing import absltest
 import h5py
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 
+from emotion_tfds import labels
+
+# Registers fastnet's SpaceToDepth, which load_model of a fastnet model.keras must find.
+from emotion_tfds import models  # noqa: F401
+from emotion_tfds.data import datasets
+from emotion_tfds.data import facegen
 from emotion_tfds.report import curves
 from emotion_tfds.train import checkpoints
 
@@ -41,16 +47,41 @@ _KILLED_RUN = ("--pretrain_stages=all:1:1e-3:16", "--stages=head:1:1e-3:16,all:4
 _KILLED_STAGE = 2  # Index of the all stage in the schedule (pretrain, head, all).
 # The GPU/TPU code paths on this CPU: XLA-compiled train step, bfloat16 compute, float32 variables
 # (through the old --mixed_precision flag, an alias of --precision=bfloat16 on a CPU).
-_ACCELERATOR_RUN = ("--dataset=fer2013/fer7", "--model=fastnet", "--pretrain_stages=",
+_ACCELERATOR_RUN = ("--dataset=generated_faces/fer7", "--model=fastnet", "--pretrain_stages=",
                     "--stages=main:all:3:0.05:16:nesterov:schedule=cosine:wd=5e-4",
                     "--max_steps_per_epoch=6", "--jit_compile", "--mixed_precision",
                     "--progress=none")
 _KILLED_EPOCHS = 4
+# The README's commands at test size: the default run (generated faces, one step per stage), then
+# a recipe on the real data (its flagfile with a one-epoch, one-step schedule).
+_TINY_DEFAULT_RUN = ("--generate_rows=300", "--pretrain_stages=all:1:1e-3:16",
+                     "--stages=all:1:1e-3:16", "--max_steps_per_epoch=1", "--progress=none")
+_TINY_RECIPE = (f"--flagfile={REPO / 'configs' / 'fer7_fast.cfg'}",
+                "--stages=main:all:1:0.05:16:nesterov:schedule=cosine:ema=0.999",
+                "--max_steps_per_epoch=1", "--progress=none")
 
 
 def _command(data_dir, model_dir, flags) -> list[str]:
   return [sys.executable, str(REPO / "train_main.py"), f"--data_dir={data_dir}",
           f"--model_dir={model_dir}", *flags]
+
+
+def _recipe_command(data_dir, model_dir) -> list[str]:
+  """The recipe; --data_dir and --model_dir after the flagfile, which sets --model_dir too."""
+  return [sys.executable, str(REPO / "train_main.py"), *_TINY_RECIPE, f"--data_dir={data_dir}",
+          f"--model_dir={model_dir}"]
+
+
+def _tfds_build_fer7(manual_dir, data_dir) -> subprocess.CompletedProcess:
+  """The README's `tfds build builders/fer2013 --manual_dir=DIR --data_dir=... --config=fer7`."""
+  return subprocess.run(
+      [str(pathlib.Path(sys.executable).parent / "tfds"), "build", "builders/fer2013",
+       f"--manual_dir={manual_dir}", f"--data_dir={data_dir}", "--config=fer7"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=_TIMEOUT_S)
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _env() -> dict[str, str]:
@@ -80,15 +111,22 @@ class DefaultRunTest(absltest.TestCase):
     model_dir = root / "run"
     output = _run(_command(root / "data", model_dir, _DEFAULT_RUN))
     self.assertIn(f"generating {_ROWS} faces", output)
+    self.assertRegex(output, r"(?m)^Data: generated_faces/fer7 1\.0\.0: generated faces, 1,400 "
+                     r"rows, seed 0 \(fer2013\.csv sha256 [0-9a-f]{12}\), train 1,120 / validation "
+                     r"140 / test 140$")
+    self.assertFalse((root / "data" / "fer2013").exists())
     self.assertRegex(output, r"\[stage2_all 3/3\] epoch 1/1: .*accuracy .* images/s")
-    self.assertIn("Evaluation of the final model on fer2013/seed6 test", output)
+    self.assertIn("Evaluation of the final model on generated_faces/seed6 test", output)
     for emotion in ("angry", "disgust", "happy", "neutral", "sad", "surprise"):
       self.assertRegex(output, rf"\n{emotion} +\d+ +\d\.\d+ ")
     report = json.loads((model_dir / "eval_test.json").read_text())
     self.assertGreater(report["totals"]["accuracy"], 0.3, "6 classes: chance is 0.17")
     self.assertTrue((model_dir / "model.keras").exists())
     self.assertTrue((model_dir / "saved_model" / "saved_model.pb").exists())
-    self.assertLen(list((model_dir / "tb").glob("*/events.out.tfevents.*")), 3)
+    # TensorBoard's runs: one per stage, one per emotion, the run-level summaries (no ".").
+    self.assertCountEqual(support.tensorboard_runs(model_dir / "tb"), [
+        "pretrain1_all", "stage1_head", "stage2_all", "run",
+        *(f"per_emotion/{emotion}" for emotion in labels.FER7)])
     # The TensorBoard curves read back: stages in run order, one point per epoch, and the last
     # validation accuracy is the one the epoch line printed.
     stages = curves.read_run(model_dir)
@@ -106,8 +144,70 @@ class DefaultRunTest(absltest.TestCase):
     self.assertRegex(checked.stdout, r"(\d+) of \1 checks passed")
 
 
-@pytest.mark.usefixtures("data_dir")
-class KillResumeTest(absltest.TestCase):
+class ReadmeSequenceTest(support.WithGeneratedData, absltest.TestCase):
+  """The README from a fresh clone: the default run, the real data's `tfds build`, a recipe."""
+
+  def test_the_recipe_trains_on_the_csv_built_after_the_default_run(self):
+    root = support.tempdir(self)
+    data_dir = root / "data"
+    default = _run(_command(data_dir, root / "default", _TINY_DEFAULT_RUN))
+    self.assertRegex(default, r"(?m)^Data: generated_faces/seed6 1\.0\.0: generated faces, 300 "
+                     r"rows, seed 0 \(fer2013\.csv sha256 [0-9a-f]{12}\), train \d+")
+    self.assertFalse((data_dir / "fer2013").exists())
+    # A csv of FER-2013's form (no generated.json beside it: built as fer2013, like Kaggle's).
+    csv_path = facegen.write_csv(root / "kaggle" / "fer2013.csv", num_rows=140, seed=7)
+
+    built = _tfds_build_fer7(csv_path.parent, data_dir)
+    self.assertEqual(built.returncode, 0, built.stderr[-3000:])
+    self.assertNotIn("Reusing", built.stdout + built.stderr)
+    recipe = _run(_recipe_command(data_dir, root / "recipe"))
+    sha = _sha256(csv_path)
+    self.assertIn(f"Data: fer2013/fer7 1.1.0 from fer2013.csv sha256 {sha[:12]}, train 112 / "
+                  "validation 14 / test 14\n", recipe.splitlines(keepends=True))
+    self.assertNotIn("generated faces", recipe)
+    self.assertIn("Evaluation of the final model on fer2013/fer7 test", recipe)
+    # The manifest, in model_dir and in the SavedModel's assets: flags, data, machine, code.
+    written = json.loads((root / "recipe" / "manifest.json").read_text())
+    self.assertEqual(json.loads((root / "recipe" / "saved_model" / "assets" / "manifest.json")
+                                .read_text()), written)
+    self.assertEqual(list(written["data"]), ["fer2013/fer7"])
+    self.assertEqual((written["data"]["fer2013/fer7"]["source_sha256"],
+                      written["data"]["fer2013/fer7"]["source_file"]), (sha, "fer2013.csv"))
+    self.assertEqual((written["flags"]["dataset"], written["flags"]["model"],
+                      written["flags"]["keep_best"], written["flags"]["model_dir"]),
+                     ("fer2013/fer7", "fastnet_small", "accuracy", str(root / "recipe")))
+    self.assertEqual(written["config"]["data_dir"], str(data_dir))
+    self.assertEqual(written["precision"], "float32")
+    self.assertTrue(written["machine"]["cpu"]["model"])
+    self.assertRegex(written["code"]["commit"], r"^([0-9a-f]{40}|unknown)$")
+    self.assertEqual(set(written["versions"]),
+                     {"python", "tensorflow", "keras", "tensorflow-datasets", "numpy"})
+
+  def test_generated_faces_an_older_default_run_built_as_fer2013_are_refused_in_one_line(self):
+    root = support.tempdir(self)
+    data_dir = root / "data"
+    old = support.old_default_layout(
+        data_dir, pathlib.Path(self.data_dir) / "generated_faces" / "fer7" / "1.0.0", "fer7")
+    refused = subprocess.run(_recipe_command(data_dir, root / "recipe"), cwd=REPO, env=_env(),
+                             capture_output=True, text=True, timeout=_TIMEOUT_S)
+    self.assertEqual(refused.returncode, 1, refused.stderr[-3000:])
+    self.assertNotIn("Traceback", refused.stderr)
+    self.assertNotIn("Stage ", refused.stdout)
+    error_lines = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    self.assertLen(error_lines, 1, refused.stderr[-3000:])
+    self.assertRegex(error_lines[0], rf"^error: {old} holds generated faces, not FER-2013: .* "
+                     r"build the real fer2013/fer7 1\.1\.0 with `tfds build builders/fer2013 "
+                     r"--config=fer7 ")
+    # The real build goes beside it (a new version), and is what fer2013/fer7 then reads.
+    csv_path = facegen.write_csv(root / "kaggle" / "fer2013.csv", num_rows=140, seed=7)
+    built = _tfds_build_fer7(csv_path.parent, data_dir)
+    self.assertEqual(built.returncode, 0, built.stderr[-3000:])
+    self.assertEqual(
+        datasets.provenance(datasets.require_built("fer2013/fer7", data_dir))["source_sha256"],
+        _sha256(csv_path))
+
+
+class KillResumeTest(support.WithGeneratedData, absltest.TestCase):
 
   def _kill_in_stage(self, command: list[str], model_dir: pathlib.Path, stage: int,
                      epochs: int) -> checkpoints.Progress:
@@ -181,47 +281,48 @@ class KillResumeTest(absltest.TestCase):
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-3)
 
 
-@pytest.mark.usefixtures("data_dir", "keras2_release")
-class PretrainedRunTest(absltest.TestCase):
+class PretrainedRunTest(support.WithGeneratedData, support.WithKeras2Files, absltest.TestCase):
   """--pretrained with files this project did not write, through the whole main."""
 
-  def test_keras2_h5_and_user_sequential_train_and_an_unusable_model_is_refused(self):
+  def _run_pretrained(self, root: pathlib.Path, dataset: str,
+                      pretrained: pathlib.Path) -> subprocess.CompletedProcess:
+    flag_list = ("--pretrain_stages=", "--stages=head:1:1e-3:16", "--max_steps_per_epoch=3",
+                 "--progress=none", f"--dataset={dataset}", f"--pretrained={pretrained}")
+    return subprocess.run(_command(self.data_dir, root / "run", flag_list), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_TIMEOUT_S)
+
+  def test_keras2_h5_weights_train_a_seed6_head(self):
+    root = support.tempdir(self)
+    done = self._run_pretrained(root, "generated_faces/seed6", self.keras2 / "weights.h5")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    # A head-only stage leaves the pretrained base as the file had it.
+    trained = keras.models.load_model(root / "run" / "model.keras")
+    self.assertEqual(trained.output_shape, (None, 6))
+    keras2_kernel = _keras2_layer_weights(self.keras2 / "weights.h5", "conv2d")[0]
+    np.testing.assert_array_equal(trained.get_layer("block1_conv1").get_weights()[0], keras2_kernel)
+
+  def test_a_user_sequential_trains_with_a_predictions_head(self):
     root = support.tempdir(self)
     user = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
                              keras.layers.MaxPooling2D(4), keras.layers.Flatten(),
                              keras.layers.Dense(7, activation="softmax")])
     user.save(root / "user.keras")
-    keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3)]).save(root / "bad.keras")
-    head_only = ("--pretrain_stages=", "--stages=head:1:1e-3:16", "--max_steps_per_epoch=3",
-                 "--progress=none")
-    runs = {"keras2": ("--dataset=fer2013/seed6", f"--pretrained={self.keras2 / 'weights.h5'}"),
-            "user": ("--dataset=fer2013/fer7", f"--pretrained={root / 'user.keras'}"),
-            "bad": ("--dataset=fer2013/fer7", f"--pretrained={root / 'bad.keras'}")}
-    processes = {
-        name: subprocess.Popen(_command(self.data_dir, root / name, (*head_only, *flags)),
-                               cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        for name, flags in runs.items()}
-    results = {name: (p.communicate(timeout=_TIMEOUT_S), p.returncode)
-               for name, p in processes.items()}
-
-    for name in ("keras2", "user"):
-      (_, stderr), returncode = results[name]
-      self.assertEqual(returncode, 0, f"{name}: {stderr[-3000:]}")
-    # A head-only stage leaves the pretrained base as the file had it.
-    trained = keras.models.load_model(root / "keras2" / "model.keras")
-    self.assertEqual(trained.output_shape, (None, 6))
-    keras2_kernel = _keras2_layer_weights(self.keras2 / "weights.h5", "conv2d")[0]
-    np.testing.assert_array_equal(trained.get_layer("block1_conv1").get_weights()[0], keras2_kernel)
-    trained = keras.models.load_model(root / "user" / "model.keras")
+    done = self._run_pretrained(root, "generated_faces/fer7", root / "user.keras")
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    trained = keras.models.load_model(root / "run" / "model.keras")
     self.assertEqual(trained.layers[-1].name, "predictions")
-    np.testing.assert_array_equal(trained.layers[1].get_weights()[0], user.layers[0].get_weights()[0])
+    np.testing.assert_array_equal(trained.layers[1].get_weights()[0],
+                                  user.layers[0].get_weights()[0])
 
-    (_, stderr), returncode = results["bad"]
-    self.assertEqual(returncode, 1, stderr[-2000:])
-    self.assertNotIn("Traceback", stderr)
-    self.assertRegex(stderr, r"error: .*bad\.keras: its last layer '\w+' is a Conv2D; expected a "
-                             r"Dense classifier")
+  def test_a_model_without_a_classifier_is_refused(self):
+    root = support.tempdir(self)
+    features = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3)])
+    features.save(root / "bad.keras")
+    done = self._run_pretrained(root, "generated_faces/fer7", root / "bad.keras")
+    self.assertEqual(done.returncode, 1, done.stderr[-2000:])
+    self.assertNotIn("Traceback", done.stderr)
+    self.assertRegex(done.stderr, r"error: .*bad\.keras: its last layer '\w+' is a Conv2D; "
+                                  r"expected a Dense classifier")
 
 
 def _keras2_layer_weights(path: pathlib.Path, layer: str) -> list[np.ndarray]:
@@ -233,23 +334,27 @@ def _keras2_layer_weights(path: pathlib.Path, layer: str) -> list[np.ndarray]:
 class UserErrorsTest(absltest.TestCase):
   """Errors a user can fix end in one line that says how, not in a traceback."""
 
-  def test_unbuilt_data_and_missing_tpu(self):
+  def _assert_one_error_line(self, flag_list: list[str], pattern: str) -> None:
     root = support.tempdir(self)
-    cases = {
-        "not built": (["--generate_rows=0"], r"error: Dataset fer2013/seed6 is not built in .*"
-                      r"tfds build builders/fer2013 --config=seed6"),
-        "no tpu": (["--strategy=tpu"], r"error: --strategy=tpu: no TPU found on this machine.*"
-                   r"--tpu="),
-    }
-    processes = {
-        name: subprocess.Popen(_command(root / "empty", root / name, flags), cwd=REPO, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name, (flags, _) in cases.items()}
-    for name, process in processes.items():
-      with self.subTest(name):
-        _, stderr = process.communicate(timeout=_TIMEOUT_S)
-        self.assertEqual(process.returncode, 1, stderr[-2000:])
-        self.assertNotIn("Traceback", stderr)
-        error_lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-        self.assertLen(error_lines, 1, stderr[-2000:])
-        self.assertRegex(error_lines[0], cases[name][1])
+    done = subprocess.run(_command(root / "empty", root / "run", flag_list), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_TIMEOUT_S)
+    self.assertEqual(done.returncode, 1, done.stderr[-2000:])
+    self.assertNotIn("Traceback", done.stderr)
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    self.assertLen(error_lines, 1, done.stderr[-2000:])
+    self.assertRegex(error_lines[0], pattern)
+
+  def test_unbuilt_data(self):
+    self._assert_one_error_line(["--generate_rows=0"],
+                                r"error: Dataset generated_faces/seed6 is not built in .*"
+                                r"--generate_rows=N.*tfds build builders/generated_faces .*"
+                                r"--config=seed6")
+
+  def test_missing_tpu(self):
+    self._assert_one_error_line(["--strategy=tpu"],
+                                r"error: --strategy=tpu: no TPU found on this machine.*--tpu=")
+
+  def test_budget_on_a_step_schedule(self):
+    self._assert_one_error_line(
+        ["--time_budget=5", "--stages=main:all:2:1e-3:16:schedule=step:drops=1"],
+        r"error: --time_budget chooses the epochs of stage main, whose schedule=step")

@@ -1,6 +1,6 @@
 """Tests for emotion_tfds.train.loop: stage semantics, head swap, exports, checkpoints and resume.
 
-Real training runs of a few steps on the generated faces of `generated_data_dir` (conftest).
+Real training runs of a few steps on the generated faces of `support.generated_data_dir`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from unittest import mock
 from absl.testing import absltest
 import keras
 import numpy as np
-import pytest
 import support
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -43,9 +42,9 @@ _STEPS = 2  # Steps per epoch of every run here.
 
 
 def _config(model_dir, data_dir, spec: str, pretrain: str = "", **kwargs) -> config_lib.TrainConfig:
-  schedule = stages.with_pretraining(
-      stages.parse_stages(spec),
-      stages.parse_stages(pretrain, prefix="pretrain", dataset="fer2013/fer7") if pretrain else [])
+  pretraining = (stages.parse_stages(pretrain, prefix="pretrain", dataset="generated_faces/fer7")
+                 if pretrain else [])
+  schedule = stages.with_pretraining(stages.parse_stages(spec), pretraining)
   # float32: these tests compare numbers exactly, which "auto" could change on an AMX machine.
   defaults = dict(validate=False, max_steps_per_epoch=_STEPS, verbose=0, precision="float32")
   defaults.update(kwargs)
@@ -76,8 +75,7 @@ class _Snapshots(keras.callbacks.Callback):
     self.fits[-1]["end"] = _layer_weights(self.model.net)
 
 
-@pytest.mark.usefixtures("data_dir")
-class StagesTest(absltest.TestCase):
+class StagesTest(support.WithGeneratedData, absltest.TestCase):
   """One run: fer7 pretraining (all), head swap to seed6, a head stage, an all stage."""
 
   def _run(self):
@@ -129,6 +127,16 @@ class StagesTest(absltest.TestCase):
     self.assertEqual((spec.dtype, spec.shape.as_list()), (tf.uint8, [None, 48, 48, 1]))
     out = signature(images=tf.zeros([2, 48, 48, 1], tf.uint8))
     self.assertEqual(out["probabilities"].shape, (2, 6))
+
+    # The manifest: the data of both datasets, the precision; the same in the SavedModel's assets.
+    written = json.loads((self.model_dir / "manifest.json").read_text())
+    self.assertEqual(set(written["data"]), {"generated_faces/fer7", "generated_faces/seed6"})
+    seed6 = written["data"]["generated_faces/seed6"]
+    self.assertEqual((seed6["generator"]["num_rows"], seed6["splits"]["test"]), (1400, 120))
+    self.assertEqual((written["precision"], written["flags"]), ("float32", None))
+    self.assertEqual(written["config"]["dataset"], config.dataset)
+    self.assertEqual(json.loads((self.model_dir / loader.SAVED_MODEL_DIR / "assets" /
+                                 "manifest.json").read_text()), written)
 
     # Started again, the finished run trains nothing and reproduces the evaluation.
     again = experiment.run_experiment(config)
@@ -191,8 +199,7 @@ class _FirstState(keras.callbacks.Callback):
       self.state = _optimizer_state(self.model)
 
 
-@pytest.mark.usefixtures("data_dir")
-class ResumeTest(absltest.TestCase):
+class ResumeTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_crashes_at_a_stage_end_and_mid_stage_resume_with_optimizer_state(self):
     model_dir = support.tempdir(self)
@@ -251,7 +258,7 @@ class ResumeTest(absltest.TestCase):
     self.assertEqual(steps(tb / "stage2_all", callbacks.STAGE_TAG), [1, 1])
     _, start = run_summaries.read_trial(tb)  # Exactly one trial, not rewritten on resume.
     self.assertEqual(start.group_name, str(model_dir.resolve()))
-    final_accuracy = [e for e in curves.read_events(tb)
+    final_accuracy = [e for e in curves.read_events(tb / run_summaries.RUN_DIR)
                       if e.summary.value[0].tag == run_summaries.FINAL_ACCURACY]
     self.assertEqual([e.step for e in final_accuracy], [4])
     self.assertAlmostEqual(float(tf.make_ndarray(final_accuracy[0].summary.value[0].tensor)),
@@ -291,8 +298,7 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
   return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.usefixtures("data_dir")
-class AveragedWeightsTest(absltest.TestCase):
+class AveragedWeightsTest(support.WithGeneratedData, absltest.TestCase):
   """ema=M: validation and keep-best see the averages (of the weights and the BatchNorm
   statistics), checkpoints resume them, the stage ends with them."""
 
@@ -333,8 +339,7 @@ class AveragedWeightsTest(absltest.TestCase):
     self.assertTrue(_same(_network_state(result.network), kept))
 
 
-@pytest.mark.usefixtures("data_dir")
-class RecipeOptionsTest(absltest.TestCase):
+class RecipeOptionsTest(support.WithGeneratedData, absltest.TestCase):
   """Plateau lr, weight decay, smoothing, class weights, keep_best and flip TTA in one real run."""
 
   def test_keep_best_with_plateau_survives_a_crash(self):
@@ -361,7 +366,7 @@ class RecipeOptionsTest(absltest.TestCase):
       for a, b in zip(weights, _layer_weights(result.model)[name], strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
     # The report is of that network with flip TTA (the eval_main code path).
-    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, 0)
+    builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, 0)
     plain = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy())
     flip = evaluation.evaluate_network(result.model, builder, "test", tf.distribute.get_strategy(),
                              tta="flip")
@@ -406,25 +411,29 @@ class XlaStepTest(absltest.TestCase):
         self.assertLess(np.linalg.norm(xla - plain) / np.linalg.norm(plain), 0.05, weight.path)
 
 
-class ErrorsTest(absltest.TestCase):
+class ErrorsTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_dataset_not_built(self):
     data_dir = str(support.tempdir(self))
-    with self.assertRaisesRegex(FileNotFoundError, "fer2013/seed6 is not built in .*BUILD.md"):
-      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=0)
+    with self.assertRaisesRegex(errors.DataNotBuiltError, "generated_faces/seed6 is not built in "
+                                ".*--generate_rows=N.*tfds build builders/generated_faces"):
+      inputs.built_dataset("generated_faces/seed6", data_dir, generate_rows=0)
+    # FER-2013 is never generated: only the real csv builds it.
+    with self.assertRaisesRegex(errors.DataNotBuiltError, "fer2013/seed6 is not built in .*"
+                                "manual download.*tfds build builders/fer2013 --config=seed6"):
+      inputs.built_dataset("fer2013/seed6", data_dir, generate_rows=100)
+    self.assertEqual(list(pathlib.Path(data_dir).iterdir()), [])
 
-  @pytest.mark.usefixtures("data_dir")
   def test_batch_larger_than_split(self):
     config = _config(str(support.tempdir(self)), self.data_dir, "all:1:1e-3:4096")
     with self.assertRaisesRegex(ValueError, "global batch 4096 is larger than the training split"):
       loop.train(config)
 
-  @pytest.mark.usefixtures("data_dir")
   def test_fingerprint_holds_the_data_and_names_what_differs(self):
-    builder = inputs.built_dataset("fer2013/seed6", self.data_dir, generate_rows=0)
-    identity = checkpoints.data_identity({"fer2013/seed6": builder})
+    builder = inputs.built_dataset("generated_faces/seed6", self.data_dir, generate_rows=0)
+    identity = checkpoints.data_identity({"generated_faces/seed6": builder})
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
-    self.assertEqual(identity, f"fer2013/seed6@{builder.info.version}:" + "/".join(
+    self.assertEqual(identity, f"generated_faces/seed6@{builder.info.version}:" + "/".join(
         f"{split}={sizes[split]}" for split in sorted(sizes)))
     self.assertEqual(checkpoints.fingerprint_difference("a=1;b=x=2;d=5", "a=1;b=x=3;c=4"),
                      "b: x=2 -> x=3; d: 5 -> (none); c: (none) -> 4")
@@ -435,8 +444,8 @@ class ErrorsTest(absltest.TestCase):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, strategy="gpu")
     with self.assertRaisesRegex(ValueError, "Unknown augment_on"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, augment_on="tpu")
-    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="fer2013/fer7"))
-    with self.assertRaisesRegex(ValueError, "not on the target dataset fer2013/seed6"):
+    pretrain_only = tuple(stages.parse_stages("all:1:1e-3:8", dataset="generated_faces/fer7"))
+    with self.assertRaisesRegex(ValueError, "not on the target dataset generated_faces/seed6"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=pretrain_only)
     with self.assertRaisesRegex(ValueError, "Unknown precision 'half'"):
       config_lib.TrainConfig(model_dir="m", data_dir="d", stages=schedule, precision="half")
@@ -450,8 +459,7 @@ class ErrorsTest(absltest.TestCase):
         profile_steps=(2, 3)).fingerprint())
 
 
-@pytest.mark.usefixtures("data_dir")
-class ProfileTest(absltest.TestCase):
+class ProfileTest(support.WithGeneratedData, absltest.TestCase):
 
   def test_profile_steps_write_a_readable_profile_of_the_first_stage_that_reaches_them(self):
     model_dir = support.tempdir(self)
@@ -475,8 +483,7 @@ class ProfileTest(absltest.TestCase):
     self.assertRegex(step_table["p"]["input_conclusion"], r"is (NOT )?input-bound")
 
 
-@pytest.mark.usefixtures("data_dir")
-class DataServiceTest(absltest.TestCase):
+class DataServiceTest(support.WithGeneratedData, absltest.TestCase):
   """`data_service_address` sends the training input through a tf.data service on 127.0.0.1."""
 
   def test_trains_through_an_in_process_service(self):

@@ -4,13 +4,20 @@ Starts TensorBoard on `--logdir` (a run's `<model_dir>/tb`, or a folder of sever
 to 127.0.0.1 on a free port, then asks the server what its dashboards would show and checks that:
 
   * the scalars, images, text, hparams and custom-scalars dashboards are active;
-  * every stage run has the validation curves, per-emotion recall/precision/F1 and no per-emotion
-    "accuracy" tag, and every scalar tag has a description;
+  * no run is named "." (the run-level summaries are in `<model_dir>/tb/run`, not in `tb` itself);
+  * every stage run (`tb/<stage>`) has the validation curves and no per-emotion tag, and every
+    scalar tag has a description;
+  * each training run has one run per emotion (`tb/per_emotion/<emotion>`) with the tags
+    per_emotion/{recall,precision,f1}, over the same epochs as its stages;
+  * the emotions' runs of a training run get a colour each, and so do its stages' runs
+    (TensorBoard colours runs in the order it lists them, from a palette of 7);
   * the stages of each run continue one another on the epoch axis (each starts where the previous
     one ended, no overlap);
-  * HParams lists one trial per run, named after its model_dir, with the declared hyper-parameters
-    (integers as integer domains) and the run's metrics;
-  * the custom-scalars layout has one chart per per-emotion metric.
+  * HParams lists one trial per run, named after its model_dir, held by its `tb/run` run, with the
+    declared hyper-parameters (integers as integer domains) and the run's metrics, and shows each
+    trial's final accuracy (a finished run);
+  * the custom-scalars layout has one chart per per-emotion metric, whose tag matches one series in
+    each emotion's run and none elsewhere: one line, in its run's colour, per emotion.
 
     python tools/check_tensorboard.py --logdir=runs/default/tb
 
@@ -28,6 +35,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -47,6 +55,9 @@ _WINDOW = flags.DEFINE_string("window_size", "1600,1000", "Browser window for sc
 _DASHBOARDS = ("scalars", "images", "text", "hparams", "custom_scalars")
 _STAGE_TAGS = ("eval/accuracy", "eval/macro_f1", "train/loss", "train/learning_rate")
 _PER_EMOTION = ("recall", "precision", "f1")
+_PER_EMOTION_DIR = "per_emotion"  # <model_dir>/tb/per_emotion/<emotion>: one run per emotion.
+_RUN_DIR = "run"  # <model_dir>/tb/run: the HParams trial, its metrics and the chart layout.
+_PALETTE = 7  # TensorBoard 2.21's run colours, assigned in the order of /data/runs.
 _RUN_METRICS = ("run/final_accuracy", "run/best_accuracy", "run/final_macro_f1")
 _INTEGER_HPARAMS = ("epochs", "batch", "seed")
 
@@ -108,21 +119,23 @@ def check(url: str, logdir: str) -> list[tuple[str, bool, str]]:
   inactive = [d for d in _DASHBOARDS if not listing.get(d, {}).get("enabled")]
   record("dashboards active", not inactive, f"inactive: {inactive}" if inactive else "")
 
+  runs = get(url, "/data/runs")
+  record("no run named '.'", "." not in runs, f"runs: {runs}")
   tags = get(url, "/data/plugin/scalars/tags")
   stage_runs = {run: run_tags for run, run_tags in tags.items() if "eval/accuracy" in run_tags}
   record("stage runs with validation curves", stage_runs, f"{sorted(stage_runs)}")
   for run, run_tags in sorted(stage_runs.items()):
     missing = [t for t in _STAGE_TAGS if t not in run_tags]
-    for metric in _PER_EMOTION:
-      if not any(t.startswith(f"per_emotion/{metric}/") for t in run_tags):
-        missing.append(f"per_emotion/{metric}/*")
-    old = [t for t in run_tags if t.startswith("per_emotion/accuracy/")]
-    record(f"{run}: tags", not missing and not old, f"missing {missing}, renamed {old}")
+    misplaced = [t for t in run_tags if t.startswith(f"{_PER_EMOTION_DIR}/")]
+    record(f"{run}: tags", not missing and not misplaced,
+           f"missing {missing}, per-emotion tags in a stage run {misplaced[:3]}")
   undescribed = [f"{run}:{tag}" for run, run_tags in tags.items()
                  for tag, info in run_tags.items() if not info.get("description")]
   record("every scalar tag has a description", not undescribed, ", ".join(undescribed[:5]))
 
+  emotion_runs = _emotion_runs(tags)
   for parent, stages in _runs_by_parent(stage_runs).items():
+    where = parent or logdir
     spans = []
     for run in stages:
       points = get(url, "/data/plugin/scalars/scalars", run=run, tag="eval/accuracy")
@@ -130,7 +143,25 @@ def check(url: str, logdir: str) -> list[tuple[str, bool, str]]:
     spans.sort()  # By wall time: the order the stages ran.
     gaps = [f"{a[3]} ends at {a[2]}, {b[3]} starts at {b[1]}"
             for a, b in zip(spans, spans[1:]) if b[1] != a[2] + 1]
-    record(f"{parent or '.'}: stages continue one epoch axis", not gaps, "; ".join(gaps))
+    record(f"{where}: stages continue one epoch axis", not gaps, "; ".join(gaps))
+
+    emotions = emotion_runs.get(parent, {})
+    missing = {emotion: [m for m in _PER_EMOTION if f"{_PER_EMOTION_DIR}/{m}" not in tags[run]]
+               for emotion, run in emotions.items()}
+    missing = {emotion: m for emotion, m in missing.items() if m}
+    record(f"{where}: one run per emotion, each with {'/'.join(_PER_EMOTION)}",
+           emotions and not missing, f"emotions {sorted(emotions)}, missing {missing}")
+    epochs = {point[1] for emotion, run in emotions.items() if emotion not in missing
+              for point in get(url, "/data/plugin/scalars/scalars", run=run,
+                               tag=f"{_PER_EMOTION_DIR}/recall")}
+    stage_epochs = set(range(min(s[1] for s in spans), max(s[2] for s in spans) + 1))
+    record(f"{where}: per-emotion runs span the stages' epochs", epochs == stage_epochs,
+           f"per-emotion epochs {sorted(epochs)}, stage epochs {sorted(stage_epochs)}")
+    for kind, kind_runs in (("emotions'", list(emotions.values())), ("stages'", stages)):
+      colours = {run: runs.index(run) % _PALETTE for run in kind_runs}
+      shared = len(set(colours.values())) < min(len(colours), _PALETTE)
+      record(f"{where}: the {kind} runs have a colour each", not shared,
+             f"palette index of each run: {colours}")
 
   experiment = post(url, "/data/plugin/hparams/experiment", {"experimentName": ""})
   hparams = {h.get("displayName") or h["name"]: h for h in experiment.get("hparamInfos", [])}
@@ -156,21 +187,44 @@ def check(url: str, logdir: str) -> list[tuple[str, bool, str]]:
   expected = sorted(str((pathlib.Path(logdir) / parent).resolve().parent) for parent in parents)
   names = sorted(g["name"] for g in groups)
   record("trials named after their model_dir", names == expected, f"{names} != {expected}")
+  sessions = sorted(s["name"] for g in groups for s in g.get("sessions", []))
+  expected = sorted(f"{parent}/{_RUN_DIR}" if parent else _RUN_DIR for parent in parents)
+  record(f"trials held by their run's tb/{_RUN_DIR}", sessions == expected,
+         f"{sessions} != {expected}")
+  no_result = [g["name"] for g in groups
+               if not any(m["name"]["tag"] == _RUN_METRICS[0] for m in g.get("metricValues", []))]
+  record("trials show their final accuracy", not no_result, f"none for {no_result}")
 
   layout = get(url, "/data/plugin/custom_scalars/layout")
-  titles = [c.get("title", "") for cat in layout.get("category", []) for c in cat.get("chart", [])]
-  missing = [m for m in _PER_EMOTION if f"{m} per emotion" not in titles]
+  charts = {c.get("title", ""): c.get("multiline", {}).get("tag", [])
+            for cat in layout.get("category", []) for c in cat.get("chart", [])}
+  missing = [m for m in _PER_EMOTION if f"{m} per emotion" not in charts]
   record("custom scalars: one chart per per-emotion metric", not missing, f"missing {missing}")
+  all_emotion_runs = {run for emotions in emotion_runs.values() for run in emotions.values()}
+  for metric in _PER_EMOTION:
+    for regex in charts.get(f"{metric} per emotion", []):
+      matched = {run: list(get(url, "/data/plugin/custom_scalars/scalars", run=run,
+                               tag=regex)["tag_to_events"]) for run in tags}
+      matched = {run: found for run, found in matched.items() if found}
+      wrong = {run: found for run, found in matched.items()
+               if run not in all_emotion_runs or len(found) != 1}
+      record(f"custom scalars: {metric} per emotion draws one series per emotion's run",
+             set(matched) == all_emotion_runs and not wrong,
+             f"{regex} matches {sorted(matched)}; not one series of an emotion's run: {wrong}")
   return results
 
 
 def screenshot(url: str, dashboard: str, path: pathlib.Path, chromium: str, window: str) -> None:
-  """Saves `dashboard` (its URL fragment, e.g. "scalars") as rendered by headless Chromium."""
-  subprocess.run(
-      [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-       f"--window-size={window}", "--virtual-time-budget=20000", f"--screenshot={path}",
-       f"{url}/?forceSVG=true#{dashboard}"],
-      check=True, capture_output=True, timeout=180)
+  """Saves `dashboard` (its URL fragment, e.g. "scalars") as rendered by headless Chromium (a fresh
+  profile, no network besides TensorBoard's)."""
+  with tempfile.TemporaryDirectory(prefix="check_tensorboard_chromium_") as profile:
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={profile}", f"--window-size={window}",
+         "--virtual-time-budget=20000", f"--screenshot={path}",
+         f"{url}/?forceSVG=true#{dashboard}"],
+        check=True, capture_output=True, timeout=180)
   if not path.exists() or path.stat().st_size < 10_000:
     raise RuntimeError(f"{chromium} did not render {dashboard} into {path}.")
 
@@ -181,6 +235,17 @@ def _runs_by_parent(stage_runs) -> dict[str, list[str]]:
   for run in stage_runs:
     parent, _, _ = run.rpartition("/")
     out.setdefault(parent, []).append(run)
+  return out
+
+
+def _emotion_runs(runs) -> dict[str, dict[str, str]]:
+  """{training run's folder: {emotion: run}} of the runs named <folder>/per_emotion/<emotion>."""
+  out: dict[str, dict[str, str]] = {}
+  for run in runs:
+    folder, _, emotion = run.rpartition("/")
+    parent, _, name = folder.rpartition("/")
+    if name == _PER_EMOTION_DIR:
+      out.setdefault(parent, {})[emotion] = run
   return out
 
 

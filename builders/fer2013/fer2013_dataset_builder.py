@@ -7,6 +7,13 @@ at input time (`emotion_tfds.data.mixtures`; BUILD.md, "RAVDESS crops").
 
 Row numbers in examples (`row`) and in error messages are 1-based *data* rows: the first row after
 the header is row 1 (it sits on file line 2). Blank lines are skipped and not counted.
+
+Provenance: the dataset's metadata (`builder.info.metadata`, metadata.json beside the TFRecords)
+records the csv it was built from: file name, sha256 and data rows. A csv of generated faces (a
+`generated.json` beside it, as `facegen_main.py` and train_main write) is refused: those are the
+`generated_faces` dataset (builders/generated_faces). Over an existing build, a csv whose sha256
+differs from the recorded one is refused too (TFDS would silently reuse the old build), unless the
+build overwrites (`tfds build --overwrite`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import hashlib
+import json
 import struct
 from typing import Iterator
 import zlib
@@ -37,12 +46,28 @@ _SOURCE = "fer2013"
 # split one shard, and 4.9.10 ignores DownloadConfig(min_shard_size=...); num_shards works.
 _NUM_SHARDS = 4
 _ENCODE_BATCH = 1024  # Images PNG-encoded per numpy batch.
+# Written beside a csv of generated faces (emotion_tfds.data.facegen.write_dataset): its parameters.
+_GENERATED_PARAMS = "generated.json"
+_HASH_CHUNK = 1 << 20
 _HOMEPAGE = ("https://www.kaggle.com/c/"
              "challenges-in-representation-learning-facial-expression-recognition-challenge")
 
 
 class CsvError(ValueError):
   """A fer2013.csv that cannot be read; the message names the file, the data row and the problem."""
+
+
+class SourceError(ValueError, SystemExit):
+  """A csv the build refuses (generated faces, or not the csv of the existing build), in one line.
+
+  Also a SystemExit, so that `tfds build` (whose absl `app.run` re-raises what its main raises)
+  ends with this line alone and exit status 1 instead of a traceback; Python code catches it as a
+  ValueError.
+  """
+
+  def __init__(self, message: str):
+    super().__init__(message)
+    self.code = message  # What the interpreter prints when a SystemExit ends the program.
 
 
 @dataclasses.dataclass
@@ -58,9 +83,13 @@ class Fer2013Config(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """FER-2013 facial expressions from a manually downloaded fer2013.csv(.gz)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: fer7 and seed6 configs, splits from the Usage column.",
+      "1.1.0": "The metadata records the source csv (file name, sha256, data rows). A csv of "
+               "generated faces (generated.json beside it) is refused, and so is, over an existing "
+               "build, another csv than the recorded one. Same examples as 1.0.0; 1.0.0 builds "
+               "record no source (the old default run built generated faces as 1.0.0): rebuild.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Put `fer2013.csv` (or the same file gzipped, `fer2013.csv.gz`) in `manual_dir`; if both are there,
@@ -70,8 +99,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge/data
   Columns `emotion,pixels,Usage`: emotion id 0..6, 2304 space-separated pixels 0..255 (48x48,
   row-major), Usage Training / PublicTest / PrivateTest (-> splits train / validation / test; a
-  Usage the file lacks gives no such split). Generated faces in the same format:
-  `python facegen_main.py --out=DIR --num_rows=N`.
+  Usage the file lacks gives no such split). Generated faces in the same format (a folder with a
+  generated.json, from `python facegen_main.py`) are refused: build them as `generated_faces`.
   """
   BUILDER_CONFIGS = [
       Fer2013Config(name="fer7", scheme="fer7",
@@ -80,6 +109,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     description="Six emotions without fear (fear rows dropped), alphabetical."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "fer7"
+  _example_source = _SOURCE  # The `source` feature of every example.
+  _homepage = _HOMEPAGE
+  _accepts_generated = False  # Whether a csv with a generated.json beside it may be built.
 
   # TFDS 4.9.10 finds a builder's folder (README.md, CITATIONS.bib, dummy_data/) through package
   # resources, which fails for a namespace package (a stale editable install) and, for code_path,
@@ -100,11 +132,48 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "row": tfds.features.Scalar(
                 dtype=np.int64, doc="1-based data row in the csv (header excluded); -1 if none."),
             "source": tfds.features.Text(
-                doc="Where the example comes from: always 'fer2013' in this dataset."),
+                doc=f"Where the example comes from: always {self._example_source!r} here."),
         }),
         supervised_keys=("image", "label"),
-        homepage=_HOMEPAGE,
+        homepage=self._homepage,
+        metadata=tfds.core.MetadataDict(),  # The source csv, filled in by the build.
     )
+
+  def download_and_prepare(self, *, download_dir: epath.PathLike | None = None,
+                           download_config: tfds.download.DownloadConfig | None = None,
+                           **kwargs) -> None:
+    """TFDS's download_and_prepare, after checking that an existing build is of the same csv.
+
+    TFDS reuses any existing build as it is; this refuses to when manual_dir holds another csv
+    than the one the build recorded, unless the download mode overwrites (`tfds build
+    --overwrite`; `DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)`).
+
+    Raises:
+      SourceError: the dataset is built, and not from the csv in manual_dir.
+    """
+    config = download_config or tfds.download.DownloadConfig()
+    if self.is_prepared() and not config.download_mode.overwrite_dataset:
+      manual_dir = epath.Path(config.manual_dir or epath.Path(
+          download_dir or self.data_dir_root / "downloads") / "manual")
+      self._check_same_source(manual_dir)
+    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
+                                 **kwargs)
+
+  def _check_same_source(self, manual_dir: epath.Path) -> None:
+    """Raises SourceError when manual_dir's csv is not the one the built dataset records."""
+    csv_path = _existing_csv(manual_dir)
+    if csv_path is None:  # Nothing to build from: the build is reused, as TFDS does.
+      return
+    recorded = dict(self.info.metadata or {})
+    digest = _sha256(csv_path)
+    if recorded.get("source_sha256") == digest:
+      return
+    built_from = (f"{recorded['source_file']} (sha256 {recorded['source_sha256'][:12]})"
+                  if recorded.get("source_sha256") else "an unrecorded source")
+    raise SourceError(
+        f"{self.info.full_name} in {self.data_dir_root} was built from {built_from}, not from "
+        f"{csv_path} (sha256 {digest[:12]}); it is left as it is. To rebuild it from "
+        f"{csv_path.name}, run the same `tfds build` with --overwrite.")
 
   def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
                             download_config: tfds.download.DownloadConfig) -> None:
@@ -113,7 +182,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     A bad csv fails here, before any example is written. Each split gets `_NUM_SHARDS` shards
     (fewer only if a split has fewer examples) unless the caller sets `num_shards`.
     """
-    self._examples = self._read_examples(dl_manager)
+    self._examples = self._read_examples(dl_manager)  # Also records the source in the metadata.
     if download_config.num_shards is None:
       smallest = min(len(examples.rows) for examples in self._examples.values())
       download_config = dataclasses.replace(download_config,
@@ -124,8 +193,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       del self._examples
 
   def _read_examples(self, dl_manager: tfds.download.DownloadManager) -> dict[str, _Examples]:
-    """Returns the examples of each split: csv rows with an emotion of the config's scheme."""
-    table = _read_csv(_find_csv(dl_manager.manual_dir))
+    """Returns the examples of each split: csv rows with an emotion of the config's scheme.
+
+    Records the csv in the dataset's metadata (`_source_metadata`).
+    """
+    csv_path = _find_csv(dl_manager.manual_dir, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    source = self._source_metadata(csv_path)
+    table = _read_csv(csv_path)
+    self.info.metadata.update(source, source_rows=len(table.rows))
     label_ids = labels.fer7_to(self.builder_config.scheme)[table.emotions]
     splits = {}
     for usage_index, usage in enumerate(_USAGES):
@@ -142,6 +217,25 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                      f"({', '.join(labels.get_scheme(scheme))}).")
     return splits
 
+  def _source_metadata(self, csv_path: epath.Path) -> dict:
+    """What names the source: the csv's name and sha256, and the `generator` parameters of the
+    generated.json beside it (generated faces, which only `_accepts_generated` builders take).
+
+    Raises:
+      SourceError: a generated.json beside the csv, in a builder of real data.
+    """
+    metadata = {"source_file": csv_path.name, "source_sha256": _sha256(csv_path)}
+    params_path = csv_path.parent / _GENERATED_PARAMS
+    if params_path.exists():
+      if not self._accepts_generated:
+        params = " ".join(params_path.read_text().split())
+        raise SourceError(
+            f"{csv_path} holds generated faces ({params_path}: {params}), not FER-2013; they are "
+            "the dataset generated_faces: `tfds build builders/generated_faces "
+            f"--manual_dir={csv_path.parent}`.")
+      metadata["generator"] = json.loads(params_path.read_text())
+    return metadata
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # The csv was read by `_download_and_prepare`.
     return {split: self._generate_examples(examples)
@@ -150,7 +244,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, examples: _Examples):
     """Yields (row, example) for the csv rows of one split."""
     for png, label, row in zip(_encode_png(examples.images), examples.labels, examples.rows):
-      yield int(row), {"image": png, "label": int(label), "row": int(row), "source": _SOURCE}
+      yield int(row), {"image": png, "label": int(label), "row": int(row),
+                       "source": self._example_source}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,15 +266,33 @@ class _Table:
   rows: np.ndarray  # int64 [N], 1-based data row numbers
 
 
-def _find_csv(manual_dir: epath.Path) -> epath.Path:
-  """Returns manual_dir/fer2013.csv, else manual_dir/fer2013.csv.gz; raises if neither exists."""
-  candidates = [epath.Path(manual_dir) / name for name in _CSV_NAMES]
-  for path in candidates:
+def _existing_csv(manual_dir: epath.Path) -> epath.Path | None:
+  """manual_dir/fer2013.csv, else manual_dir/fer2013.csv.gz, else None."""
+  for name in _CSV_NAMES:
+    path = epath.Path(manual_dir) / name
     if path.exists():
       return path
-  raise FileNotFoundError(
-      f"No FER-2013 csv in manual_dir: neither {candidates[0]} nor {candidates[1]} exists.\n"
-      f"{Builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return None
+
+
+def _find_csv(manual_dir: epath.Path, instructions: str) -> epath.Path:
+  """Returns `_existing_csv(manual_dir)`; raises naming both paths and `instructions` if none."""
+  path = _existing_csv(manual_dir)
+  if path is None:
+    candidates = [epath.Path(manual_dir) / name for name in _CSV_NAMES]
+    raise FileNotFoundError(
+        f"No csv in manual_dir: neither {candidates[0]} nor {candidates[1]} exists.\n"
+        f"{instructions}")
+  return path
+
+
+def _sha256(path: epath.Path) -> str:
+  """Hex sha256 of the file's bytes (as stored: of the .gz file for a gzipped csv)."""
+  digest = hashlib.sha256()
+  with path.open("rb") as f:
+    for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def _read_csv(path: epath.Path) -> _Table:

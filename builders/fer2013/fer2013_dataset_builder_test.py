@@ -1,14 +1,16 @@
 """Tests of the FER-2013 builder: TFDS's builder checks on dummy_data, and bad csv files.
 
 dummy_data/fer2013.csv.gz holds 28 generated faces (4/2/2 per emotion in Training/PublicTest/
-PrivateTest), made with
-  python facegen_main.py --out=builders/fer2013/dummy_data --num_rows=28
-  gzip -9n builders/fer2013/dummy_data/fer2013.csv
+PrivateTest) in FER-2013's form, made with an older facegen as
+  python facegen_main.py --out=DIR --num_rows=28; gzip -9n DIR/fer2013.csv
+without the generated.json that facegen_main now writes beside it (this builder refuses a csv of
+generated faces that says so; builders/generated_faces takes it).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pathlib
 import subprocess
@@ -38,23 +40,66 @@ class Seed6Test(tfds.testing.DatasetBuilderTestCase):
   SPLITS = {"train": 12, "validation": 6, "test": 6}  # The fear rows (2/1/1) are dropped.
 
 
+def _tfds_build(*args: str) -> subprocess.CompletedProcess:
+  """Runs the `tfds build` command line on builders/fer2013 with `args`."""
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  return subprocess.run(
+      [sys.executable, "-c", "from tensorflow_datasets.scripts.cli.main import launch_cli; "
+       "launch_cli()", "build", str(repo / "builders" / "fer2013"), *args],
+      cwd=repo, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
 class PlainTfdsBuildTest(absltest.TestCase):
   """The first command a TFDS user types: `tfds build builders/fer2013`, no --config."""
 
   def test_builds_every_config_from_the_csv_alone(self):
     root = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory()))
-    repo = pathlib.Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", "from tensorflow_datasets.scripts.cli.main import launch_cli; "
-         "launch_cli()", "build", str(repo / "builders" / "fer2013"),
-         f"--manual_dir={_DUMMY_CSV.parent}", f"--data_dir={root}"],
-        cwd=repo, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    done = _tfds_build(f"--manual_dir={_DUMMY_CSV.parent}", f"--data_dir={root}")
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     for config in fer2013.Builder.BUILDER_CONFIGS:
       builder = fer2013.Builder(config=config.name, data_dir=str(root))
       self.assertTrue(builder.is_prepared(), config.name)
     self.assertEqual(sorted(c.name for c in fer2013.Builder.BUILDER_CONFIGS), ["fer7", "seed6"])
+
+  def test_another_csv_is_refused_in_one_line_and_rebuilt_when_overwriting(self):
+    root = pathlib.Path(self.enterContext(tempfile.TemporaryDirectory()))
+    first = fer2013.Builder(config="fer7", data_dir=root / "data")
+    first.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=_DUMMY_CSV.parent))
+    other = root / "other"
+    other.mkdir()
+    lines = _dummy_lines()
+    (other / "fer2013.csv").write_bytes(b"\n".join(lines[:15]) + b"\n")  # Rows 1..14.
+    build = (f"--manual_dir={other}", f"--data_dir={root / 'data'}", "--config=fer7")
+
+    refused = _tfds_build(*build)
+    self.assertEqual(refused.returncode, 1, refused.stderr[-3000:])
+    self.assertNotIn("Traceback", refused.stderr)
+    self.assertNotIn("Reusing", refused.stderr)
+    message = refused.stderr.strip().splitlines()[-1]
+    self.assertRegex(message, rf"^fer2013/fer7/1\.1\.0 in {root / 'data'} was built from "
+                     rf"fer2013\.csv\.gz \(sha256 {_sha256(_DUMMY_CSV)[:12]}\), not from "
+                     rf"{other / 'fer2013.csv'} \(sha256 {_sha256(other / 'fer2013.csv')[:12]}\); "
+                     r"it is left as it is\. .*--overwrite")
+    self.assertEqual(_recorded(root / "data")["source_rows"], 28)
+
+    # What --overwrite asks for (in Python, without another command line's start-up cost).
+    fer2013.Builder(config="fer7", data_dir=root / "data").download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=other, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
+    self.assertEqual(_recorded(root / "data"), {
+        "source_file": "fer2013.csv", "source_sha256": _sha256(other / "fer2013.csv"),
+        "source_rows": 14})
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _recorded(data_dir: pathlib.Path) -> dict:
+  """The metadata of fer2013/fer7 in `data_dir`, as a new process reads it."""
+  return dict(fer2013.Builder(config="fer7", data_dir=data_dir).info.metadata)
 
 
 def _dummy_lines() -> list[bytes]:
@@ -217,6 +262,39 @@ class BadInputTest(BuildTestCase):
       with self.assertRaisesRegex(OSError, "disk full"):
         self.build(b"\n".join(_dummy_lines()))
     self.assertNothingLoadable()
+
+
+class SourceTest(BuildTestCase):
+  """The metadata names the csv; generated faces and another csv over a build are refused."""
+
+  def test_metadata_records_the_csv(self):
+    content = b"\n".join(_dummy_lines()) + b"\n"
+    self.build(content)
+    reread = fer2013.Builder(config="fer7", data_dir=self.dir / "data")
+    self.assertEqual(dict(reread.info.metadata), {
+        "source_file": "fer2013.csv", "source_sha256": hashlib.sha256(content).hexdigest(),
+        "source_rows": 28})
+
+  def test_generated_faces_are_refused(self):
+    (self.dir / "manual").mkdir()
+    (self.dir / "manual" / "generated.json").write_text('{"num_rows": 28, "seed": 0}\n')
+    with self.assertRaisesRegex(fer2013.SourceError, r"manual/fer2013\.csv holds generated faces "
+                                r"\(.*generated\.json: \{\"num_rows\": 28, \"seed\": 0\}\), not "
+                                r"FER-2013; .*tfds build builders/generated_faces --manual_dir="):
+      self.build(b"\n".join(_dummy_lines()))
+    self.assertNothingLoadable()
+
+  def test_the_same_csv_reuses_the_build_and_another_is_refused(self):
+    content = b"\n".join(_dummy_lines()) + b"\n"
+    first = self.build(content)
+    written = (pathlib.Path(first.data_dir) / "dataset_info.json").stat().st_mtime_ns
+    self.build(content)  # The same bytes: TFDS reuses the build.
+    self.assertEqual((pathlib.Path(first.data_dir) / "dataset_info.json").stat().st_mtime_ns,
+                     written)
+    with self.assertRaisesRegex(fer2013.SourceError, "was built from fer2013.csv .*, not from"):
+      self.build(content.replace(b",Training", b",PublicTest", 1))
+    self.assertEqual(fer2013.Builder(config="fer7", data_dir=self.dir / "data")
+                     .info.metadata["source_sha256"], hashlib.sha256(content).hexdigest())
 
 
 class CsvFormTest(BuildTestCase):

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 from absl.testing import absltest
+import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -68,9 +69,20 @@ class BadCropsFolderTest(absltest.TestCase):
     self._assert_fails_and_leaves_nothing(
         FileNotFoundError, rf"{self.first_crop.name} \(listed in the manifest\) does not exist")
 
-  def test_crop_of_another_size(self):
+  def test_a_crop_that_is_not_a_png(self):
     shutil.copy(_DUMMY.parent / "ravdess_crops_dataset_builder_test.py", self.first_crop)
     self._assert_fails_and_leaves_nothing(ValueError, rf"{self.first_crop.name}: not a PNG file")
+
+  def test_crop_of_another_size(self):
+    cv2.imwrite(str(self.first_crop), np.zeros((64, 48), np.uint8))
+    self._assert_fails_and_leaves_nothing(
+        ValueError, rf"{self.first_crop.name}: expected a 48x48 8-bit grayscale PNG, got 48x64, "
+                    "bit depth 8, colour type 0")
+
+  def test_crop_in_colour(self):
+    cv2.imwrite(str(self.first_crop), np.zeros((48, 48, 3), np.uint8))
+    self._assert_fails_and_leaves_nothing(
+        ValueError, rf"{self.first_crop.name}: expected .* got 48x48, bit depth 8, colour type 2")
 
   def test_bad_manifest_row_names_the_row(self):
     lines = self._manifest_lines()

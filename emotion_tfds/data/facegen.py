@@ -4,11 +4,15 @@ Each row is a 48x48 grayscale cartoon face whose expression follows its FER-2013
 mouth, nose wrinkles), drawn with per-face jitter and random pose, lighting and noise, so a small CNN
 has to learn the expressions rather than read them off. The same seed always gives the same bytes.
 
-The command is `facegen_main.py` at the repository root.
+The command is `facegen_main.py` at the repository root. `write_dataset` writes the folder that
+builders/generated_faces builds: the csv and a `generated.json` of its parameters, which the
+generated_faces dataset records and builders/fer2013 refuses (generated faces never become
+`fer2013`).
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import cv2
@@ -26,6 +30,10 @@ DISTRIBUTIONS: tuple[str, ...] = ("balanced", "fer")
 
 # Faces of the default run (train_main, facegen_main) unless told otherwise.
 DEFAULT_ROWS = 6000
+# A generated-faces folder (`write_dataset`): the csv, in fer2013.csv's form and name, and its
+# parameters (builders/fer2013 refuses a csv with this file beside it).
+CSV_NAME = "fer2013.csv"
+PARAMS_NAME = "generated.json"
 _CANVAS = 96  # Faces are drawn at 2x in a canonical pose, then warped to 48x48.
 _SHIFT = 4  # Fractional bits of cv2 drawing coordinates.
 _ONE = 1 << _SHIFT
@@ -274,6 +282,27 @@ def write_csv(path: str | pathlib.Path, num_rows: int, seed: int = 0,
     lines.append(b"%d,%s,%s\n" % (label, pixels, USAGES[u].encode("ascii")))
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(b"".join(lines))
+  return path
+
+
+def generator_params(num_rows: int, seed: int = 0, distribution: str = "balanced") -> dict:
+  """The `generated.json` of a `write_dataset` folder: what made the csv."""
+  return {"generator": __name__, "num_rows": num_rows, "seed": seed, "distribution": distribution}
+
+
+def write_dataset(out_dir: str | pathlib.Path, num_rows: int, seed: int = 0,
+                  distribution: str = "balanced") -> pathlib.Path:
+  """Writes `out_dir/fer2013.csv` (`write_csv`) and `out_dir/generated.json` (its parameters).
+
+  The folder is the manual_dir of the generated_faces dataset (builders/generated_faces).
+
+  Returns:
+    The csv's path.
+  """
+  out_dir = pathlib.Path(out_dir)
+  path = write_csv(out_dir / CSV_NAME, num_rows, seed, distribution)
+  (out_dir / PARAMS_NAME).write_text(
+      json.dumps(generator_params(num_rows, seed, distribution)) + "\n")
   return path
 
 

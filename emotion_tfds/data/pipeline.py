@@ -1,13 +1,17 @@
 """Input pipeline: one split of a TFDS builder -> ready batches of uint8 faces and int64 labels.
 
-`make_dataset` is the only entry point. It fits `strategy.distribute_datasets_from_function`:
+`make_dataset` reads a split for training (or plainly, in batches); `make_eval_dataset` for
+evaluation. Both fit `strategy.distribute_datasets_from_function`:
 
     def dataset_fn(ctx):
       batch = ctx.get_per_replica_batch_size(global_batch)
       return pipeline.make_dataset(builder, "train", batch, training=True, input_context=ctx)[0]
     dist = strategy.distribute_datasets_from_function(dataset_fn)
 
-The steps, in order, and why:
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline.make_eval_dataset(builder, "test", global_batch, ctx)[0])
+
+`make_dataset`'s steps, in order, and why:
   1. `as_dataset` with a ReadConfig: each input pipeline reads its own files (`input_context`), in
      a seeded shuffled order when training, interleaved in parallel; PNG -> uint8 decoding in
      parallel.
@@ -20,7 +24,7 @@ The steps, in order, and why:
      on a core, too slow to keep an accelerator busy. Without `epoch_seeds` one pass is one epoch
      and each pass draws a new permutation; with them (training runs) the dataset is those epochs
      in a row, each a function of its own seed only, so a resumed run gets the same batches.
-     Evaluation: `cache()`, then `batch` in file order, keeping the remainder.
+     Not training: `cache()`, then `batch` in file order, keeping the remainder.
   3. Optional host augmentation: `augment.augment_batch` mapped on whole batches, each with a seed
      drawn from its epoch's seed; otherwise the training step augments on the device and images
      stay uint8 (4x fewer bytes to the accelerator; `preprocess.to_model_input` makes them float
@@ -29,6 +33,16 @@ The steps, in order, and why:
      workers, which may be other machines. Nothing is cached there: a worker reads the files that
      the dispatcher hands it, again each epoch.
   5. `prefetch(AUTOTUNE)`.
+
+Evaluation (`make_eval_dataset`, `padded_batches`) feeds every replica full batches of one static
+shape: the split, in its order, is padded up to a whole number of steps (zero images, label 0,
+mask 0) and batched with `drop_remainder`, and each (image, label) comes with a float32 mask (1
+real, 0 padding) that the report uses to leave the padding out (it also works as Keras's
+sample weight). A split's last partial batch would otherwise leave a replica an empty batch,
+for which TensorFlow's oneDNN convolution returns a wrong shape on AVX-512 CPUs (Intel Xeon and
+AMD EPYC alike), and which TPUs refuse (they need static shapes). Every input pipeline reads the
+whole split (evaluation splits are small) and keeps its own per-replica batches of each step, so
+all pipelines, and so all workers, run the same number of steps.
 """
 
 from __future__ import annotations
@@ -104,11 +118,7 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
   if not training and (epoch_seeds is not None or steps_per_epoch or augment_on_host is not None):
     raise ValueError("epoch_seeds, steps_per_epoch and augment_on_host are for training=True.")
   splits = builder.info.splits
-  try:
-    num_examples = splits[split].num_examples
-  except (KeyError, ValueError) as e:
-    raise ValueError(f"{builder.info.full_name} (in {builder.data_dir}) cannot read split "
-                     f"{split!r}: {e}") from None
+  num_examples = _num_examples(builder, split)
 
   options = tf.data.Options()
   options.deterministic = deterministic
@@ -135,6 +145,87 @@ def make_dataset(builder: tfds.core.DatasetBuilder,
         service=data_service_address))
   ds = ds.prefetch(tf.data.AUTOTUNE)
   return ds.with_options(options), num_examples
+
+
+def make_eval_dataset(builder: tfds.core.DatasetBuilder,
+                      split: str,
+                      global_batch: int = EVAL_BATCH,
+                      input_context: tf.distribute.InputContext | None = None,
+                      ) -> tuple[tf.data.Dataset, int]:
+  """Returns `padded_batches` of one split, read in order and decoded once (cached after the
+  first pass), and the split's number of examples.
+
+  Args:
+    builder: a prepared TFDS builder (e.g. `emotion_tfds.data.datasets.get_builder`).
+    split: split name ("validation", "test") or TFDS slice ("validation[:100]").
+    global_batch: examples per step over all replicas (rounded up to a multiple of them).
+    input_context: from `distribute_datasets_from_function`; None: one pipeline, one replica.
+
+  Returns:
+    (dataset, num_examples): dataset of (uint8 images [b, 48, 48, 1], int64 labels [b], float32
+    mask [b]) with a static per-replica batch b; num_examples is the whole split's count.
+
+  Raises:
+    ValueError: if the builder lacks the split or global_batch < 1.
+  """
+  num_examples = _num_examples(builder, split)
+  options = tf.data.Options()
+  options.deterministic = True  # The split's order: every input pipeline must see the same one.
+  read_config = tfds.ReadConfig(options=options, try_autocache=False, skip_prefetch=True)
+  ds = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True,
+                          read_config=read_config)
+  ds = padded_batches(ds.cache(), global_batch, input_context)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options), num_examples
+
+
+def padded_batches(examples: tf.data.Dataset, global_batch: int,
+                   input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+  """(image, label) examples -> full batches of (images, labels, mask) for evaluation.
+
+  The examples, in order and each once, then padding (zeros, label 0, mask 0) up to a whole
+  number of steps of `global_batch` examples (rounded up to a multiple of the replicas); a
+  batch holds one replica's share of a step, so every replica gets a batch of the same static
+  size at every step. With several input pipelines, each keeps its replicas' batches of every
+  step (all read every example): the same number of steps everywhere.
+
+  Args:
+    examples: unbatched (image, label) pairs of any dtypes, finite, in the same order in every
+      input pipeline.
+    global_batch: examples per step over all replicas.
+    input_context: from `distribute_datasets_from_function`; None: one pipeline, one replica.
+
+  Returns:
+    A dataset of (images [b, ...], labels [b], float32 mask [b]), b = ceil(global_batch /
+    replicas) static; mask is 1 for an example and 0 for padding.
+
+  Raises:
+    ValueError: if global_batch < 1.
+  """
+  if global_batch < 1:
+    raise ValueError(f"global_batch must be >= 1, got {global_batch}.")
+  pipelines, pipeline_id, replicas = (
+      (input_context.num_input_pipelines, input_context.input_pipeline_id,
+       input_context.num_replicas_in_sync) if input_context is not None else (1, 0, 1))
+  per_replica = -(-global_batch // replicas)
+  zeros = tuple(tf.zeros(spec.shape, spec.dtype) for spec in examples.element_spec)
+  padding = tf.data.Dataset.from_tensors((*zeros, tf.constant(0.0))).repeat()
+  steps = (examples.map(lambda image, label: (image, label, tf.constant(1.0)))
+           .concatenate(padding)
+           .batch(per_replica, drop_remainder=True)
+           .batch(replicas, drop_remainder=True)
+           # Examples come first, so a step that starts with padding holds nothing else: stop.
+           .take_while(lambda images, labels, mask: mask[0, 0] > 0))
+  batches = steps.unbatch()  # One replica's batch after another, step by step.
+  return batches.shard(pipelines, pipeline_id) if pipelines > 1 else batches
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
+  """The number of examples of `split` (a name or a TFDS slice) of `builder`."""
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"{builder.info.full_name} (in {builder.data_dir}) cannot read split "
+                     f"{split!r}: {e}") from None
 
 
 def _shard(splits, split: str, input_context: tf.distribute.InputContext | None):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 import os
 import pathlib
+import zipfile
 
 import h5py
 import keras
@@ -27,6 +28,9 @@ from emotion_tfds import image_spec
 from emotion_tfds import labels
 from emotion_tfds.models import base_cnn
 from emotion_tfds.models import heads
+
+PRETRAINED_FORMATS = "a .keras model or a Keras 2 .h5 model or weights file"
+_KERAS_CONFIG = "config.json"  # In every .keras archive.
 
 
 def load_pretrained(path: str | os.PathLike, num_classes: int,
@@ -52,20 +56,20 @@ def load_pretrained(path: str | os.PathLike, num_classes: int,
   Raises:
     ValueError: `label_names` inconsistent with `num_classes`.
     errors.MissingFileError: `path` does not exist.
-    errors.UnusableModelError: unknown suffix, a model that cannot be a 48x48x1 classifier, or an
-      `.h5` file whose layers do not match the architecture (the message names the file and the
-      reason).
+    errors.UnusableModelError: unknown suffix, a file that is not a model of its suffix, a model
+      that cannot be a 48x48x1 classifier, or an `.h5` file whose layers do not match the
+      architecture (the message names the file and the reason).
   """
   path = pathlib.Path(path)
   if label_names is not None and len(label_names) != num_classes:
     raise ValueError(f"label_names {tuple(label_names)} has {len(label_names)} emotions, but "
                      f"num_classes={num_classes}.")
   if path.suffix not in (".keras", ".h5"):
-    raise errors.UnusableModelError(f"{path}: expected a .keras or .h5 file.")
+    raise errors.UnusableModelError(f"{path}: expected {PRETRAINED_FORMATS}.")
   if not path.is_file():
     raise errors.MissingFileError(f"{path}: no such model file.")
   if path.suffix == ".keras":
-    model = with_predictions_head(keras.models.load_model(path, compile=False), path)
+    model = with_predictions_head(load_keras_file(path, PRETRAINED_FORMATS), path)
   else:
     model = _load_keras2_h5(path, build_fn)
     if label_names is not None and (
@@ -74,6 +78,25 @@ def load_pretrained(path: str | os.PathLike, num_classes: int,
   if model.output_shape[-1] != num_classes:
     model = heads.replace_head(model, num_classes)
   return model
+
+
+def load_keras_file(path: pathlib.Path, formats: str) -> keras.Model:
+  """The model of a `.keras` file, uncompiled.
+
+  Raises:
+    errors.UnusableModelError: the file is not a Keras model archive; the message names the file
+      and `formats`, what the caller reads.
+  """
+  if not zipfile.is_zipfile(path):
+    raise errors.UnusableModelError(
+        f"{path} is not a Keras model (a .keras file is the zip archive that Keras 3's model.save "
+        f"writes); expected {formats}.")
+  with zipfile.ZipFile(path) as archive:
+    if _KERAS_CONFIG not in archive.namelist():
+      raise errors.UnusableModelError(
+          f"{path} is a zip archive but not a Keras model (it has no {_KERAS_CONFIG}); expected "
+          f"{formats}.")
+  return keras.models.load_model(path, compile=False)
 
 
 def _classifier_of(model: keras.Model, path: pathlib.Path) -> keras.layers.Dense:
@@ -152,6 +175,8 @@ def _attr_strings(node: h5py.HLObject, name: str) -> list[str] | None:
 
 def _read_keras2_weights(path: pathlib.Path) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
   """[(layer name, [(weight name, array), ...]), ...] of the weighted layers of a Keras 2 h5 file."""
+  if not h5py.is_hdf5(path):
+    raise errors.UnusableModelError(f"{path} is not an HDF5 file; expected {PRETRAINED_FORMATS}.")
   with h5py.File(path, "r") as f:
     root = f["model_weights"] if "model_weights" in f else f
     layer_names = _attr_strings(root, "layer_names")

@@ -30,6 +30,7 @@ import uuid
 import cv2
 import numpy as np
 
+from emotion_tfds import errors
 from emotion_tfds import faces
 from emotion_tfds.ravdess import file_names
 from emotion_tfds.ravdess import video_frames
@@ -120,12 +121,12 @@ def list_videos(ravdess_dir: str) -> list[str]:
   """Paths of all .mp4/.avi files under `ravdess_dir` (recursively), sorted.
 
   Raises:
-    FileNotFoundError: if the folder does not exist.
+    errors.MissingFileError: if the folder does not exist.
     ValueError: if two videos share a file name (their crops would collide).
   """
   FileSystems = _filesystems()  # pylint: disable=invalid-name
   if not FileSystems.exists(ravdess_dir):
-    raise FileNotFoundError(f"RAVDESS folder {ravdess_dir} does not exist.")
+    raise errors.MissingFileError(f"RAVDESS folder {ravdess_dir} does not exist (--ravdess_dir).")
   matched = FileSystems.match([FileSystems.join(ravdess_dir, "**")])[0].metadata_list
   return file_names.video_paths(m.path for m in matched)
 

@@ -1,30 +1,38 @@
 """Keras callbacks that report on training: per-emotion TensorBoard summaries, throughput and one
 line per epoch.
 
-`get_callbacks` is the factory the training loop calls once per stage (one TensorBoard run folder per
-stage, e.g. `<model_dir>/tb/<stage>`). The step of every summary is the run's epoch index: a stage
-that follows others starts at `epoch_offset` (the epochs before it), so the stages' curves continue
-one another on one axis. What lands in TensorBoard, per epoch:
+`get_callbacks` is the factory the training loop calls once per stage. The step of every summary is
+the run's epoch index: a stage that follows others starts at `epoch_offset` (the epochs before it),
+so the stages' curves continue one another on one axis. What lands in TensorBoard, per epoch, with
+`<tb>` the run's TensorBoard folder:
 
-  scalars  train/<log key> for each Keras log (loss, accuracy, learning_rate, images_per_second,
-           epoch_seconds), eval/<key> for Keras's validation logs (val_loss -> eval/loss);
-           with an `eval_dataset`, the per-emotion report of the model on it:
-           per_emotion/{recall,precision,f1,mean_confidence}/<emotion> and
-           eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence}. Every tag has a description.
-  image    eval/confusion_matrix: the row-normalised confusion matrix, emotion names on the axes.
-  text     eval/report: the markdown table of `metrics.EmotionReport`; at the stage's first epoch,
-           `stage`: the stage's name and spec (the boundary between stages).
+  <tb>/<stage>  (one run per stage)
+    scalars  train/<log key> for each Keras log (loss, accuracy, learning_rate, images_per_second,
+             epoch_seconds), eval/<key> for Keras's validation logs (val_loss -> eval/loss); with
+             an `eval_dataset_fn`, eval/{accuracy,macro_f1,balanced_accuracy,mean_confidence} of
+             the model on its split.
+    image    eval/confusion_matrix: the row-normalised confusion matrix, emotion names on the axes.
+    text     eval/report: the markdown table of `metrics.EmotionReport`; at the stage's first
+             epoch, `stage`: the stage's name and spec (the boundary between stages).
+  <tb>/per_emotion/<emotion>  (one run per emotion, shared by the run's stages)
+    scalars  per_emotion/{recall,precision,f1,mean_confidence} of the emotion on that split.
+             One tag across the emotions' runs, so TensorBoard (which colours by run) draws each
+             emotion in its own colour on one chart, over all stages. The runs are made when the
+             stage starts, before the stage's own run (see `EmotionTensorBoard.on_train_begin`).
 
-The run's HParams trial and chart layout are `emotion_tfds.report.run_summaries`'. Per-emotion values that
-are undefined (precision of an emotion the model never predicted) are written as 0, like
-scikit-learn's `zero_division=0`; emotions without images in the eval split and emotions the model
-cannot predict (not covered) get no per-emotion scalars. Under multi-worker training every worker
-runs the evaluation (its collective ops need all of them) but only the chief writes.
+Every tag has a description. The run's HParams trial and chart layout are
+`emotion_tfds.report.run_summaries`'. Per-emotion values that are undefined (precision of an emotion
+the model never predicted) are written as 0, like scikit-learn's `zero_division=0`; emotions without
+images in the eval split get no per-emotion scalars (their runs stay empty), and emotions the model
+cannot predict (not covered) get no run. Under multi-worker training every worker runs the
+evaluation (its collective ops need all of them) but only the chief writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
+import os
 import time
 
 import keras
@@ -34,7 +42,9 @@ from emotion_tfds import preprocess
 from emotion_tfds import workers
 from emotion_tfds.report import metrics
 
-# Per-emotion scalar tag name -> (`metrics.EmotionRow` attribute, the tag's description).
+# <tb>/PER_EMOTION_DIR/<emotion>: the run folder of an emotion's per_emotion/<metric> scalars.
+PER_EMOTION_DIR = "per_emotion"
+# Per-emotion metric -> (`metrics.EmotionRow` attribute, the description of per_emotion/<metric>).
 PER_EMOTION_TAGS: dict[str, tuple[str, str]] = {
     "recall": ("accuracy", "Share of the emotion's validation images predicted as it (recall)."),
     "precision": ("precision", "Share of the predictions of the emotion that are right."),
@@ -50,6 +60,8 @@ EVAL_TOTALS: dict[str, str] = {
     "mean_confidence": "Mean probability the model gives each image's true emotion.",
 }
 STAGE_TAG = "stage"
+# Input context -> (images, labels, mask) batches, for `distribute_datasets_from_function`.
+EvalDatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 _LOG_DESCRIPTIONS: dict[str, str] = {
     "train/loss": "Training loss (with label smoothing and class weights) on augmented images.",
     "train/accuracy": "Training accuracy on augmented images.",
@@ -62,7 +74,7 @@ _LOG_DESCRIPTIONS: dict[str, str] = {
 
 
 def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
-                  eval_dataset: tf.data.Dataset | None = None, stage_note: str | None = None,
+                  eval_dataset_fn: EvalDatasetFn | None = None, stage_note: str | None = None,
                   initial_epoch: int = 0, epoch_offset: int = 0,
                   pred_names: Sequence[str] | None = None, global_batch_size: int | None = None,
                   epoch_line: bool = True, is_chief: bool | None = None
@@ -70,10 +82,12 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
   """The training callbacks, in the order they must run.
 
   Args:
-    logdir: TensorBoard run folder (one per stage); None writes no summaries.
+    logdir: the stage's TensorBoard run folder, `<tb>/<stage>` (the per-emotion runs go beside it,
+      see `per_emotion_logdir`); None writes no summaries.
     label_names: the eval dataset's emotions (its label scheme).
-    eval_dataset: (uint8 images [B, 48, 48, 1], int labels [B]) batches evaluated at each epoch end
-      (`pipeline.make_dataset(..., training=False)`); None skips the per-emotion report.
+    eval_dataset_fn: input context -> (uint8 images [b, 48, 48, 1], int labels [b], mask [b])
+      batches evaluated at each epoch end (`pipeline.make_eval_dataset`, full padded batches);
+      None skips the per-emotion report.
     stage_note: text written as STAGE_TAG at the stage's first epoch (e.g. its name and spec).
     initial_epoch: the epoch this stage starts at (Keras's `initial_epoch` of the first `fit`); a
       resumed stage (> 0) does not write its stage note again.
@@ -90,7 +104,7 @@ def get_callbacks(*, logdir: str | None, label_names: Sequence[str],
   callbacks: list[keras.callbacks.Callback] = [EpochTimer(global_batch_size)]
   if logdir is not None:
     callbacks.append(EmotionTensorBoard(
-        logdir, label_names, eval_dataset=eval_dataset, pred_names=pred_names,
+        logdir, label_names, eval_dataset_fn=eval_dataset_fn, pred_names=pred_names,
         stage_note=stage_note if initial_epoch == 0 else None, epoch_offset=epoch_offset,
         is_chief=is_chief))
   if epoch_line:
@@ -143,28 +157,32 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class EmotionTensorBoard(keras.callbacks.Callback):
-  """Writes the epoch's logs and the per-emotion report on `eval_dataset` to TensorBoard.
+  """Writes the epoch's logs and the per-emotion report on `eval_dataset_fn`'s split to TensorBoard.
 
-  Adds `eval_accuracy` and `eval_macro_f1` to the epoch's logs (for `EpochLine`, checkpoints or early
-  stopping placed after it).
+  `logdir` is the stage's run folder, `<tb>/<stage>`; each emotion's scalars go to
+  `per_emotion_logdir(logdir, emotion)`. Adds `eval_accuracy` and `eval_macro_f1` to the epoch's
+  logs (for `EpochLine`, checkpoints or early stopping placed after it).
   """
 
   def __init__(self, logdir: str, label_names: Sequence[str], *,
-               eval_dataset: tf.data.Dataset | None = None,
+               eval_dataset_fn: EvalDatasetFn | None = None,
                pred_names: Sequence[str] | None = None, stage_note: str | None = None,
                epoch_offset: int = 0, is_chief: bool | None = None):
     super().__init__()
-    if eval_dataset is not None and eval_dataset.element_spec[0].dtype != tf.uint8:
-      raise ValueError(f"eval_dataset must yield uint8 images (the stored form), got "
-                       f"{eval_dataset.element_spec[0]}.")
+    if eval_dataset_fn is not None:
+      spec = eval_dataset_fn(tf.distribute.InputContext()).element_spec
+      if len(spec) != 3 or spec[0].dtype != tf.uint8:
+        raise ValueError("eval_dataset_fn must yield (uint8 images (the stored form), labels, "
+                         f"mask) batches, got {spec}.")
     self._logdir = str(logdir)
     self._label_names = tuple(label_names)
     self._pred_names = None if pred_names is None else tuple(pred_names)
-    self._eval_dataset = eval_dataset
+    self._eval_dataset_fn = eval_dataset_fn
     self._stage_note = stage_note
     self._epoch_offset = epoch_offset
     self._is_chief = is_chief
     self._writer: tf.summary.SummaryWriter | None = None
+    self._emotion_writers: dict[str, tf.summary.SummaryWriter] = {}
     self._chief = True
     self._evaluator: metrics.StreamingEvaluator | None = None
     self.last_report: metrics.EmotionReport | None = None
@@ -173,13 +191,21 @@ class EmotionTensorBoard(keras.callbacks.Callback):
     strategy = self.model.distribute_strategy
     self._chief = (self._is_chief if self._is_chief is not None
                    else workers.is_chief_worker(strategy))
+    if self._chief and self._eval_dataset_fn is not None:
+      # Before the stage's run: TensorBoard lists runs by their first event (ties by name) and
+      # colours them in that order from a palette (7 colours in 2.21), so the emotions' runs
+      # follow one another (a colour each) and so do the stages'.
+      covered = self._label_names if self._pred_names is None else self._pred_names
+      self._emotion_writers = {
+          emotion: tf.summary.create_file_writer(per_emotion_logdir(self._logdir, emotion))
+          for emotion in self._label_names if emotion in covered}
     self._writer = (tf.summary.create_file_writer(self._logdir) if self._chief
                     else tf.summary.create_noop_writer())
     if self._stage_note:
       with self._writer.as_default(step=self._epoch_offset):
         tf.summary.text(STAGE_TAG, self._stage_note, description=_LOG_DESCRIPTIONS[STAGE_TAG])
       self._stage_note = None  # Once per stage, also when `fit` is called again.
-    if self._eval_dataset is not None and self._evaluator is None:
+    if self._eval_dataset_fn is not None and self._evaluator is None:
       self._evaluator = metrics.StreamingEvaluator(
           preprocess.predict_fn(self.model),
           self._label_names, self._pred_names, strategy=strategy)
@@ -190,7 +216,7 @@ class EmotionTensorBoard(keras.callbacks.Callback):
                for k, v in logs.items()}
     report = None
     if self._evaluator is not None:
-      report = self._evaluator.evaluate(self._eval_dataset)
+      report = self._evaluator.evaluate(self._eval_dataset_fn)
       self.last_report = report
       scalars.update(report_scalars(report))
       logs["eval_accuracy"] = report.totals.accuracy or 0.0
@@ -202,11 +228,20 @@ class EmotionTensorBoard(keras.callbacks.Callback):
       if report is not None and self._chief:
         metrics.write_summaries(report, step=step)
     self._writer.flush()
+    if report is not None and self._chief:
+      for emotion, values in per_emotion_scalars(report).items():
+        writer = self._emotion_writers[emotion]
+        with writer.as_default(step=step):
+          for tag, value in values.items():
+            tf.summary.scalar(tag, value, description=describe(tag))
+        writer.flush()
 
   def on_train_end(self, logs=None):
-    if self._writer is not None:
-      self._writer.close()
-      self._writer = None
+    for writer in (self._writer, *self._emotion_writers.values()):
+      if writer is not None:
+        writer.close()
+    self._writer = None
+    self._emotion_writers = {}
 
 
 class EpochLine(keras.callbacks.Callback):
@@ -247,29 +282,43 @@ class EpochLine(keras.callbacks.Callback):
     print(" ".join(parts), flush=True)
 
 
-def report_scalars(report: metrics.EmotionReport) -> dict[str, float]:
-  """Scalar tags of a report: per_emotion/<tag>/<emotion> and eval/<total>."""
+def per_emotion_logdir(logdir: str, emotion: str) -> str:
+  """The run folder of `emotion`'s scalars: `<tb>/per_emotion/<emotion>` for the stage run folder
+  `logdir` = `<tb>/<stage>`."""
+  return os.path.join(os.path.dirname(logdir.rstrip("/")), PER_EMOTION_DIR, emotion)
+
+
+def per_emotion_tag(metric: str) -> str:
+  """The scalar tag of a per-emotion metric (a key of PER_EMOTION_TAGS), the same in every
+  emotion's run."""
+  return f"{PER_EMOTION_DIR}/{metric}"
+
+
+def per_emotion_scalars(report: metrics.EmotionReport) -> dict[str, dict[str, float]]:
+  """emotion -> {per_emotion/<metric>: value} of a report's emotions that have images and are
+  covered by the model."""
   out = {}
   for row in report.rows:
-    if not row.covered or row.count == 0:
-      continue
-    for tag, (attribute, _) in PER_EMOTION_TAGS.items():
-      value = getattr(row, attribute)
-      out[f"per_emotion/{tag}/{row.name}"] = 0.0 if value is None else value
-  totals = report.totals
-  for name in EVAL_TOTALS:
-    value = getattr(totals, name)
-    if value is not None:
-      out[f"eval/{name}"] = value
+    if row.covered and row.count:
+      values = {metric: getattr(row, attribute)
+                for metric, (attribute, _) in PER_EMOTION_TAGS.items()}
+      out[row.name] = {per_emotion_tag(metric): 0.0 if value is None else value
+                       for metric, value in values.items()}
   return out
+
+
+def report_scalars(report: metrics.EmotionReport) -> dict[str, float]:
+  """The stage run's scalar tags of a report: eval/<total>."""
+  totals = report.totals
+  return {f"eval/{name}": getattr(totals, name) for name in EVAL_TOTALS
+          if getattr(totals, name) is not None}
 
 
 def describe(tag: str) -> str:
   """The description of a scalar tag this module writes."""
   group, _, rest = tag.partition("/")
-  if group == "per_emotion":
-    metric, _, emotion = rest.partition("/")
-    return f"{emotion}: {PER_EMOTION_TAGS[metric][1]}"
+  if group == PER_EMOTION_DIR:
+    return PER_EMOTION_TAGS[rest][1]
   if group == "eval" and rest in EVAL_TOTALS:
     return EVAL_TOTALS[rest]
   return _LOG_DESCRIPTIONS.get(tag, f"Keras log {rest or tag} of the epoch.")

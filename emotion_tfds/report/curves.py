@@ -1,9 +1,12 @@
 """Training curves read back from a run's TensorBoard event files, and their picture.
 
-`training.train` writes one TensorBoard run folder per stage (`<model_dir>/tb/<stage>`, one point per
-epoch at step = the run's epoch index, counting on across stages, see `emotion_tfds.report.callbacks`). `read_run` gives, for each stage in the order it ran, the
-per-epoch values of a few scalar tags; `curves_png` draws training and validation accuracy over all
-stages, with the pretraining stages (another label set) on a panel of their own.
+`train.loop` writes one TensorBoard run folder per stage (`<model_dir>/tb/<stage>`, one point per
+epoch at step = the run's epoch index, counting on across stages, see
+`emotion_tfds.report.callbacks`). `read_run` gives, for each stage in the order it ran, the per-epoch
+values of a few scalar tags; `curves_png` draws training and validation accuracy over all stages,
+with the pretraining stages (another label set) on a panel of their own. The other folders of `tb`
+(`per_emotion/<emotion>`, the run-level `run`) hold none of those tags and are left out, and so is
+`tb` itself (where runs written before that layout kept their run-level summaries).
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def read_stage(logdir: pathlib.Path, tags: tuple[str, ...] = TAGS) -> tuple[floa
 
 def read_run(model_dir: str | pathlib.Path, tags: tuple[str, ...] = TAGS) -> list[StageCurves]:
   """Every stage of the run in `model_dir` that logged an epoch, in the order the stages ran.
+
+  A stage is a folder directly in `model_dir/tb` with values of `tags`.
 
   Raises:
     FileNotFoundError: `model_dir/tb` holds no stage with event files.

@@ -30,16 +30,15 @@ def report_split(builder, split: str) -> str:
 def evaluate_network(net: keras.Model, builder, split: str, strategy: tf.distribute.Strategy,
                      tta: str = "none") -> metrics.EmotionReport:
   """Per-emotion report of a network in training (float [0, 1] input) on `split` of `builder`
-  (`report_split`), streamed and summed over the strategy's replicas.
+  (`report_split`), streamed in full padded batches and summed over the strategy's replicas.
 
   `tta` is applied as for a loaded model (`tta.with_tta`, the same code path as eval_main --tta).
   """
-
   evaluator = metrics.StreamingEvaluator(tta_lib.with_tta(preprocess.predict_fn(net), tta),
                                          datasets.label_names(builder), strategy=strategy)
-  images, _ = pipeline.make_dataset(builder, report_split(builder, split), pipeline.EVAL_BATCH,
-                                    training=False)
-  return evaluator.evaluate(images)
+  split = report_split(builder, split)
+  return evaluator.evaluate(
+      lambda context: pipeline.make_eval_dataset(builder, split, input_context=context)[0])
 
 
 def write_text_summary(report: metrics.EmotionReport, logdir: str | os.PathLike) -> None:

@@ -341,13 +341,15 @@ def _csv(value: float | None) -> str:
 # TensorFlow side: per-batch counts that sum across replicas and workers.
 
 
-def batch_counts(labels: tf.Tensor, probs: tf.Tensor,
+def batch_counts(labels: tf.Tensor, probs: tf.Tensor, mask: tf.Tensor,
                  label_to_pred: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
   """One batch's report counts, as TF ops (runs inside `strategy.run` or a tf.function).
 
   Args:
     labels: int [B] true labels (label scheme).
     probs: float [B, num_predicted] probabilities.
+    mask: [B], nonzero for an example, 0 for padding (`pipeline.padded_batches`), which adds
+      nothing to any count.
     label_to_pred: int [num_labels] predicted-scheme id per label id, -1 where not covered
       (`EmotionReport.label_to_pred`).
 
@@ -360,23 +362,27 @@ def batch_counts(labels: tf.Tensor, probs: tf.Tensor,
   labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
   tf.debugging.assert_non_negative(labels, message="negative label")
   tf.debugging.assert_less(labels, num_labels, message=f"label outside 0..{num_labels - 1}")
+  real = tf.reshape(mask, [-1]) != 0
   preds = tf.argmax(probs, axis=-1, output_type=tf.int32)
   confusion = tf.math.unsorted_segment_sum(
-      tf.ones_like(labels), labels * num_pred + preds, num_labels * num_pred)
+      tf.cast(real, tf.int32), labels * num_pred + preds, num_labels * num_pred)
   target = tf.gather(tf.constant(label_to_pred, tf.int32), labels)
   true_prob = tf.gather(tf.cast(probs, tf.float32), tf.maximum(target, 0), batch_dims=1)
-  true_prob = tf.where(target >= 0, true_prob, 0.0)
+  true_prob = tf.where(real & (target >= 0), true_prob, 0.0)
   prob_sum = tf.math.unsorted_segment_sum(true_prob, labels, num_labels)
   return tf.reshape(confusion, [num_labels, num_pred]), prob_sum
 
 
 class StreamingEvaluator:
-  """Runs a prediction function over a dataset of (images, labels) batches into an EmotionReport.
+  """Runs a prediction function over padded evaluation batches into an EmotionReport.
 
-  The per-batch step (prediction + `batch_counts`) is one tf.function run under `strategy` (each
-  replica gets a slice of the batch; the counts are summed with `strategy.reduce(SUM)`, across
-  workers too), traced once per evaluator so calling `evaluate` every epoch does not retrace.
-  Only the small counts leave the device.
+  The input is a dataset function for `strategy.distribute_datasets_from_function` whose batches
+  are (images, labels, mask), as `pipeline.make_eval_dataset` and `pipeline.padded_batches` make
+  them: every replica gets a full batch of one static shape at every step, and the mask leaves the
+  padding out of every count. The per-batch step (prediction + `batch_counts`) is one tf.function
+  run under `strategy` (the counts are summed with `strategy.reduce(SUM)`, across workers too),
+  traced once per evaluator so calling `evaluate` every epoch does not retrace. Only the small
+  counts leave the device.
   """
 
   def __init__(self, predict_fn: Callable[[tf.Tensor], tf.Tensor], label_names: Sequence[str],
@@ -395,21 +401,22 @@ class StreamingEvaluator:
     self._strategy = strategy or tf.distribute.get_strategy()
     label_to_pred = EmotionReport(self._label_names, self._pred_names).label_to_pred
 
-    def replica_step(images, labels):
-      return batch_counts(labels, predict_fn(images), label_to_pred)
+    def replica_step(images, labels, mask):
+      return batch_counts(labels, predict_fn(images), mask, label_to_pred)
 
-    def step(images, labels):
-      per_replica = self._strategy.run(replica_step, args=(images, labels))
+    def step(images, labels, mask):
+      per_replica = self._strategy.run(replica_step, args=(images, labels, mask))
       return tuple(self._strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None)
                    for t in per_replica)
 
     self._step = tf.function(step, reduce_retracing=True)
 
-  def evaluate(self, dataset: tf.data.Dataset) -> EmotionReport:
-    """One pass over `dataset` -> a new report."""
+  def evaluate(self, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset]
+               ) -> EmotionReport:
+    """One pass over the (images, labels, mask) batches of `dataset_fn` -> a new report."""
     report = EmotionReport(self._label_names, self._pred_names)
-    for images, labels in self._strategy.experimental_distribute_dataset(dataset):
-      confusion, prob_sum = self._step(images, labels)
+    for images, labels, mask in self._strategy.distribute_datasets_from_function(dataset_fn):
+      confusion, prob_sum = self._step(images, labels, mask)
       report.add_counts(confusion.numpy(), prob_sum.numpy())
     return report
 

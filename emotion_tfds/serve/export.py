@@ -9,11 +9,16 @@ SavedModel signatures:
   serve_photos:    images uint8 [B, H, W, C], any H and W, C = 1 (gray) or 3 (RGB), already cropped
                    to the face -> the same outputs.
   label_names:     no input -> label_names string [C], the class names in output order.
-The class names are also written as the asset `assets/labels.txt`, one per line.
+The class names are also written as the asset `assets/labels.txt`, one per line, and a run's
+manifest (`emotion_tfds.manifest`), when given, as `assets/manifest.json`.
 
 TFLite models (converted from the `serving_default` signature, same uint8 input and outputs):
   float: no quantisation; "dynamic": dynamic-range (int8 weights); "int8": full integer
   quantisation of weights and activations calibrated on a representative set of training images.
+
+An ensemble (`models.ensemble.average_networks`, what export_main makes of several `.keras` files)
+is exported as one network: every file above holds all its members and averages their
+probabilities in its own graph.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.tools import flatbuffer_utils
 
+from emotion_tfds import errors
 from emotion_tfds import image_spec
+from emotion_tfds import manifest as manifest_lib
 from emotion_tfds import preprocess
 from emotion_tfds.data import datasets
 from emotion_tfds.data import pipeline
+from emotion_tfds.models import ensemble
 from emotion_tfds.serve import loader
 
 TFLITE_FILES = {"float": "model_float.tflite", "dynamic": "model_dynamic.tflite",
@@ -47,11 +55,14 @@ def float32_model(model: keras.Model) -> keras.Model:
 
   A model trained under a mixed-precision policy computes in float16/bfloat16; its exports (and the
   TFLite parity check) use float32 throughout, which every serving runtime and TFLite support.
+  The networks nested in `model` (an ensemble's members) are converted too.
   """
-  if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+  if all(layer.dtype_policy.name == "float32" for layer in _leaf_layers(model)):
     return model
 
   def clone_layer(layer):
+    if isinstance(layer, keras.Model):
+      return float32_model(layer)
     config = layer.get_config()
     config["dtype"] = "float32"
     return layer.__class__.from_config(config)
@@ -61,14 +72,21 @@ def float32_model(model: keras.Model) -> keras.Model:
   return clone
 
 
+def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+  """The layers of `model`, with those of its nested networks in place of the networks."""
+  return [leaf for layer in model.layers
+          for leaf in (_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])]
+
+
 def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequence[str],
-                 announce: bool = True) -> None:
+                 announce: bool = True, manifest: dict | None = None) -> None:
   """Writes a trained network as `write_dir/model.keras` with its class names (labels.txt) and the
-  uint8-input SavedModel beside it."""
+  uint8-input SavedModel beside it (with `manifest` in its assets)."""
   path = write_dir / loader.MODEL_FILE
   net.save(path)
   loader.write_label_names(write_dir, label_names)
-  export_saved_model(net, write_dir / loader.SAVED_MODEL_DIR, label_names=label_names)
+  export_saved_model(net, write_dir / loader.SAVED_MODEL_DIR, label_names=label_names,
+                     manifest=manifest)
   if announce:
     print(f"Saved {path} and {write_dir / loader.SAVED_MODEL_DIR}", flush=True)
 
@@ -76,13 +94,16 @@ def save_trained(net: keras.Model, write_dir: pathlib.Path, label_names: Sequenc
 class _ServingModule(tf.Module):
   """The exported object: the Keras model plus the uint8-in signatures."""
 
-  def __init__(self, model: keras.Model, label_names: Sequence[str], labels_file: str):
+  def __init__(self, model: keras.Model, label_names: Sequence[str], labels_file: str,
+               manifest_file: str | None = None):
     super().__init__()
     self.model = model
     # The underlying tf.Variables, tracked directly (as keras.export.ExportArchive does): without
     # them the TFLite converter cannot bind the captured variables and reads uninitialised ones.
     self.model_variables = [v.value for v in model.variables]
     self.labels_file = tf.saved_model.Asset(labels_file)
+    if manifest_file is not None:
+      self.manifest_file = tf.saved_model.Asset(manifest_file)
     self._label_names = list(label_names)
 
   def _outputs(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -116,7 +137,7 @@ class _ServingModule(tf.Module):
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike,
-                       label_names: Sequence[str]) -> None:
+                       label_names: Sequence[str], manifest: dict | None = None) -> None:
   """Writes `model` as a SavedModel with uint8-input signatures (see the module docstring).
 
   Args:
@@ -125,6 +146,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
       model is exported as its `float32_model`.
     path: the SavedModel directory to write.
     label_names: class names in output order.
+    manifest: the run's manifest, written as the asset `assets/manifest.json` (none if None).
 
   Raises:
     ValueError: when `label_names` does not match the model's number of classes.
@@ -135,7 +157,11 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike,
     raise ValueError(f"{len(names)} label names {names} for a model with {num_classes} outputs.")
   with tempfile.TemporaryDirectory() as tmp:
     labels_file = loader.write_label_names(tmp, names)  # Copied into the SavedModel's assets/.
-    module = _ServingModule(float32_model(model), names, os.fspath(labels_file))
+    manifest_file = None
+    if manifest is not None:
+      manifest_file = os.fspath(manifest_lib.write(pathlib.Path(tmp) / manifest_lib.MANIFEST_FILE,
+                                                   manifest))
+    module = _ServingModule(float32_model(model), names, os.fspath(labels_file), manifest_file)
     signatures = {
         loader.SERVING_KEY: module.serve,
         loader.PHOTOS_KEY: module.serve_photos,
@@ -301,28 +327,39 @@ def parity_report(model: keras.Model, paths: dict[str, pathlib.Path],
       sizes={q: paths[q].stat().st_size for q in QUANTIZATIONS})
 
 
-def run(model_path: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
+def run(model_path: loader.ModelPaths, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
         dataset: str, parity_split: str = "validation", num_representative: int = 500,
         batch_size: int = 256) -> ParityReport:
-  """export_main: exports a `.keras` model with `export_all` and checks parity on a split.
+  """export_main: exports a `.keras` model, or the ensemble of several, with `export_all` and
+  checks parity on a split.
 
   The int8 model is calibrated on `num_representative` shuffled training images of `dataset`; the
   report (also written to out_dir/parity.md and parity.json) compares every export with the
-  (float32) Keras model on `parity_split`.
+  (float32) Keras model on `parity_split`, for an ensemble the mean of its members' probabilities.
 
   Raises:
-    ValueError: when the model's number of classes differs from the dataset's.
+    errors.UnusableModelError: as `loader.load_keras_models` (e.g. ensemble members that predict
+      different classes).
+    errors.DataNotBuiltError: `dataset` is not built in `data_dir`.
+    errors.ConfigError: the model's classes differ from the dataset's, or no such parity split.
   """
-  network, model_names = loader.load_keras_model(model_path)
-  model = float32_model(network)
+  networks, model_names = loader.load_keras_models(model_path)
+  model = float32_model(networks[0] if len(networks) == 1 else ensemble.average_networks(networks))
+  source = loader.MODEL_PATHS_SEPARATOR.join(map(str, loader.model_path_list(model_path)))
   builder = datasets.get_builder(dataset, data_dir)
+  if not builder.is_prepared():
+    raise errors.DataNotBuiltError(f"Dataset {dataset} is not built in {data_dir}: pass the "
+                                   "--data_dir that holds it, or build it (BUILD.md).")
+  if parity_split not in builder.info.splits:
+    raise errors.ConfigError(f"Dataset {dataset} in {data_dir} has no split {parity_split!r} "
+                             f"(--parity_split); it has {sorted(builder.info.splits)}.")
   names = datasets.label_names(builder)
   if int(model.output_shape[-1]) != len(names):
-    raise ValueError(f"{model_path} has {model.output_shape[-1]} outputs but {dataset} has "
-                     f"{len(names)} classes {names}.")
+    raise errors.ConfigError(f"{source} has {model.output_shape[-1]} outputs but {dataset} has "
+                             f"{len(names)} classes {names}.")
   if model_names is not None and tuple(model_names) != tuple(names):
-    raise ValueError(f"{model_path} predicts {model_names} (its labels.txt), but {dataset} has "
-                     f"{names}: export it with the dataset it was trained on.")
+    raise errors.ConfigError(f"{source} predicts {model_names} (its labels.txt), but {dataset} "
+                             f"has {names}: export it with the dataset it was trained on.")
   # Shuffled (every emotion, not just the first rows), deterministically (the same int8 model).
   train, _ = pipeline.make_dataset(builder, "train", batch_size, training=True, seed=0,
                                    deterministic=True, cache=False)

@@ -2,7 +2,8 @@
 
 The path of one face is `faces.detect_faces` -> `faces.crop_face` (uint8 48x48 gray, the RAVDESS
 extraction's crop) -> `preprocess.to_model_input` (the training conversion) -> model, for all three
-kinds of model file `loader.load` accepts (a SavedModel directory, a `.keras` or a `.tflite` file).
+kinds of model file `loader.load` accepts (a SavedModel directory, a `.keras` or a `.tflite` file),
+and for an ensemble of several (the mean of their probabilities, `loader.load_ensemble`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
+from emotion_tfds import errors
 from emotion_tfds import faces
 from emotion_tfds import image_spec
 from emotion_tfds.serve import loader
@@ -32,26 +34,27 @@ STATUS_ERROR = "error"
 _GLOB_CHARS = frozenset("*?[")
 
 
-def load_classifier(model_path: str | os.PathLike,
+def load_classifier(model_path: loader.ModelPaths,
                     label_names: Sequence[str] | None = None) -> loader.LoadedModel:
-  """`loader.load`, with the class names resolved.
+  """`loader.load_ensemble`, with the class names resolved.
 
   Args:
-    model_path: a SavedModel directory, a `.keras` or a `.tflite` file.
+    model_path: a SavedModel directory, a `.keras` or a `.tflite` file, or several (an ensemble).
     label_names: class names in output order. Default: the model's own (a SavedModel's
       `labels.txt` asset, the `labels.txt` beside a .keras or .tflite file).
 
   Raises:
     errors.MissingFileError: when `model_path` does not exist.
-    errors.UnusableModelError: for another kind of model file, or a model that does not name its
-      classes when `label_names` is not given.
-    ValueError: `label_names` of another length than the model's outputs.
+    errors.UnusableModelError: for another kind of model file, ensemble members that predict
+      different classes, or a model that does not name its classes when `label_names` is not
+      given.
+    errors.ConfigError: `label_names` of another length than the model's outputs.
   """
-  model = loader.load(model_path)
+  model = loader.load_ensemble(model_path)
   names = tuple(label_names) if label_names else model.emotions()
   if len(names) != model.num_classes:
-    raise ValueError(f"{len(names)} label names {names} for {model.source}, which has "
-                     f"{model.num_classes} outputs.")
+    raise errors.ConfigError(f"{len(names)} label names {names} for {model.source}, which has "
+                             f"{model.num_classes} outputs.")
   return dataclasses.replace(model, label_names=names)
 
 
@@ -278,19 +281,19 @@ def write_montage(images: Sequence[np.ndarray], path: str | os.PathLike) -> None
   """Writes `make_montage(images)` to `path` (format by extension, e.g. .png).
 
   Raises:
-    ValueError: when OpenCV cannot write the file.
+    errors.ConfigError: when OpenCV cannot write the file.
   """
   if not cv2.imwrite(os.fspath(path), make_montage(images)):
-    raise ValueError(f"Could not write the montage {path}.")
+    raise errors.ConfigError(f"Could not write the montage {path}.")
 
 
-def run(model_path: str | os.PathLike, inputs: Sequence[str], output: str | None = None,
+def run(model_path: loader.ModelPaths, inputs: Sequence[str], output: str | None = None,
         annotate_dir: str | None = None, label_names: Sequence[str] | None = None,
         montage: str | None = None, stream: TextIO = sys.stdout) -> int:
   """predict_main: classifies every face of `inputs`, prints the results and writes the files.
 
   Args:
-    model_path: SavedModel directory, .keras or .tflite file (see `load_classifier`).
+    model_path: SavedModel directory, .keras or .tflite file, or several (see `load_classifier`).
     inputs: files, folders and globs (see `expand_inputs`).
     output: optional .json or .csv file for all results.
     annotate_dir: optional folder for annotated copies of the photos.
@@ -302,10 +305,10 @@ def run(model_path: str | os.PathLike, inputs: Sequence[str], output: str | None
     The exit code: 0 when every file was read, 1 when any could not be (or none was given).
 
   Raises:
-    FileNotFoundError, ValueError: for a bad model path or output file name.
+    errors.UserError: for a bad model path, output file name or --label_names.
   """
   if output and pathlib.Path(output).suffix.lower() not in (".json", ".csv"):
-    raise ValueError(f"Output {output}: expected a .json or .csv file name.")
+    raise errors.ConfigError(f"Output {output}: expected a .json or .csv file name.")
   classifier = load_classifier(model_path, label_names)
   paths = expand_inputs(inputs)
   if not paths:

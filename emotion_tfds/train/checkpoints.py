@@ -3,10 +3,11 @@
 The checkpoint (`tf.train.CheckpointManager` in `<model_dir>/ckpt`, written after every epoch)
 holds the network, the stage's optimizer (slots and step counter; under float16 also its loss
 scale), the Keras dropout seed-generator states, the stage index, the epochs done in it, the global
-step, the best epoch so far, the best validation accuracy, the precision it was trained under, and
-a fingerprint of the run's settings and data (without the precision: a run may resume under
-another one). TF writes the data and index files first and atomically replaces the small
-`checkpoint` state file last, so a kill during a write leaves the previous checkpoint in use.
+step, the best epoch so far, the best validation accuracy, the precision it was trained under, in
+budgeted runs the epochs chosen for the budgeted stage (`budget`), and a fingerprint of the run's
+settings and data (without the precision: a run may resume under another one). TF writes the data
+and index files first and atomically replaces the small `checkpoint` state file last, so a kill
+during a write leaves the previous checkpoint in use.
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ _RETIRED_FIELDS = ("mixed_precision",)
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-  """Where a checkpoint stands: `epoch` epochs of stage `stage` are done."""
+  """Where a checkpoint stands: `epoch` epochs of stage `stage` are done.
+
+  `budget_epochs` is the epoch count a time budget chose for the budgeted stage (0: none chosen
+  yet, or no budget), at `budget_images_per_second`.
+  """
   path: str
   stage: int
   epoch: int
   global_step: int
   fingerprint: str
   precision: str
+  budget_epochs: int = 0
+  budget_images_per_second: float = 0.0
 
 
 def read_progress(ckpt_dir: str) -> Progress | None:
@@ -43,20 +50,23 @@ def read_progress(ckpt_dir: str) -> Progress | None:
     return None
   reader = tf.train.load_checkpoint(path)
 
-  def value(name):
-    return reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+  def value(name, default=None):
+    key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+    return reader.get_tensor(key) if default is None or reader.has_tensor(key) else default
 
   recorded = reader.has_tensor("precision/.ATTRIBUTES/VARIABLE_VALUE")
   return Progress(path=path, stage=int(value("stage")), epoch=int(value("epoch")),
                   global_step=int(value("global_step")),
                   fingerprint=value("fingerprint").decode("utf8"),
-                  precision=value("precision").decode("utf8") if recorded else UNRECORDED)
+                  precision=value("precision").decode("utf8") if recorded else UNRECORDED,
+                  budget_epochs=int(value("budget_epochs", 0)),
+                  budget_images_per_second=float(value("budget_images_per_second", 0.0)))
 
 
 class Counters:
-  """The checkpointed progress variables."""
+  """The checkpointed progress variables; with `budgeted`, also the time budget's choice."""
 
-  def __init__(self, fingerprint: str, precision: str):
+  def __init__(self, fingerprint: str, precision: str, budgeted: bool = False):
     self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
     self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -71,13 +81,33 @@ class Counters:
     # The best validation accuracy of the stages on the target's classes, with or without keep_best.
     self.best_accuracy = tf.Variable(-np.inf, dtype=tf.float32, trainable=False,
                                      name="best_accuracy")
+    # A time budget's epochs for the budgeted stage (0: not chosen yet) and the images/s they were
+    # chosen at. Only in budgeted runs' checkpoints, so those of other runs keep their form.
+    self._budget = {}
+    if budgeted:
+      self._budget = {
+          "budget_epochs": tf.Variable(0, dtype=tf.int64, trainable=False, name="budget_epochs"),
+          "budget_images_per_second": tf.Variable(0.0, dtype=tf.float32, trainable=False,
+                                                  name="budget_images_per_second")}
 
   def objects(self) -> dict:
     return {"stage": self.stage, "epoch": self.epoch, "global_step": self.global_step,
             "fingerprint": self.fingerprint, "precision": self.precision,
             "best_value": self.best_value,
             "best_stage": self.best_stage, "best_epoch": self.best_epoch,
-            "best_accuracy": self.best_accuracy}
+            "best_accuracy": self.best_accuracy, **self._budget}
+
+  def budget_choice(self) -> tuple[int, float]:
+    """(epochs, images/s) a time budget chose for the budgeted stage; (0, 0.0) before it chose."""
+    if not self._budget:
+      return 0, 0.0
+    return (int(self._budget["budget_epochs"].numpy()),
+            float(self._budget["budget_images_per_second"].numpy()))
+
+  def set_budget_choice(self, epochs: int, images_per_second: float) -> None:
+    """Records a time budget's choice (saved with the next checkpoint)."""
+    self._budget["budget_epochs"].assign(epochs)
+    self._budget["budget_images_per_second"].assign(images_per_second)
 
 
 class SaveCheckpoint(keras.callbacks.Callback):

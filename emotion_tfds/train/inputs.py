@@ -1,4 +1,4 @@
-"""The data of a run: its datasets looked up (or generated), and each stage's input pipelines.
+"""The data of a run: its datasets (generated faces built on demand), each stage's input pipelines.
 
 `train_dataset_fn` is what `strategy.distribute_datasets_from_function` calls once per input
 pipeline: epochs `first_epoch..stage.epochs-1` one after the other, each `steps` batches shuffled
@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from emotion_tfds import errors
 from emotion_tfds import seeds
 from emotion_tfds.data import augment
 from emotion_tfds.data import datasets
@@ -22,33 +21,23 @@ from emotion_tfds.train import stages as stages_lib
 
 
 def built_dataset(dataset: str, data_dir: str, generate_rows: int, seed: int = 0):
-  """The built dataset `dataset` in `data_dir`, generated (faces) and built first when asked to.
+  """The built dataset `dataset` in `data_dir`; a generated_faces config that is not built is
+  generated (`generate_rows` faces) and built first. Nothing else is ever generated.
 
   Raises:
-    errors.DataNotBuiltError: the dataset is not built and `generate_rows` is 0.
+    errors.DataNotBuiltError: the dataset is not built (and is not generated_faces, or
+      `generate_rows` is 0); the message says how to build it.
   """
   if datasets.MIXTURE_SEPARATOR in dataset:
     fer, crops = datasets.mixture_parts(dataset)
     return mixtures.FillGapMixture(built_dataset(fer, data_dir, generate_rows, seed),
                                    built_dataset(crops, data_dir, 0))
-  builder = datasets.get_builder(dataset, data_dir)
-  if builder.is_prepared():
-    return builder
-  if builder.name == "ravdess_crops":
-    raise errors.DataNotBuiltError(
-        f"Dataset {dataset} is not built in {data_dir}. Extract the crops from the RAVDESS videos "
-        "and build it (BUILD.md, \"RAVDESS crops\"): `python ravdess_main.py "
-        "--ravdess_dir=<RAVDESS videos> --out=<crops folder>`, then `tfds build "
-        f"builders/ravdess_crops --manual_dir=<crops folder> --data_dir={data_dir}`.")
-  if generate_rows <= 0:
-    raise errors.DataNotBuiltError(
-        f"Dataset {dataset} is not built in {data_dir}. Build it first (see BUILD.md, e.g. "
-        f"`tfds build builders/fer2013 --config={dataset.split('/')[-1]} --data_dir={data_dir} "
-        f"--manual_dir=<folder with fer2013.csv>`), or pass --generate_rows=N to train on N "
-        "generated faces.")
-  print(f"{dataset} is not built in {data_dir}: generating {generate_rows} faces and building it.",
-        flush=True)
-  return datasets.ensure_generated(dataset, data_dir, num_rows=generate_rows, seed=seed)
+  if (generate_rows > 0 and datasets.family(dataset) == datasets.GENERATED_FACES
+      and not datasets.get_builder(dataset, data_dir).is_prepared()):
+    print(f"{dataset} is not built in {data_dir}: generating {generate_rows} faces and building "
+          "it.", flush=True)
+    return datasets.ensure_generated(dataset, data_dir, num_rows=generate_rows, seed=seed)
+  return datasets.require_built(dataset, data_dir)
 
 
 def split_size(builder, split: str) -> int:
@@ -82,7 +71,21 @@ def train_dataset_fn(builder, stage: stages_lib.Stage, seed: int, stage_index: i
   return dataset_fn
 
 
-def eval_dataset(builder, split: str, batch: int = pipeline.EVAL_BATCH) -> tf.data.Dataset:
-  """Batches of one whole split, in order, for evaluation."""
-  ds, _ = pipeline.make_dataset(builder, split, batch, training=False)
-  return ds
+def eval_dataset_fn(builder, split: str, global_batch: int = pipeline.EVAL_BATCH
+                    ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+  """The per-input-pipeline evaluation dataset of one whole split, for `metrics.StreamingEvaluator`
+  (`pipeline.make_eval_dataset`: in order, full padded batches).
+
+  Each input pipeline's dataset is made once and handed out again, so a validation every epoch
+  reads and decodes the split only the first time (its cache is the dataset's).
+  """
+  made: dict[tuple[int, int, int], tf.data.Dataset] = {}
+
+  def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    key = (input_context.num_input_pipelines, input_context.input_pipeline_id,
+           input_context.num_replicas_in_sync)
+    if key not in made:
+      made[key] = pipeline.make_eval_dataset(builder, split, global_batch, input_context)[0]
+    return made[key]
+
+  return dataset_fn

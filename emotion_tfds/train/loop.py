@@ -26,6 +26,8 @@ Design:
     built; then everything is restored and checked to match, so the optimizer slots come back. A
     checkpoint that closes a stage restores only the network, and the next stage starts its
     optimizer.
+  * With a time budget (`TrainConfig.time_budget`), the budgeted stage's epochs are chosen when it
+    starts (`budget`) and kept in the checkpoint; from then on the run's config holds that count.
   * Multi-worker: every worker runs the same calls; only the chief writes into `model_dir`, the
     others write their checkpoints into temporary folders (the standard MWMS pattern).
 """
@@ -36,6 +38,7 @@ from collections.abc import Sequence
 import dataclasses
 import pathlib
 import tempfile
+import time
 
 import keras
 import tensorflow as tf
@@ -46,6 +49,7 @@ from emotion_tfds import seeds
 from emotion_tfds import workers
 from emotion_tfds.data import datasets
 from emotion_tfds.report import callbacks as report_callbacks
+from emotion_tfds.train import budget
 from emotion_tfds.train import checkpoints
 from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import hparams
@@ -58,6 +62,7 @@ from emotion_tfds.train import profiling
 from emotion_tfds.train import schedules
 from emotion_tfds.train import stages as stages_lib
 from emotion_tfds.train import strategies
+from emotion_tfds.train import teacher
 from emotion_tfds.train import training_model
 from emotion_tfds.train import weight_averages
 
@@ -72,6 +77,7 @@ class TrainedRun:
     network: the final network (float32 [0, 1] input, softmax output): the last epoch's, or the
       best epoch's with `TrainConfig.keep_best`.
     target: the builder of `TrainConfig.dataset`, whose label names are the network's outputs.
+    builders: every dataset of the run (target and pretraining) by name.
     strategy: the strategy it was trained under.
     write_dir: where this worker writes: model_dir on the chief, a temporary folder on the others.
     chief: whether this worker is the chief (the one that prints and writes model_dir).
@@ -79,15 +85,18 @@ class TrainedRun:
     resumed_from: (stage index, epochs done) of the checkpoint this call started from, or None.
     best_validation_accuracy: the best per-epoch validation accuracy of the stages that predict
       the target's labels, epochs before a resume included (NaN without validation).
+    config: the run as trained: with a time budget, the budgeted stage has the chosen epochs.
   """
   network: keras.Model
   target: tfds.core.DatasetBuilder
+  builders: dict
   strategy: tf.distribute.Strategy
   write_dir: pathlib.Path
   chief: bool
   history: list[dict]
   resumed_from: tuple[int, int] | None
   best_validation_accuracy: float
+  config: config_lib.TrainConfig
 
 
 @dataclasses.dataclass
@@ -126,6 +135,8 @@ def train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy | Non
     errors.StrategyUnavailableError: a strategy this machine cannot run.
     ValueError: an unknown name.
   """
+  if config.time_budget and config.budget_start is None:
+    config = dataclasses.replace(config, budget_start=time.monotonic())
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -149,6 +160,9 @@ def _train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy,
   write_dir = model_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="emotion_tfds_worker_"))
   write_dir.mkdir(parents=True, exist_ok=True)
   builders = _built_datasets(config, strategy)
+  if chief:  # What the run trains on, once, at its start.
+    for builder in builders.values():
+      print(f"Data: {datasets.describe(builder)}", flush=True)
 
   # Every worker resumes from the chief's checkpoints (model_dir is shared), writes into its own.
   progress = checkpoints.read_progress(str(model_dir / checkpoints.CKPT_DIR))
@@ -159,9 +173,10 @@ def _train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy,
         f"{model_dir / checkpoints.CKPT_DIR} holds a checkpoint of another run; what differs: "
         f"{difference}. Use another --model_dir or the same flags and data as that run.")
   context = _Context(config=config, strategy=strategy, builders=builders,
-                     counters=checkpoints.Counters(fingerprint, precision), write_dir=write_dir,
-                     chief=chief, history=[], extra_callbacks=tuple(extra_callbacks),
-                     precision=precision,
+                     counters=checkpoints.Counters(fingerprint, precision,
+                                                   budgeted=bool(config.time_budget)),
+                     write_dir=write_dir, chief=chief, history=[],
+                     extra_callbacks=tuple(extra_callbacks), precision=precision,
                      profiler=profiling.StepProfiler(*config.profile_steps, announce=chief)
                      if config.profile_steps else None)
   if chief:
@@ -173,10 +188,12 @@ def _train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy,
     if progress.precision != precision:
       print(f"The precision changed from {progress.precision} to {precision}.", flush=True)
     context.counters.global_step.assign(progress.global_step)
+    if progress.budget_epochs:  # Chosen before: never measured again.
+      _keep_budget_choice(context, progress.budget_epochs, progress.budget_images_per_second)
   if progress is None and chief:
     hparams.write_run_start(write_dir / TENSORBOARD_DIR, config,
                             datasets.label_names(builders[config.dataset]))
-  net, stage, epoch, restore_from = _starting_point(config, strategy, builders, progress)
+  net, stage, epoch, restore_from = _starting_point(context.config, strategy, builders, progress)
   for index in range(stage, len(config.stages)):
     if index > stage:
       with strategy.scope():
@@ -184,13 +201,15 @@ def _train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy,
     _run_stage(context, net, index, epoch if index == stage else 0,
                restore_from if index == stage else None)
 
+  config = context.config
   if config.keep_best != "none":
     keep_best.load_best(net, config, context.counters, write_dir, announce=chief)
   best_accuracy = float(context.counters.best_accuracy.numpy())
-  return TrainedRun(network=net, target=builders[config.dataset], strategy=strategy,
-                    write_dir=write_dir, chief=chief, history=context.history,
+  return TrainedRun(network=net, target=builders[config.dataset], builders=builders,
+                    strategy=strategy, write_dir=write_dir, chief=chief, history=context.history,
                     resumed_from=(progress.stage, progress.epoch) if progress else None,
-                    best_validation_accuracy=best_accuracy if best_accuracy > -1 else float("nan"))
+                    best_validation_accuracy=best_accuracy if best_accuracy > -1 else float("nan"),
+                    config=config)
 
 
 def _built_datasets(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy) -> dict:
@@ -277,6 +296,8 @@ def _run_stage(context: _Context, net: keras.Model, index: int, first_epoch: int
     batch_norm = (weight_averages.BatchNormAverages(net, plan.stage.ema) if plan.stage.ema
                   else None)
     trainer = _compiled_trainer(context, net, plan, batch_norm)
+  if _budget_pending(context, index):
+    plan = _choose_budget_epochs(context, net, trainer, plan)
   stage_state = _stage_state_callbacks(context, net, plan)
   manager = _restored_checkpoint(context, net, trainer, [*stage_state, batch_norm], restore_from)
   context.counters.stage.assign(index)
@@ -303,7 +324,8 @@ def _compiled_trainer(context: _Context, net: keras.Model, plan: _StagePlan,
   trainer = training_model.TrainingModel(
       net, device_augment, stage_seed=seeds.stage_seed(config.seed, seeds.Stream.AUGMENT,
                                                        plan.index),
-      host_augmented=plan.augment_on == "host", batch_norm_averages=batch_norm)
+      host_augmented=plan.augment_on == "host", batch_norm_averages=batch_norm,
+      teacher=teacher.load(stage, datasets.label_names(plan.builder)))
   optimizer = stages_lib.make_optimizer(
       stage.optimizer, schedules.learning_rate(stage, plan.lr, plan.steps),
       weight_decay=stage.weight_decay, clipnorm=stage.clipnorm, ema=stage.ema)
@@ -352,8 +374,9 @@ def _restored_checkpoint(context: _Context, net: keras.Model,
 
 def _announce(context: _Context, plan: _StagePlan) -> None:
   stage, config = plan.stage, context.config
-  print(f"\nStage {plan.label}: {stage.trainable} layers train, {stage.epochs} epoch(s) of "
-        f"{plan.steps} steps x {stage.global_batch} images of {config.stage_dataset(stage)}, "
+  print(f"\nStage {plan.label}: {stage.trainable} layers train, {stage.epochs} epoch(s)"
+        f"{_budget_note(context, plan.index)} of {plan.steps} steps x {stage.global_batch} images "
+        f"of {config.stage_dataset(stage)}, "
         f"{stage.optimizer} lr {plan.lr:g} ({stage.spec()}), augmentation {plan.augment_on}, "
         f"{context.strategy.num_replicas_in_sync} replica(s).", flush=True)
 
@@ -377,7 +400,7 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
               if stage.ema else None)
   validation = None
   if config.validate and "validation" in plan.builder.info.splits:
-    validation = inputs.eval_dataset(plan.builder, "validation")
+    validation = inputs.eval_dataset_fn(plan.builder, "validation")
   logdir = context.write_dir / TENSORBOARD_DIR / stage.name
   profile = (context.profiler.for_stage(logdir, plan.steps * (stage.epochs - first_epoch))
              if context.profiler else [])
@@ -385,9 +408,9 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
       *([averaged.put_in] if averaged else []),
       *report_callbacks.get_callbacks(
           logdir=str(logdir),
-          label_names=datasets.label_names(plan.builder), eval_dataset=validation,
+          label_names=datasets.label_names(plan.builder), eval_dataset_fn=validation,
           stage_note=(f"{plan.label}: {stage.spec()} on {config.stage_dataset(stage)}, "
-                      f"augmentation {plan.augment_on}"),
+                      f"augmentation {plan.augment_on}{_budget_note(context, plan.index)}"),
           initial_epoch=first_epoch,
           epoch_offset=sum(s.epochs for s in config.stages[:plan.index]),
           global_batch_size=stage.global_batch, epoch_line=False, is_chief=context.chief),
@@ -401,3 +424,52 @@ def _callbacks(context: _Context, trainer: training_model.TrainingModel, plan: _
       *profile,
       checkpoints.SaveCheckpoint(manager, context.counters, plan.steps),
   ]
+
+
+# -------------------------------------------------------------------------------------------------
+# Time budget.
+
+
+def _budget_pending(context: _Context, index: int) -> bool:
+  """Whether stage `index` is the budgeted one and its epochs are still to be chosen."""
+  config = context.config
+  return bool(config.time_budget) and index == config.budgeted_index() and not (
+      context.counters.budget_choice()[0])
+
+
+def _choose_budget_epochs(context: _Context, net: keras.Model,
+                          trainer: training_model.TrainingModel, plan: _StagePlan) -> _StagePlan:
+  """Measures the budgeted stage on its trainer (and the later stages on trainers of their own),
+  chooses its epochs (`budget.choose`), keeps them and sets its schedule to them. Returns the
+  stage's plan with the chosen epochs."""
+
+  def make_trainer(index: int) -> tuple[training_model.TrainingModel, int, str]:
+    if index == plan.index:
+      return trainer, plan.steps, plan.augment_on
+    later = _plan(context, index)
+    with context.strategy.scope():
+      network.set_trainable(net, later.stage.trainable)
+      return _compiled_trainer(context, net, later, None), later.steps, later.augment_on
+
+  epochs, images_per_second = budget.choose(context.config, context.strategy, plan.builder,
+                                            make_trainer, context.write_dir,
+                                            announce=context.chief)
+  with context.strategy.scope():
+    network.set_trainable(net, plan.stage.trainable)  # As the later stages' trainers left it.
+  _keep_budget_choice(context, epochs, images_per_second)
+  schedules.set_total_steps(trainer.optimizer, epochs * plan.steps)
+  return _plan(context, plan.index)
+
+
+def _keep_budget_choice(context: _Context, epochs: int, images_per_second: float) -> None:
+  """The run's config gets the budgeted stage's chosen epochs; the checkpoint counters hold them."""
+  context.config = budget.with_epochs(context.config, epochs)
+  context.counters.set_budget_choice(epochs, images_per_second)
+
+
+def _budget_note(context: _Context, index: int) -> str:
+  """" (chosen for a budget of 10 minutes at 1,230 images/s)" for the budgeted stage, else ""."""
+  epochs, images_per_second = context.counters.budget_choice()
+  if not epochs or index != context.config.budgeted_index():
+    return ""
+  return f" ({budget.epochs_note(context.config.time_budget, images_per_second)})"

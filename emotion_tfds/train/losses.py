@@ -1,4 +1,5 @@
-"""The training loss: cross-entropy on softmax outputs with label smoothing and class weights."""
+"""The training losses: cross-entropy on softmax outputs with label smoothing and class weights;
+the distillation term of a stage with a teacher."""
 
 from __future__ import annotations
 
@@ -44,9 +45,8 @@ class SmoothedCrossEntropy(keras.losses.Loss):
     self._weights = None if weights is None else [float(w) for w in weights]
 
   def call(self, y_true, y_pred):
-    y_pred = tf.cast(y_pred, tf.float32)
     labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
-    log_p = tf.math.log(tf.clip_by_value(y_pred, _EPSILON, 1.0))
+    log_p = _log(y_pred)
     nll = -tf.gather(log_p, labels, axis=1, batch_dims=1)
     loss = nll
     if self._smoothing:
@@ -57,3 +57,30 @@ class SmoothedCrossEntropy(keras.losses.Loss):
 
   def get_config(self):
     return {"label_smoothing": self._smoothing, "weights": self._weights, "name": self.name}
+
+
+class DistillationLoss(keras.losses.Loss):
+  """T^2 * KL(teacher_T || student_T) per example, of two softmax outputs (Hinton et al., 2015).
+
+  `y_true` is the teacher's probabilities, `y_pred` the student's. Each is softened by the
+  temperature T as softmax(log(p) / T), the tempered distribution of the logits log(p) (clipped
+  away from log 0). The T^2 factor keeps the term's gradients on the scale of the label loss's.
+  """
+
+  def __init__(self, temperature: float, name: str = "distillation"):
+    super().__init__(name=name)
+    self._temperature = float(temperature)
+
+  def call(self, y_true, y_pred):
+    teacher = tf.nn.log_softmax(_log(y_true) / self._temperature, axis=-1)
+    student = tf.nn.log_softmax(_log(y_pred) / self._temperature, axis=-1)
+    kl = tf.reduce_sum(tf.exp(teacher) * (teacher - student), axis=-1)
+    return self._temperature ** 2 * kl
+
+  def get_config(self):
+    return {"temperature": self._temperature, "name": self.name}
+
+
+def _log(probabilities: tf.Tensor) -> tf.Tensor:
+  """log(p), float32, with p clipped to [_EPSILON, 1]."""
+  return tf.math.log(tf.clip_by_value(tf.cast(probabilities, tf.float32), _EPSILON, 1.0))

@@ -1,7 +1,8 @@
 """Learning-rate schedules within a stage: constant, warmup + cosine, step decay, reduce on plateau.
 
 Constant, cosine and step are `keras.optimizers.schedules.LearningRateSchedule`s of the optimizer's
-step counter, which the checkpoint holds, so a resumed stage continues on the same curve. Plateau
+step counter, which the checkpoint holds, so a resumed stage continues on the same curve. A time
+budget sets a cosine stage's length after its step was traced (`set_total_steps`). Plateau
 keeps its state (the lr, the best validation accuracy so far, the epochs since) in tf.Variables that
 `PlateauCallback.variables` hands to the checkpoint.
 """
@@ -34,17 +35,23 @@ class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
       raise ValueError(f"StageSchedule kind must be constant, cosine or step, got {kind!r}.")
     self.lr = lr
     self.kind = kind
-    self.total_steps = max(int(total_steps), 1)
     self.warmup_steps = int(warmup_steps)
     self.drop_steps = tuple(int(s) for s in drop_steps)
     self.factor = factor
+    # The cosine's steps after warmup, read by the traced step (`set_total_steps`).
+    self._span = tf.Variable(1.0, trainable=False, name="cosine_span")
+    self.set_total_steps(total_steps)
+
+  def set_total_steps(self, total_steps: int) -> None:
+    """Sets the stage's length, also after the training step was traced (a time budget's choice)."""
+    self.total_steps = max(int(total_steps), 1)
+    self._span.assign(float(max(self.total_steps - self.warmup_steps, 1)))
 
   def __call__(self, step):
     step = tf.cast(step, tf.float32)
     lr = tf.constant(self.lr, tf.float32)
     if self.kind == "cosine":
-      span = float(max(self.total_steps - self.warmup_steps, 1))
-      done = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+      done = tf.clip_by_value((step - self.warmup_steps) / self._span, 0.0, 1.0)
       lr = lr * 0.5 * (1.0 + tf.cos(math.pi * done))
     elif self.kind == "step":
       drops = tf.reduce_sum(tf.cast(step >= tf.constant(self.drop_steps, tf.float32), tf.float32))
@@ -68,6 +75,16 @@ def learning_rate(stage: stages_lib.Stage, lr: float, steps_per_epoch: int
                        warmup_steps=round(stage.warmup * steps_per_epoch),
                        drop_steps=tuple(d * steps_per_epoch for d in stage.drops),
                        factor=stage.lr_factor)
+
+
+def set_total_steps(optimizer: keras.optimizers.Optimizer, total_steps: int) -> None:
+  """Sets the length of `optimizer`'s StageSchedule, if it has one (constant and plateau lrs do not
+  depend on it)."""
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # Under a LossScaleOptimizer.
+  # Keras keeps the schedule in a private attribute (`learning_rate` is its current value).
+  schedule = optimizer._learning_rate  # pylint: disable=protected-access
+  if isinstance(schedule, StageSchedule):
+    schedule.set_total_steps(total_steps)
 
 
 class PlateauCallback(keras.callbacks.Callback):

@@ -23,6 +23,12 @@ Options (`key=value`, any order, after the positional fields; see `Stage` for th
   balance=none|weights|sqrt   class weights n / (K n_c) in the loss, or their square roots
   augment=on|off  whether the run's augmentation applies in this stage (default on)
   ema=M           evaluate, keep and finish with an exponential moving average of the weights
+  teacher=P1+P2   distil from these trained .keras networks (their mean probabilities; paths
+                  without ':', ',' or '+')
+  distill_t=T     temperature of the distillation (default 4)
+  distill_w=W     weight of the distillation term in [0, 1] (default 0.5)
+  budget=on|off   with --time_budget, this stage's epochs are chosen to fit it (default: the last
+                  stage's; see `emotion_tfds.train.budget`)
 
 Learning-rate scaling (`scaled_lr`, off unless asked for): the linear rule of Goyal et al. (2017),
 lr * global_batch / reference_batch, so a stage's lr is given for `reference_batch` images per step.
@@ -39,12 +45,25 @@ TRAINABLE: tuple[str, ...] = ("head", "all")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step", "plateau")
 BALANCES: tuple[str, ...] = ("none", "weights", "sqrt")
+DISTILL_TEMPERATURE = 4.0  # Default distill_t.
+DISTILL_WEIGHT = 0.5  # Default distill_w.
 # Option key in a spec -> Stage field.
 _OPTION_FIELDS = {"schedule": "schedule", "warmup": "warmup", "drops": "drops",
                   "factor": "factor", "patience": "patience", "wd": "weight_decay",
                   "clip": "clipnorm", "smooth": "label_smoothing", "balance": "balance",
-                  "augment": "augment", "ema": "ema"}
+                  "augment": "augment", "ema": "ema", "teacher": "teacher",
+                  "distill_t": "distill_temperature", "distill_w": "distill_weight",
+                  "budget": "budget"}
+_TEACHER_SEPARATOR = "+"  # teacher=a.keras+b.keras
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class StageError(ValueError):
+  """A stage setting out of its range: "Stage <name>: <problem>"."""
+
+  def __init__(self, name: str, problem: str):
+    super().__init__(f"Stage {name}: {problem}")
+    self.problem = problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +95,13 @@ class Stage:
     ema: momentum M of an exponential moving average of the trainable weights and the BatchNorm
       statistics (0: off); the averages are what each epoch's validation, keep-best and the
       stage's end see (weight_averages.py).
+    teacher: paths of trained `.keras` networks on this stage's classes (empty: no distillation);
+      the student learns from their mean probabilities on its own augmented batch (teacher.py).
+    distill_temperature: T of the distillation term (both distributions softened by 1/T).
+    distill_weight: w: the loss is (1 - w) * the label loss + w * T^2 * KL(teacher || student).
+    budget: with a time budget (`TrainConfig.time_budget`), this stage's epochs are chosen to fit
+      it; without one it has no effect. At most one stage sets it; by default the last stage is
+      the budgeted one.
   """
   name: str
   trainable: str
@@ -95,52 +121,69 @@ class Stage:
   balance: str = "none"
   augment: bool = True
   ema: float = 0.0
+  teacher: tuple[str, ...] = ()
+  distill_temperature: float = DISTILL_TEMPERATURE
+  distill_weight: float = DISTILL_WEIGHT
+  budget: bool = False
 
   def __post_init__(self):
     if not _NAME_RE.match(self.name) or self.name in TRAINABLE:
       raise ValueError(f"Bad stage name {self.name!r}: use letters, digits, '_' or '-', starting "
                        f"with a letter, and not {TRAINABLE}.")
     if self.trainable not in TRAINABLE:
-      raise ValueError(f"Stage {self.name}: trainable must be one of {TRAINABLE}, "
+      raise StageError(self.name, f"trainable must be one of {TRAINABLE}, "
                        f"got {self.trainable!r}.")
     if self.epochs < 1:
-      raise ValueError(f"Stage {self.name}: epochs must be >= 1, got {self.epochs}.")
+      raise StageError(self.name, f"epochs must be >= 1, got {self.epochs}.")
     if not self.lr > 0:
-      raise ValueError(f"Stage {self.name}: lr must be > 0, got {self.lr}.")
+      raise StageError(self.name, f"lr must be > 0, got {self.lr}.")
     if self.global_batch < 1:
-      raise ValueError(f"Stage {self.name}: global_batch must be >= 1, got {self.global_batch}.")
+      raise StageError(self.name, f"global_batch must be >= 1, got {self.global_batch}.")
     if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f"Stage {self.name}: optimizer must be one of {OPTIMIZERS}, "
+      raise StageError(self.name, f"optimizer must be one of {OPTIMIZERS}, "
                        f"got {self.optimizer!r}.")
     if self.schedule not in SCHEDULES:
-      raise ValueError(f"Stage {self.name}: schedule must be one of {SCHEDULES}, "
+      raise StageError(self.name, f"schedule must be one of {SCHEDULES}, "
                        f"got {self.schedule!r}.")
     if self.balance not in BALANCES:
-      raise ValueError(f"Stage {self.name}: balance must be one of {BALANCES}, "
+      raise StageError(self.name, f"balance must be one of {BALANCES}, "
                        f"got {self.balance!r}.")
     if not 0 <= self.warmup <= self.epochs:
-      raise ValueError(f"Stage {self.name}: warmup must be in [0, epochs], got {self.warmup}.")
+      raise StageError(self.name, f"warmup must be in [0, epochs], got {self.warmup}.")
     if self.warmup and self.schedule == "plateau":
-      raise ValueError(f"Stage {self.name}: warmup is not available with schedule=plateau.")
+      raise StageError(self.name, "warmup is not available with schedule=plateau.")
+    if self.budget and self.schedule == "step":
+      raise StageError(self.name, "budget=on cannot go with schedule=step (its drops are fixed "
+                       "epochs); use schedule=cosine.")
     if self.drops and self.schedule != "step":
-      raise ValueError(f"Stage {self.name}: drops= needs schedule=step.")
+      raise StageError(self.name, "drops= needs schedule=step.")
     if self.schedule == "step" and not self.drops:
-      raise ValueError(f"Stage {self.name}: schedule=step needs drops=E1/E2/...")
+      raise StageError(self.name, "schedule=step needs drops=E1/E2/...")
     if list(self.drops) != sorted(set(self.drops)) or not all(
         0 < d < self.epochs for d in self.drops):
-      raise ValueError(f"Stage {self.name}: drops must be increasing epochs in (0, "
+      raise StageError(self.name, f"drops must be increasing epochs in (0, "
                        f"{self.epochs}), got {self.drops}.")
     if self.factor is not None and not 0 < self.factor < 1:
-      raise ValueError(f"Stage {self.name}: factor must be in (0, 1), got {self.factor}.")
+      raise StageError(self.name, f"factor must be in (0, 1), got {self.factor}.")
     if self.patience < 1:
-      raise ValueError(f"Stage {self.name}: patience must be >= 1, got {self.patience}.")
+      raise StageError(self.name, f"patience must be >= 1, got {self.patience}.")
     if self.weight_decay < 0 or self.clipnorm < 0:
-      raise ValueError(f"Stage {self.name}: wd and clip must be >= 0.")
+      raise StageError(self.name, "wd and clip must be >= 0.")
     if not 0 <= self.ema < 1:
-      raise ValueError(f"Stage {self.name}: ema must be in [0, 1), got {self.ema}.")
+      raise StageError(self.name, f"ema must be in [0, 1), got {self.ema}.")
     if not 0 <= self.label_smoothing < 1:
-      raise ValueError(f"Stage {self.name}: smooth must be in [0, 1), got "
+      raise StageError(self.name, f"smooth must be in [0, 1), got "
                        f"{self.label_smoothing}.")
+    if not all(self.teacher):
+      raise StageError(self.name, f"teacher= needs one or more paths joined by "
+                       f"'{_TEACHER_SEPARATOR}', got {_TEACHER_SEPARATOR.join(self.teacher)!r}.")
+    if not self.distill_temperature > 0:
+      raise StageError(self.name, f"distill_t must be > 0, got {self.distill_temperature}.")
+    if not 0 <= self.distill_weight <= 1:
+      raise StageError(self.name, f"distill_w must be in [0, 1], got {self.distill_weight}.")
+    if not self.teacher and (self.distill_temperature != DISTILL_TEMPERATURE
+                             or self.distill_weight != DISTILL_WEIGHT):
+      raise StageError(self.name, "distill_t= and distill_w= need teacher=.")
 
   @property
   def lr_factor(self) -> float:
@@ -164,7 +207,8 @@ class Stage:
       if isinstance(value, bool):
         text += f":{key}={'on' if value else 'off'}"
       elif isinstance(value, tuple):
-        text += f":{key}={'/'.join(str(v) for v in value)}"
+        separator = _TEACHER_SEPARATOR if field == "teacher" else "/"
+        text += f":{key}={separator.join(str(v) for v in value)}"
       elif isinstance(value, float):
         text += f":{key}={value:g}"
       else:
@@ -189,12 +233,14 @@ def _parse_option(text: str, where: str) -> tuple[str, object]:
   try:
     if field in ("schedule", "balance"):
       return field, value
-    if field == "augment":
+    if field in ("augment", "budget"):
       if value not in ("on", "off"):
         raise ValueError
       return field, value == "on"
     if field == "drops":
       return field, tuple(int(v) for v in value.split("/"))
+    if field == "teacher":
+      return field, tuple(value.split(_TEACHER_SEPARATOR))
     if field == "patience":
       return field, int(value)
     return field, float(value)
@@ -236,11 +282,14 @@ def parse_stages(spec: str, prefix: str = "stage", dataset: str | None = None) -
       lr = float(fields[2])
     except ValueError:
       raise ValueError(f"{where}: lr must be a number, got {fields[2]!r}.") from None
+    epochs = _parse_int(fields[1], "epochs", where)
+    global_batch = _parse_int(fields[3], "global_batch", where)
     try:
       stages.append(Stage(
-          name=name, trainable=fields[0], epochs=_parse_int(fields[1], "epochs", where), lr=lr,
-          global_batch=_parse_int(fields[3], "global_batch", where),
+          name=name, trainable=fields[0], epochs=epochs, lr=lr, global_batch=global_batch,
           optimizer=fields[4] if len(fields) == 5 else "adam", dataset=dataset, **parsed))
+    except StageError as e:
+      raise ValueError(f"{where}: {e.problem}") from None
     except ValueError as e:
       raise ValueError(f"{where}: {e}") from None
   return stages

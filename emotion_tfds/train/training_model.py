@@ -1,5 +1,6 @@
-"""The Keras model that training fits (a network behind the uint8 conversion and the augmentation),
-and the check that stops it when its loss stops being finite."""
+"""The Keras model that training fits (a network behind the uint8 conversion and the augmentation,
+with a distillation stage's teacher on the same batch), and the check that stops it when its loss
+stops being finite."""
 
 from __future__ import annotations
 
@@ -13,19 +14,23 @@ from emotion_tfds import image_spec
 from emotion_tfds import preprocess
 from emotion_tfds import workers
 from emotion_tfds.data import augment
+from emotion_tfds.train import teacher as teacher_lib
 from emotion_tfds.train import weight_averages
 
 
 class TrainingModel(keras.Model):
-  """`net` behind the uint8 -> float conversion, with on-device augmentation in training calls.
+  """`net` behind the uint8 -> float conversion, with on-device augmentation in training steps.
 
   Inputs are uint8 batches [B, 48, 48, 1] (or float32 [0, 1] batches already augmented on the
-  host, passed through). Only `net` holds weights; it is what gets saved and exported.
+  host, passed through). Each training step computes the network's input once (augmented, or
+  converted) and gives it to the network and, with a teacher, to the teacher too. Only `net`
+  holds weights; it is what gets saved and exported.
   """
 
   def __init__(self, net: keras.Model, augment_params: augment.AugmentParams | None,
                stage_seed: int, host_augmented: bool = False,
-               batch_norm_averages: weight_averages.BatchNormAverages | None = None, **kwargs):
+               batch_norm_averages: weight_averages.BatchNormAverages | None = None,
+               teacher: teacher_lib.Teacher | None = None, **kwargs):
     """Wraps `net`.
 
     Args:
@@ -34,10 +39,13 @@ class TrainingModel(keras.Model):
       stage_seed: first element of every augmentation seed of this stage.
       host_augmented: training batches arrive float32, augmented by the input pipeline.
       batch_norm_averages: updated after each step (a stage with `ema`).
+      teacher: distil from it in training steps (`compute_loss`); not tracked, so neither the
+        optimizer nor a checkpoint of this model sees its weights.
     """
     super().__init__(name=f"training_{net.name}", **kwargs)
     self.net = net
     self.batch_norm_averages = batch_norm_averages
+    self.teacher = teacher
     self._augment_params = augment_params
     self._stage_seed = stage_seed
     self._batch_spec = (
@@ -56,7 +64,9 @@ class TrainingModel(keras.Model):
       self._symbolic_build(data_batch=self._batch_spec)
 
   def train_step(self, data):
-    logs = super().train_step(data)
+    images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    logs = super().train_step(keras.utils.pack_x_y_sample_weight(
+        self._training_input(images), labels, sample_weight))
     statistics = weight_averages.batch_norm_statistics(self.net)
     if statistics and self.distribute_strategy.num_replicas_in_sync > 1:
       # Each replica updates its BatchNorm statistics from its own part of the batch (Keras 3
@@ -74,6 +84,25 @@ class TrainingModel(keras.Model):
       logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
     return logs
 
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    """The compiled loss; in a training step with a teacher, (1 - w) times it (with any losses the
+    network adds itself, none in this project's) plus w times the distillation term of the
+    teacher's probabilities of the same input `x`."""
+    loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+    if self.teacher is None or not training:
+      return loss
+    distillation = self.teacher.loss(self.teacher.probabilities(x), y_pred)
+    return (1.0 - self.teacher.weight) * loss + self.teacher.weight * distillation
+
+  def _training_input(self, images: tf.Tensor) -> tf.Tensor:
+    """The network's float32 [0, 1] input of a training batch: augmented on the device, converted,
+    or (augmented on the host) as it is."""
+    if images.dtype != tf.uint8:
+      return images
+    if self._augment_params is None:
+      return preprocess.to_model_input(images)
+    return augment.augment_batch(images, self._step_seed(), self._augment_params)
+
   def _step_seed(self) -> tf.Tensor:
     """Stateless seed [2]: (stage seed, optimizer step * replicas + replica id)."""
     context = tf.distribute.get_replica_context()
@@ -83,11 +112,8 @@ class TrainingModel(keras.Model):
     return tf.stack([tf.constant(self._stage_seed, tf.int64), step])
 
   def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-    if images.dtype != tf.uint8:  # Augmented on the host: already the network's input.
+    if images.dtype != tf.uint8:  # Already the network's input (`_training_input`).
       return self.net(images, training=training)
-    if training and self._augment_params is not None:
-      return self.net(augment.augment_batch(images, self._step_seed(), self._augment_params),
-                      training=True)
     return preprocess.network_probabilities(self.net, images, training=training)
 
 

@@ -18,9 +18,9 @@ import sys
 from absl.testing import absltest
 import cv2
 import numpy as np
-import pytest
 import support
 
+from emotion_tfds import errors
 from emotion_tfds import faces
 from emotion_tfds.ravdess import crops_folder
 from emotion_tfds.ravdess import extract
@@ -83,11 +83,10 @@ def write_ravdess_folder(root: pathlib.Path, photos: list[np.ndarray]) -> pathli
   return root
 
 
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory, real_face_frames):
+def _extract_both_ways() -> tuple:
   """(videos folder, crops by extract_folder, its stats, crops by run_beam, its stats, photos)."""
-  root = tmp_path_factory.mktemp("ravdess_extract")
-  photos = list(real_face_frames.values())
+  root = support.process_tempdir("ravdess_extract")
+  photos = list(support.real_face_frames().values())
   videos = write_ravdess_folder(root / "videos", photos)
   options = extract.ExtractOptions(frames_per_video=K)
   direct_stats = extract.extract_folder(str(videos), str(root / "direct"), options)
@@ -97,10 +96,11 @@ def extracted(tmp_path_factory, real_face_frames):
 
 class ExtractTest(absltest.TestCase):
 
-  @pytest.fixture(autouse=True)
-  def _extracted(self, extracted):
-    (self.videos, self.direct_dir, self.direct_stats, self.beam_dir, self.beam_stats,
-     self.photos) = extracted
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    (cls.videos, cls.direct_dir, cls.direct_stats, cls.beam_dir, cls.beam_stats,
+     cls.photos) = _extract_both_ways()
 
   def test_summary_counts(self):
     self.assertEqual(dict(self.direct_stats.counts), {
@@ -204,8 +204,13 @@ class ExtractTest(absltest.TestCase):
     self.assertEqual([c.emotion for c in crops_folder.read_manifest(out)], ["neutral", "neutral"])
 
   def test_missing_folder(self):
-    with self.assertRaisesRegex(FileNotFoundError, "does-not-exist"):
+    with self.assertRaisesRegex(errors.MissingFileError, "does-not-exist"):
       extract.extract_folder("/does-not-exist", str(support.tempdir(self)))
+    result = subprocess.run(
+        [sys.executable, str(_MAIN), "--ravdess_dir=/does-not-exist",
+         f"--out={support.tempdir(self)}"], capture_output=True, text=True, timeout=300)
+    self.assertEqual((result.returncode, result.stderr),
+                     (1, "error: RAVDESS folder /does-not-exist does not exist (--ravdess_dir).\n"))
 
 
 _MAIN = pathlib.Path(__file__).resolve().parents[1] / "ravdess_main.py"
