@@ -75,8 +75,8 @@ _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('
 _PRECISION = flags.DEFINE_enum(
     "precision", "auto", list(precision.PRECISIONS),
     "Compute precision; variables, checkpoints and exports stay float32. auto: bfloat16 on TPUs "
-    "and on CPUs with AMX-BF16, float16 (with loss scaling) on GPUs, float32 elsewhere; the run "
-    "prints which and why. A run may resume under another precision.")
+    "and on CPUs with AMX-BF16 or AVX512-BF16, float16 (with loss scaling) on GPUs, float32 "
+    "elsewhere; the run prints which and why. A run may resume under another precision.")
 _MIXED_PRECISION = flags.DEFINE_bool(
     "mixed_precision", False, "Old alias: --precision=float16 on GPUs, bfloat16 elsewhere.")
 _AUGMENT_ON = flags.DEFINE_enum(

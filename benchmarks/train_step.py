@@ -20,12 +20,15 @@ It prints images/s of each, the project/plain ratio, the share of the machine's 
 reaches (a training image costs about 3x the forward FLOPs, `models_main.py`; the peak is measured
 in the same run as the FLOP/s of a large float32 matmul, what the CPU's BLAS reaches here, with the
 bfloat16 matmul's beside it) and, for bfloat16, its speed-up over float32 on the project's step
-and on plain fit: what `precision.choose` decides `auto` by.
+and on plain fit, by the wall clock and by CPU time: what `precision.choose` decides `auto` by.
+On a machine shared with other processes the wall clock measures the share of the cores a run got
+as much as its work; the process's CPU time per image measures the work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 import time
 
 from absl import app
@@ -97,10 +100,19 @@ def _models(name: str, policy: str, steps: int) -> list[keras.Model]:
     keras.mixed_precision.set_global_policy(caller_policy)
 
 
+@dataclasses.dataclass(frozen=True)
+class Rates:
+  """Images per second of (project, project without augmentation, plain fit): by the wall clock,
+  and per second of this process's CPU time (the work an image costs, whatever share of the
+  cores other processes take)."""
+  wall: tuple[float, float, float]
+  cpu: tuple[float, float, float]
+
+
 def measure(name: str, batch: int, steps: int, repeats: int,
-            precisions: Sequence[str] = ("float32",)) -> dict[str, tuple[float, float, float]]:
-  """Precision -> (project, project without augmentation, plain fit) images/s of `name`, best of
-  `repeats`; every precision's runs are taken in turns."""
+            precisions: Sequence[str] = ("float32",)) -> dict[str, Rates]:
+  """Precision -> `Rates` of `name`, each the best of `repeats`. Every run is taken in turns, in
+  reverse order every other repeat, so a change in the machine's load hits each alike."""
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, size=(batch * steps, 48, 48, 1), dtype=np.uint8)
   labels = rng.integers(0, _NUM_CLASSES, size=batch * steps)
@@ -115,13 +127,15 @@ def measure(name: str, batch: int, steps: int, repeats: int,
                                          batch_size=batch, epochs=1, verbose=0, shuffle=False))
   for run in runs:
     run(3)  # Tracing, compilation, cache fill.
-  best = [0.0] * len(runs)
-  for _ in range(repeats):
-    for i, run in enumerate(runs):
-      start = time.perf_counter()
-      run(steps)
-      best[i] = max(best[i], batch * steps / (time.perf_counter() - start))
-  return {p: tuple(best[3 * i:3 * i + 3]) for i, p in enumerate(precisions)}
+  wall, cpu = [0.0] * len(runs), [0.0] * len(runs)
+  for repeat in range(repeats):
+    for i in range(len(runs))[::-1 if repeat % 2 else 1]:
+      start, start_cpu = time.perf_counter(), time.process_time()
+      runs[i](steps)
+      wall[i] = max(wall[i], batch * steps / (time.perf_counter() - start))
+      cpu[i] = max(cpu[i], batch * steps / (time.process_time() - start_cpu))
+  return {p: Rates(tuple(wall[3 * i:3 * i + 3]), tuple(cpu[3 * i:3 * i + 3]))
+          for i, p in enumerate(precisions)}
 
 
 def main(argv):
@@ -134,18 +148,23 @@ def main(argv):
         f"(bfloat16: {matmul_gflops(dtype=tf.bfloat16):.1f} GFLOP/s)\n")
   print("| model | precision | MFLOPs fwd | project images/s | no-aug images/s | "
         "plain fit images/s | project / plain | project % of peak | plain % of peak | "
-        "project vs float32 | plain vs float32 |")
-  print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "project vs float32 | plain vs float32 | project vs float32, CPU time | "
+        "plain vs float32, CPU time |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for name in _MODELS.value:
     mflops = complexity.complexity(models.MODELS[name](num_classes=_NUM_CLASSES)).mflops
     rates = measure(name, _BATCH.value, _STEPS.value, _REPEATS.value, _PRECISIONS.value)
-    for p, (project, no_aug, plain) in rates.items():
-      share = [100 * rate * 3 * mflops / 1e3 / peak for rate in (project, plain)]
-      base = rates.get("float32")
-      speedup = ([f"{project / base[0]:.2f}x", f"{plain / base[2]:.2f}x"] if base else ["-", "-"])
+    base = rates.get("float32")
+    for p, rate in rates.items():
+      project, no_aug, plain = rate.wall
+      share = [100 * r * 3 * mflops / 1e3 / peak for r in (project, plain)]
+      speedups = ["-"] * 4  # Over float32 (project, plain): by the wall clock, by CPU time.
+      if base:
+        speedups = [f"{getattr(rate, clock)[i] / getattr(base, clock)[i]:.2f}x"
+                    for clock in ("wall", "cpu") for i in (0, 2)]
       print(f"| {name} | {p} | {mflops:.1f} | {project:.0f} | {no_aug:.0f} | {plain:.0f} | "
-            f"{project / plain:.2f} | {share[0]:.0f}% | {share[1]:.0f}% | {speedup[0]} | "
-            f"{speedup[1]} |", flush=True)
+            f"{project / plain:.2f} | {share[0]:.0f}% | {share[1]:.0f}% | "
+            f"{' | '.join(speedups)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from emotion_tfds.train import checkpoints
 from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import inputs
 from emotion_tfds.train import loop
+from emotion_tfds.train import precision
 from emotion_tfds.train import strategies
 
 REPORT_PREFIX = "eval_"  # <model_dir>/eval_<split>.json and .md: the final evaluation.
@@ -87,7 +88,7 @@ def write_manifest(trained: loop.TrainedRun, config: config_lib.TrainConfig,
   Keras precision policy it trained under), written to `<model_dir>/manifest.json` by the chief."""
   run_manifest = manifest.run_manifest(
       flags=flag_values, config=dataclasses.asdict(config),
-      precision=keras.mixed_precision.global_policy().name,
+      precision=precision.KERAS_POLICIES[trained.precision],
       data={name: datasets.provenance(builder) for name, builder in trained.builders.items()})
   if trained.chief:
     manifest.write(trained.write_dir / manifest.MANIFEST_FILE, run_manifest)

@@ -203,7 +203,8 @@ class BudgetedRunTest(support.WithGeneratedData, absltest.TestCase):
     recipe = config_lib.TrainConfig(
         model_dir=str(root / "one_epoch"), data_dir=self.data_dir,
         stages=tuple(stages.parse_stages("main:all:1:2e-3:16:schedule=cosine")),
-        max_steps_per_epoch=_STEPS, deterministic=True, final_tta="flip", verbose=0)
+        max_steps_per_epoch=_STEPS, deterministic=True, final_tta="flip", verbose=0,
+        precision="float32")  # Compared exactly: not what "auto" picks on another machine.
     begin = time.monotonic()
     experiment.run_experiment(recipe)
     # Four times that, and the measurements' timed windows (as long on any machine), rounded up

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import pathlib
 
 from absl.testing import absltest
@@ -15,6 +16,7 @@ import support
 import tensorflow as tf
 
 from emotion_tfds import errors
+from emotion_tfds import experiment
 from emotion_tfds import models
 from emotion_tfds.data import augment
 from emotion_tfds.train import checkpoints
@@ -37,8 +39,8 @@ class ChooseTest(absltest.TestCase):
         (({"CPU", "TPU"}, _HASWELL), "bfloat16", "TPU"),
         (({"CPU", "GPU"}, _SAPPHIRE_RAPIDS), "float16", "GPU"),
         (({"CPU"}, _SAPPHIRE_RAPIDS), "bfloat16", "AMX-BF16"),
-        (({"CPU"}, _ZEN4), "float32", "AVX512-BF16 but no AMX"),
-        (({"CPU"}, _HASWELL), "float32", "no amx_bf16"),
+        (({"CPU"}, _ZEN4), "bfloat16", "AVX512-BF16 (avx512_bf16, no AMX)"),
+        (({"CPU"}, _HASWELL), "float32", "neither amx_bf16 nor avx512_bf16"),
         (({"CPU"}, frozenset()), "float32", "unknown"),
     ]
     for (kinds, flags), expected, reason in cases:
@@ -182,6 +184,27 @@ class ResumeUnderAnotherPrecisionTest(support.WithGeneratedData, absltest.TestCa
     dtypes = tf.train.load_checkpoint(progress.path).get_variable_to_dtype_map()
     self.assertEqual({dtype for dtype in dtypes.values() if dtype.is_floating}, {tf.float32})
     self.assertEqual(keras.mixed_precision.global_policy().name, "float32")  # The caller's.
+
+
+class PretrainedFileTest(support.WithGeneratedData, absltest.TestCase):
+
+  def test_a_float32_keras_file_trains_in_the_runs_precision_and_the_manifest_says_so(self):
+    root = support.tempdir(self)
+    file_net = models.MODELS["fastnet_small"](num_classes=6)  # Saved under float32.
+    file_net.save(root / "float32.keras")
+    config = _config(root / "run", self.data_dir, "head:1:1e-3:16", precision="bfloat16",
+                     model="fastnet_small", pretrained=str(root / "float32.keras"))
+    with contextlib.redirect_stdout(io.StringIO()):
+      net = experiment.run_experiment(config).model
+    self.assertEqual(net.get_layer("stem_conv").compute_dtype, "bfloat16")
+    self.assertEqual(net.get_layer("predictions").compute_dtype, "float32")
+    self.assertEqual({w.dtype for w in net.weights}, {"float32"})
+    for layer in ("stem_conv", "stage1_1_bn"):  # The frozen base kept the file's weights.
+      for a, b in zip(net.get_layer(layer).get_weights(), file_net.get_layer(layer).get_weights(),
+                      strict=True):
+        np.testing.assert_array_equal(a, b)
+    written = json.loads((root / "run" / "manifest.json").read_text())
+    self.assertEqual(written["precision"], "mixed_bfloat16")
 
 
 class OlderCheckpointTest(absltest.TestCase):

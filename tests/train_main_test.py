@@ -30,6 +30,7 @@ from emotion_tfds.data import datasets
 from emotion_tfds.data import facegen
 from emotion_tfds.report import curves
 from emotion_tfds.train import checkpoints
+from emotion_tfds.train import precision
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _TIMEOUT_S = 300
@@ -177,7 +178,10 @@ class ReadmeSequenceTest(support.WithGeneratedData, absltest.TestCase):
                       written["flags"]["keep_best"], written["flags"]["model_dir"]),
                      ("fer2013/fer7", "fastnet_small", "accuracy", str(root / "recipe")))
     self.assertEqual(written["config"]["data_dir"], str(data_dir))
-    self.assertEqual(written["precision"], "float32")
+    # What --precision=auto takes on this machine (the recipe leaves it to auto).
+    auto, _ = precision.choose({d.device_type for d in tf.config.list_physical_devices()},
+                               precision.cpu_flags())
+    self.assertEqual(written["precision"], precision.KERAS_POLICIES[auto])
     self.assertTrue(written["machine"]["cpu"]["model"])
     self.assertRegex(written["code"]["commit"], r"^([0-9a-f]{40}|unknown)$")
     self.assertEqual(set(written["versions"]),

@@ -86,6 +86,7 @@ class TrainedRun:
     best_validation_accuracy: the best per-epoch validation accuracy of the stages that predict
       the target's labels, epochs before a resume included (NaN without validation).
     config: the run as trained: with a time budget, the budgeted stage has the chosen epochs.
+    precision: what it computed in (`precision.PRECISIONS`, resolved: not "auto").
   """
   network: keras.Model
   target: tfds.core.DatasetBuilder
@@ -97,6 +98,7 @@ class TrainedRun:
   resumed_from: tuple[int, int] | None
   best_validation_accuracy: float
   config: config_lib.TrainConfig
+  precision: str
 
 
 @dataclasses.dataclass
@@ -209,7 +211,7 @@ def _train(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy,
                     strategy=strategy, write_dir=write_dir, chief=chief, history=context.history,
                     resumed_from=(progress.stage, progress.epoch) if progress else None,
                     best_validation_accuracy=best_accuracy if best_accuracy > -1 else float("nan"),
-                    config=config)
+                    config=config, precision=precision)
 
 
 def _built_datasets(config: config_lib.TrainConfig, strategy: tf.distribute.Strategy) -> dict:

@@ -22,14 +22,34 @@ def build_network(config: config_lib.TrainConfig, builders: dict, upto_stage: in
   num_classes = len(datasets.label_names(builders[first]))
   if config.pretrained:
     # The head's order follows the first stage's ClassLabel names (not the config's name).
-    net = models.load_pretrained(config.pretrained, num_classes,
-                                 label_names=datasets.label_names(builders[first]),
-                                 build_fn=models.MODELS[config.model])
+    net = _in_global_policy(models.load_pretrained(
+        config.pretrained, num_classes, label_names=datasets.label_names(builders[first]),
+        build_fn=models.MODELS[config.model]))
   else:
     net = models.MODELS[config.model](num_classes=num_classes)
   for index in range(1, upto_stage + 1):
     net = next_stage_network(config, builders, net, index)
   return net
+
+
+def _in_global_policy(net: keras.Model) -> keras.Model:
+  """`net` computing in the global Keras policy (the run's precision), not in the one a `.keras`
+  file was saved under; its softmax "predictions" layer stays float32, as in every model here."""
+  policy = keras.mixed_precision.global_policy().name
+  final = models.head_layers(net)[-1]
+  if all(layer.dtype_policy.name == policy for layer in net.layers
+         if layer is not final and not isinstance(layer, keras.layers.InputLayer)):
+    return net
+
+  def clone_layer(layer):
+    config = layer.get_config()
+    if layer.name != final.name:
+      config["dtype"] = policy
+    return layer.__class__.from_config(config)
+
+  clone = keras.models.clone_model(net, clone_function=clone_layer)
+  clone.set_weights(net.get_weights())
+  return clone
 
 
 def next_stage_network(config: config_lib.TrainConfig, builders: dict, net: keras.Model,

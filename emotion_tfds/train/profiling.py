@@ -32,12 +32,12 @@ class StepProfiler(keras.callbacks.Callback):
     self._logdir: pathlib.Path | None = None
     self._step = 0
     self._trace: tf.profiler.experimental.Trace | None = None
-    self.written = False
+    self._written = False
 
   def for_stage(self, logdir: pathlib.Path, steps: int) -> list[keras.callbacks.Callback]:
     """[self], profiling into `logdir`, for a stage whose `fit` runs `steps` steps, when that
     reaches `last` and no profile is written yet; else []."""
-    if self.written or steps < self._last:
+    if self._written or steps < self._last:
       return []
     self._logdir = logdir
     return [self]
@@ -62,7 +62,7 @@ class StepProfiler(keras.callbacks.Callback):
     self._trace = None
     if self._step == self._last:
       tf.profiler.experimental.stop()
-      self.written = True
+      self._written = True
       if self._announce:
         print(f"Profiled training steps {self._first}-{self._last} into "
               f"{self._logdir / PROFILE_DIR} (TensorBoard: Profile tab).", flush=True)
