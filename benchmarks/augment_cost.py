@@ -14,10 +14,13 @@ step takes about 6,500 us per image here (154 images/s in `benchmarks.train_step
 
 from __future__ import annotations
 
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 import dataclasses
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
@@ -78,4 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  quiet.run(main)

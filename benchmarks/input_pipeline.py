@@ -24,6 +24,10 @@ other processes share the cores.
 
 from __future__ import annotations
 
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 import os
 import pathlib
 import shutil
@@ -34,7 +38,6 @@ from typing import Iterable
 from typing import Iterator
 from typing import NamedTuple
 
-from absl import app
 from absl import flags
 import cv2
 import numpy as np
@@ -307,4 +310,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  quiet.run(main)

@@ -27,11 +27,14 @@ as much as its work; the process's CPU time per image measures the work.
 
 from __future__ import annotations
 
+from emotion_tfds import quiet  # First: before TensorFlow loads (emotion_tfds/quiet.py).
+
+# isort: split
+
 from collections.abc import Sequence
 import dataclasses
 import time
 
-from absl import app
 from absl import flags
 import keras
 import numpy as np
@@ -168,4 +171,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  quiet.run(main)
