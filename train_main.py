@@ -11,6 +11,8 @@ model: commit, flags, versions, CPU, precision, data). Run from the repository r
   python train_main.py --flagfile=configs/seed.cfg --data_dir=<data_dir with fer2013 built>
   python train_main.py --stages=head:10:1e-3:32,all:10:1e-4:128 --strategy=mirrored
   python train_main.py --flagfile=configs/fer7_fast.cfg --ensemble_members=3 --model_dir=runs/ens
+  python train_main.py --flagfile=configs/fer7_fast.cfg --ensemble_members=3 --model_dir=runs/ens \
+      --student_stages=main:all:24:0.05:64:nesterov:schedule=cosine:warmup=1:ema=0.999:distill_w=0.7
 
 Starting the same command again continues from the last checkpoint in --model_dir.
 """
@@ -108,7 +110,8 @@ _TIME_BUDGET = flags.DEFINE_float(
     "time_budget", 0.0, "Minutes the whole command may take, from its start to its exit (final "
     "evaluation, TTA and saving included): the budgeted stage (budget=on, else the last) gets as "
     "many epochs as fit, from the throughput measured when it starts (its lr schedule follows "
-    "them); the count is kept in the checkpoint for a resume. 0: the stages' epochs as given.",
+    "them); the count is kept in the checkpoint for a resume. 0: the stages' epochs as given. "
+    "Refused with --ensemble_members (and so with --student_stages): train those with epochs.",
     lower_bound=0.0)
 _MODEL_DIR = flags.DEFINE_string(
     "model_dir", "runs/default", "Checkpoints, TensorBoard logs, model.keras and saved_model.")
@@ -141,6 +144,15 @@ _ENSEMBLE_MEMBERS = flags.DEFINE_integer(
     "evaluate their ensemble (the mean of their probabilities, --eval_split, --final_tta) and save "
     "it as one SavedModel, <model_dir>/saved_model. 1: a single network in --model_dir.",
     lower_bound=1)
+_STUDENT_STAGES = flags.DEFINE_string(
+    "student_stages", "",
+    "With --ensemble_members >= 2: after the ensemble is saved, train one more network, the "
+    "student, on these stages (same form as --stages), with seed --seed + N in "
+    "<model_dir>/student/ (a whole run, resumable, evaluated and saved like a member). It "
+    "pretrains as a member does (--pretrain_stages, or from --pretrained), then every stage here "
+    "without its own teacher= distils from the members' model.keras (distill_t=, distill_w= as "
+    "given, else their defaults). Ends printing the members', ensemble's and student's "
+    "accuracies. '': no student.")
 
 
 _PROFILE_STEPS = flags.DEFINE_list(
@@ -171,14 +183,7 @@ def make_config() -> config_lib.TrainConfig:
   Raises:
     errors.ConfigError: a malformed stage spec or values that cannot work together, naming the flag.
   """
-  main_stages = _parse_stages(_STAGES)
-  pretrain = []
-  if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
-    pretrain = _parse_stages(_PRETRAIN_STAGES, prefix="pretrain", dataset=_PRETRAIN_DATASET.value)
-  try:
-    schedule = stages.with_pretraining(main_stages, pretrain)
-  except ValueError as e:
-    raise errors.ConfigError(f"--stages/--pretrain_stages: {e}") from None
+  schedule = _schedule(_STAGES)
   try:
     augment_params = augment.AugmentParams(
         **{field: holder.value for field, holder in _AUGMENT_FLAGS.items()})
@@ -217,9 +222,40 @@ def make_config() -> config_lib.TrainConfig:
   )
 
 
+def make_student_stages(config: config_lib.TrainConfig) -> tuple[stages.Stage, ...]:
+  """The schedule of the ensemble's student (`experiment.run_ensemble`) of the parsed flags: the
+  pretraining stages as the members', then --student_stages, whose stages that name no teacher=
+  distil from the members' networks (`experiment.member_models`); () without --student_stages.
+
+  Raises:
+    errors.ConfigError: a malformed spec, or --student_stages without an ensemble to learn from.
+  """
+  if not _STUDENT_STAGES.value:
+    return ()
+  if _ENSEMBLE_MEMBERS.value < 2:
+    raise errors.ConfigError(
+        f"--student_stages distils from the ensemble the same command trains; give "
+        f"--ensemble_members=2 or more (got {_ENSEMBLE_MEMBERS.value}).")
+  teacher = experiment.member_models(config, _ENSEMBLE_MEMBERS.value)
+  return tuple(_schedule(_STUDENT_STAGES, teacher=teacher))
+
+
 def flag_values() -> dict:
   """This main's flags with their values after --flagfile and defaults (the run's manifest)."""
   return {flag.name: flag.value for flag in flags.FLAGS.get_flags_for_module(__name__)}
+
+
+def _schedule(main: flags.FlagHolder, teacher: tuple[str, ...] = ()) -> list[stages.Stage]:
+  """The pretraining stages (none with --pretrained) then the stages of `main`, those without
+  teacher= distilling from `teacher`."""
+  pretrain = []
+  if _PRETRAIN_STAGES.value and not _PRETRAINED.value:
+    pretrain = _parse_stages(_PRETRAIN_STAGES, prefix="pretrain", dataset=_PRETRAIN_DATASET.value)
+  main_stages = _parse_stages(main, teacher=teacher)
+  try:
+    return stages.with_pretraining(main_stages, pretrain)
+  except ValueError as e:
+    raise errors.ConfigError(f"--{main.name}/--pretrain_stages: {e}") from None
 
 
 def _parse_stages(flag: flags.FlagHolder, **kwargs) -> list[stages.Stage]:
@@ -246,10 +282,13 @@ def _precision() -> str:
 def main(argv):
   del argv
   tfds.disable_progress_bar()  # Keeps the output to Keras's bars and the summary lines.
+  config = make_config()
+  student_stages = make_student_stages(config)
   if _ENSEMBLE_MEMBERS.value > 1:
-    experiment.run_ensemble(make_config(), _ENSEMBLE_MEMBERS.value, flag_values=flag_values())
+    experiment.run_ensemble(config, _ENSEMBLE_MEMBERS.value, flag_values=flag_values(),
+                            student_stages=student_stages)
   else:
-    experiment.run_experiment(make_config(), flag_values=flag_values())
+    experiment.run_experiment(config, flag_values=flag_values())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ settings, versions, CPU, precision, data provenance), the evaluation on the repo
 (`model.keras` and the uint8-input SavedModel, which carries the manifest in its assets).
 
 `run_ensemble` trains several networks of one recipe that way, each with its own seed in its own
-folder, then evaluates and saves their ensemble (the mean of their probabilities) as one model.
+folder, then evaluates and saves their ensemble (the mean of their probabilities) as one model,
+and optionally trains a student: one more run whose stages distil from the members' networks.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ from emotion_tfds.train import config as config_lib
 from emotion_tfds.train import inputs
 from emotion_tfds.train import loop
 from emotion_tfds.train import precision
+from emotion_tfds.train import stages as stages_lib
 from emotion_tfds.train import strategies
 
 REPORT_PREFIX = "eval_"  # <model_dir>/eval_<split>.json and .md: the final evaluation.
 MEMBER_DIR = "member_{}"  # <model_dir>/member_<k>: the run of an ensemble's member k.
+STUDENT_DIR = "student"  # <model_dir>/student: the run of the network distilled from the members.
+_SPEC_SEPARATORS = ",:+"  # What a path in a stage spec's teacher= cannot contain.
 
 
 @dataclasses.dataclass
@@ -121,17 +125,21 @@ class EnsembleResult:
     members: each member's run, member 0 first.
     model: the ensemble (`models.ensemble.average_networks` of the members' final networks).
     report: the ensemble's per-emotion evaluation on the report split.
+    student: the run of the network distilled from the members, or None without student stages.
   """
   members: list[RunResult]
   model: keras.Model
   report: metrics.EmotionReport
+  student: RunResult | None = None
 
 
 def run_ensemble(config: config_lib.TrainConfig, num_members: int,
                  strategy: tf.distribute.Strategy | None = None,
                  extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-                 flag_values: dict | None = None) -> EnsembleResult:
-  """Trains `num_members` networks of `config`'s recipe, then evaluates and saves their ensemble.
+                 flag_values: dict | None = None,
+                 student_stages: Sequence[stages_lib.Stage] = ()) -> EnsembleResult:
+  """Trains `num_members` networks of `config`'s recipe, evaluates and saves their ensemble, then
+  (with `student_stages`) trains one network distilled from them, the student.
 
   Member k is the whole run of `config` with seed `config.seed + k` in `<model_dir>/member_<k>/`
   (`run_experiment`: resumed after a kill, evaluated, saved), so member 0 is the single run of
@@ -139,35 +147,107 @@ def run_ensemble(config: config_lib.TrainConfig, num_members: int,
   network is (`config.eval_split`, `config.final_tta`; `<model_dir>/eval_<split>.json` and `.md`)
   and saved as one uint8-input SavedModel holding every member, `<model_dir>/saved_model`, with
   its class names in `<model_dir>/labels.txt` and its manifest (member 0's, with the ensemble's
-  settings and members) in `<model_dir>/manifest.json` and the SavedModel's assets.
+  settings, members and student) in `<model_dir>/manifest.json` and the SavedModel's assets.
+  The student is the whole run of `student_config` in `<model_dir>/student/`, after which the
+  chief prints the members', the ensemble's and the student's accuracies. A rerun of the same call
+  reuses every run that finished and resumes the one that did not.
+
+  Args:
+    config: the recipe of every member.
+    num_members: how many members (at least 2).
+    strategy: an existing strategy (default: `strategies.make_strategy(config.strategy, ...)`).
+    extra_callbacks: more Keras callbacks for every run's `fit` calls.
+    flag_values: the main's flags, for every run's manifest.
+    student_stages: the student's whole schedule (`student_config`), pretraining stages first;
+      the stages that distil name the members' networks as teacher (`member_models`; train_main
+      parses --student_stages with them). Empty: no student.
 
   Raises:
-    errors.ConfigError: fewer than two members, a time budget, or a model_dir holding one
-      network's checkpoints.
+    errors.ConfigError: fewer than two members, a time budget (it sizes one network's run, not
+      the command's), or a model_dir holding one network's checkpoints.
     Otherwise as `run_experiment`.
   """
-  if num_members < 2:
-    raise errors.ConfigError(f"An ensemble needs at least 2 members, not {num_members}.")
-  if config.time_budget:
-    raise errors.ConfigError(
-        "--time_budget sizes a single network's run (the first member would take all of it); "
-        "train an ensemble with epochs instead.")
-  model_dir = pathlib.Path(config.model_dir)
-  if (model_dir / checkpoints.CKPT_DIR).exists():
-    raise errors.ConfigError(
-        f"{model_dir} holds the checkpoints of a single network's run ({checkpoints.CKPT_DIR}/); "
-        "train the ensemble into another --model_dir.")
+  _check_ensemble(config, num_members)
+  student = student_config(config, num_members, student_stages) if student_stages else None
   strategy = strategy or strategies.make_strategy(config.strategy, config.tpu)
   chief = workers.is_chief_worker(strategy)
   members = []
   for k in range(num_members):
-    member = dataclasses.replace(config, model_dir=str(model_dir / MEMBER_DIR.format(k)),
+    member = dataclasses.replace(config, model_dir=str(member_dir(config, k)),
                                  seed=config.seed + k)
     if chief:
       print(f"\nEnsemble member {k + 1}/{num_members} (seed {member.seed}) in {member.model_dir}",
             flush=True)
     members.append(run_experiment(member, strategy, extra_callbacks, flag_values))
+  result = _save_ensemble(config, members, strategy, chief, student)
+  if student is None:
+    return result
+  if chief:
+    print(f"\nStudent of the ensemble (seed {student.seed}) in {student.model_dir}", flush=True)
+  result.student = run_experiment(student, strategy, extra_callbacks, flag_values)
+  if chief:
+    print(f"\n{comparison_line(result)}", flush=True)
+  return result
 
+
+def member_dir(config: config_lib.TrainConfig, k: int) -> pathlib.Path:
+  """`<model_dir>/member_<k>`: the folder of the run of member k of an ensemble of `config`."""
+  return pathlib.Path(config.model_dir) / MEMBER_DIR.format(k)
+
+
+def member_models(config: config_lib.TrainConfig, num_members: int) -> tuple[str, ...]:
+  """The final networks of an ensemble of `config`, `<model_dir>/member_<k>/model.keras`: the
+  teacher of its student's stages (`stages.parse_stages(..., teacher=...)`).
+
+  Raises:
+    errors.ConfigError: a model_dir that a stage spec's teacher= cannot hold (',', ':', '+').
+  """
+  bad = [c for c in _SPEC_SEPARATORS if c in config.model_dir]
+  if bad:
+    raise errors.ConfigError(f"--model_dir {config.model_dir} contains {' '.join(bad)}, which a "
+                             "stage spec cannot hold in the student's teacher paths; use another "
+                             "--model_dir.")
+  return tuple(str(member_dir(config, k) / loader.MODEL_FILE) for k in range(num_members))
+
+
+def student_config(config: config_lib.TrainConfig, num_members: int,
+                   stages: Sequence[stages_lib.Stage]) -> config_lib.TrainConfig:
+  """The run of the student of an ensemble of `config`: `config` with `stages` (its whole
+  schedule), seed `config.seed + num_members` (no member's) and model_dir `<model_dir>/student`."""
+  return dataclasses.replace(config, stages=tuple(stages), seed=config.seed + num_members,
+                             model_dir=str(pathlib.Path(config.model_dir) / STUDENT_DIR))
+
+
+def comparison_line(result: EnsembleResult) -> str:
+  """One line: the members', the ensemble's and the student's accuracies on the report split, and
+  the student's minus the best member's (percentage points)."""
+  members = [m.report.totals.accuracy for m in result.members]
+  student = result.student.report.totals.accuracy
+  return (f"Accuracy: members {', '.join(f'{a:.2%}' for a in members)}; ensemble "
+          f"{result.report.totals.accuracy:.2%}; student {student:.2%} (student - best member: "
+          f"{100 * (student - max(members)):+.2f} points)")
+
+
+def _check_ensemble(config: config_lib.TrainConfig, num_members: int) -> None:
+  if num_members < 2:
+    raise errors.ConfigError(f"An ensemble needs at least 2 members, not {num_members}.")
+  if config.time_budget:
+    raise errors.ConfigError(
+        "--time_budget sizes a single network's run (the first member would take all of it); "
+        "train an ensemble (and its student) with epochs instead.")
+  model_dir = pathlib.Path(config.model_dir)
+  if (model_dir / checkpoints.CKPT_DIR).exists():
+    raise errors.ConfigError(
+        f"{model_dir} holds the checkpoints of a single network's run ({checkpoints.CKPT_DIR}/); "
+        "train the ensemble into another --model_dir.")
+
+
+def _save_ensemble(config: config_lib.TrainConfig, members: list[RunResult],
+                   strategy: tf.distribute.Strategy, chief: bool,
+                   student: config_lib.TrainConfig | None) -> EnsembleResult:
+  """Evaluates the members' ensemble and saves it (report, SavedModel, labels.txt, manifest with
+  its members and `student`'s run) into model_dir; the chief prints the table."""
+  model_dir = pathlib.Path(config.model_dir)
   network = ensemble.average_networks([m.model for m in members])
   target = inputs.built_dataset(config.dataset, config.data_dir, generate_rows=0)
   split = evaluation.report_split(target, config.eval_split)
@@ -178,16 +258,19 @@ def run_ensemble(config: config_lib.TrainConfig, num_members: int,
     report.save(write_dir / f"{REPORT_PREFIX}{split}{suffix}")
   label_names = datasets.label_names(target)
   ensemble_manifest = dict(members[0].manifest, config=dataclasses.asdict(config), ensemble=[
-      {"model_dir": str(model_dir / MEMBER_DIR.format(k)), "seed": config.seed + k}
-      for k in range(num_members)])
+      {"model_dir": str(member_dir(config, k)), "seed": config.seed + k}
+      for k in range(len(members))])
+  if student is not None:
+    ensemble_manifest["student"] = {
+        "model_dir": student.model_dir, "seed": student.seed,
+        "stages": ",".join(stage.spec() for stage in student.stages)}
   export.export_saved_model(network, write_dir / loader.SAVED_MODEL_DIR, label_names,
                             manifest=ensemble_manifest)
   loader.write_label_names(write_dir, label_names)
   if chief:
     manifest.write(write_dir / manifest.MANIFEST_FILE, ensemble_manifest)
-  if chief:
     accuracies = ", ".join(f"{m.report.totals.accuracy:.2%}" for m in members)
-    print(f"\nEvaluation of the ensemble of {num_members} on {config.dataset} {split} (TTA "
+    print(f"\nEvaluation of the ensemble of {len(members)} on {config.dataset} {split} (TTA "
           f"{config.final_tta}):\n{report.format_table()}\naccuracy: members {accuracies}; "
           f"ensemble {report.totals.accuracy:.2%}\nSaved {write_dir / loader.SAVED_MODEL_DIR}",
           flush=True)

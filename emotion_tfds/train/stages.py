@@ -248,13 +248,16 @@ def _parse_option(text: str, where: str) -> tuple[str, object]:
     raise ValueError(f"{where}: bad value {value!r} for option {key!r}.") from None
 
 
-def parse_stages(spec: str, prefix: str = "stage", dataset: str | None = None) -> list[Stage]:
+def parse_stages(spec: str, prefix: str = "stage", dataset: str | None = None,
+                 teacher: tuple[str, ...] = ()) -> list[Stage]:
   """Parses a comma-separated stage spec (see the module docstring).
 
   Args:
     spec: e.g. "head:10:1e-3:32,all:10:1e-4:128".
     prefix: name prefix of unnamed stages.
     dataset: the `dataset` of every parsed stage (None: the run's target dataset).
+    teacher: the teacher of every stage that names none (its distill_t= and distill_w= apply);
+      e.g. an ensemble's members for its student.
 
   Returns:
     The stages, in order.
@@ -277,7 +280,7 @@ def parse_stages(spec: str, prefix: str = "stage", dataset: str | None = None) -
     if len(fields) not in (4, 5):
       raise ValueError(f"{where}: expected [name:]trainable:epochs:lr:global_batch[:optimizer]"
                        f"[:key=value...], with trainable one of {TRAINABLE}.")
-    parsed = dict(_parse_option(option, where) for option in options)
+    parsed = {"teacher": teacher, **dict(_parse_option(option, where) for option in options)}
     try:
       lr = float(fields[2])
     except ValueError:
