@@ -189,7 +189,8 @@ class EnsembleTrainMainTest(support.WithGeneratedData, absltest.TestCase):
                f"--model_dir={model_dir}", "--dataset=generated_faces/fer7",
                "--model=fastnet_small",
                "--pretrain_stages=", "--stages=main:all:1:1e-3:16", "--max_steps_per_epoch=3",
-               "--novalidate", "--ensemble_members=2", "--progress=none"]
+               "--novalidate", "--ensemble_members=2", "--progress=none",
+               "--precision=float32"]  # Compared to 1e-5 below: not what "auto" picks.
     done = subprocess.run(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
                           capture_output=True, text=True, timeout=_TIMEOUT_S)
     self.assertEqual(done.returncode, 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
