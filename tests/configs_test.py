@@ -3,6 +3,8 @@ gives its own command in its header."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import pathlib
 
 from absl import flags
@@ -15,6 +17,12 @@ CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.cfg"))
 
 
 class ConfigsTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    # Recipes are run from the repository root; a recipe may name another (--flagfile=configs/...).
+    self.addCleanup(os.chdir, os.getcwd())
+    os.chdir(REPO)
 
   def tearDown(self):
     flags.FLAGS.unparse_flags()
@@ -44,3 +52,21 @@ class ConfigsTest(parameterized.TestCase):
     config = train_main.make_config()
     self.assertEqual([s.augment for s in config.stages], [False, True, True, True])
     self.assertEqual(config.augment_on, "device")
+
+  def test_ensemble_recipe_is_three_fer7_best_members_and_a_student_they_teach(self):
+    flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'fer7_ensemble.cfg'}"])
+    config = train_main.make_config()
+    flags.FLAGS(["train_main", f"--flagfile={REPO / 'configs' / 'fer7_best.cfg'}"])
+    best = train_main.make_config()
+    self.assertEqual((config.model, config.dataset, config.augment_params, config.final_tta),
+                     (best.model, best.dataset, best.augment_params, best.final_tta))
+    (member,) = config.stages
+    self.assertEqual((member.epochs, member.ema), (32, 0.999))
+    self.assertEqual(flags.FLAGS.ensemble_members, 3)
+    (student,) = train_main.make_student_stages(config)
+    self.assertEqual(student.teacher, tuple(f"runs/fer7_ensemble/member_{k}/model.keras"
+                                            for k in range(3)))
+    # The student is the members' recipe plus the teacher: a paired comparison.
+    self.assertEqual(dataclasses.replace(student, teacher=(), distill_weight=0.5),
+                     dataclasses.replace(member, distill_weight=0.5))
+    self.assertEqual((student.distill_temperature, student.distill_weight), (4.0, 0.5))
