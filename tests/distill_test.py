@@ -1,6 +1,6 @@
 """Tests for distillation: the stage options teacher=, distill_t=, distill_w= (stages), the
-distillation term (losses), the teacher (teacher) and the distilled train step (training_model,
-loop), under the default strategy and MirroredStrategy."""
+distillation term (losses) and the distilled train step (training_model, loop), under the default
+strategy and MirroredStrategy. (Loading the teacher: teacher_test.)"""
 
 from __future__ import annotations
 
@@ -44,16 +44,6 @@ def _batch(seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
 def _net(seed: int) -> keras.Model:
   keras.utils.set_random_seed(seed)
   return support.small_cnn(6)
-
-
-def _save_teacher(folder: pathlib.Path, seed: int = 7,
-                  names: tuple[str, ...] = labels.SEED6) -> pathlib.Path:
-  """A small seed6 network saved as folder/model.keras with its labels.txt (as a run saves it)."""
-  folder.mkdir(parents=True, exist_ok=True)
-  path = folder / loader.MODEL_FILE
-  _net(seed).save(path)
-  loader.write_label_names(folder, names)
-  return path
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -127,50 +117,6 @@ class DistillationLossTest(absltest.TestCase):
     self.assertAlmostEqual(float(losses.DistillationLoss(4.0)(teacher, teacher)), 0.0, places=6)
     edge = losses.DistillationLoss(4.0)(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
     self.assertTrue(np.isfinite(float(edge)))
-
-
-class TeacherTest(absltest.TestCase):
-
-  def test_load_checks_the_stage_classes(self):
-    root = support.tempdir(self)
-    good = _save_teacher(root / "good")
-    other = _save_teacher(root / "other", seed=8)
-
-    def stage(*paths):
-      return stages.Stage("main", "all", 1, 0.1, 16, teacher=tuple(str(p) for p in paths),
-                          distill_temperature=3.0, distill_weight=0.25)
-
-    self.assertIsNone(teacher_lib.load(stages.Stage("main", "all", 1, 0.1, 16), labels.SEED6))
-    loaded = teacher_lib.load(stage(good, other), labels.SEED6)
-    self.assertLen(loaded.nets, 2)
-    self.assertEqual(loaded.weight, 0.25)
-    self.assertEqual(loaded.loss.get_config()["temperature"], 3.0)
-    self.assertTrue(all(not net.trainable and not net.trainable_weights for net in loaded.nets))
-    # The ensemble's probabilities are the mean of its networks'.
-    images = _batch(0)[0].astype(np.float32) / 255
-    np.testing.assert_allclose(
-        loaded.probabilities(images),
-        (loaded.nets[0](images).numpy() + loaded.nets[1](images).numpy()) / 2, rtol=1e-6)
-    # The class names beside a .keras file are the ones the serving loader reads.
-    self.assertEqual(teacher_lib.LABELS_FILE, loader.LABELS_ASSET)
-
-    with self.assertRaisesRegex(errors.ConfigError,
-                                r"teacher .*good/model.keras predicts 6 classes, the stage's "
-                                r"dataset 7 .*trained on the same dataset"):
-      teacher_lib.load(stage(good), labels.FER7)
-    shuffled = _save_teacher(root / "shuffled", names=labels.SEED6[::-1])
-    with self.assertRaisesRegex(errors.ConfigError, "labels.txt names the classes"):
-      teacher_lib.load(stage(good, shuffled), labels.SEED6)
-    with self.assertRaisesRegex(errors.MissingFileError, "teacher .*missing.keras does not exist"):
-      teacher_lib.load(stage(root / "missing.keras"), labels.SEED6)
-    (root / "model.h5").write_text("")
-    with self.assertRaisesRegex(errors.UnusableModelError, "is not a .keras file"):
-      teacher_lib.load(stage(root / "model.h5"), labels.SEED6)
-    (root / "notes.keras").write_text("not a model")
-    with self.assertRaisesRegex(errors.UnusableModelError,
-                                r"^Stage main: teacher .*notes\.keras is not a Keras model .*; "
-                                r"expected a trained \.keras model"):
-      teacher_lib.load(stage(root / "notes.keras"), labels.SEED6)
 
 
 class _Recording(keras.Model):
@@ -290,7 +236,7 @@ class DistilledRunTest(absltest.TestCase):
 
   def test_run_with_ema_keeps_the_teacher_out_of_every_saved_file(self):
     model_dir = support.tempdir(self)
-    teacher_path = _save_teacher(support.tempdir(self) / "teacher")
+    teacher_path = support.saved_small_cnn(support.tempdir(self) / "teacher", labels.SEED6, seed=7)
     spec = f"all:2:1e-2:16:nesterov:ema=0.5:teacher={teacher_path}:distill_t=2"
     config = config_lib.TrainConfig(
         model_dir=str(model_dir), data_dir=self.data_dir, stages=tuple(stages.parse_stages(spec)),
@@ -321,7 +267,7 @@ class DistilledRunTest(absltest.TestCase):
       self.assertFalse(any(a.shape == kernel.shape and np.array_equal(a, kernel) for a in stored))
 
   def test_teacher_of_other_classes_is_a_config_error(self):
-    teacher_path = _save_teacher(support.tempdir(self) / "fer7", names=labels.FER7[:6])
+    teacher_path = support.saved_small_cnn(support.tempdir(self) / "fer7", labels.FER7[:6], seed=7)
     config = config_lib.TrainConfig(
         model_dir=str(support.tempdir(self)), data_dir=self.data_dir,
         stages=tuple(stages.parse_stages(f"all:1:1e-2:16:teacher={teacher_path}")),
@@ -379,7 +325,7 @@ class MirroredDistillationTest(absltest.TestCase):
     """A global batch split over two replicas: the teacher's variables are mirrored, and the mixed
     loss and the update equal the one-device step's (each replica's term is scaled by its share)."""
     root = support.tempdir(self)
-    teacher_path = _save_teacher(root / "teacher")
+    teacher_path = support.saved_small_cnn(root / "teacher", labels.SEED6, seed=7)
     done = subprocess.run([sys.executable, "-c", _CHILD, str(teacher_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=_TIMEOUT_S,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

@@ -18,7 +18,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from emotion_tfds import errors
-from emotion_tfds import experiment
 from emotion_tfds import labels
 from emotion_tfds import models
 from emotion_tfds import preprocess
@@ -26,9 +25,6 @@ from emotion_tfds.data import datasets
 from emotion_tfds.models import ensemble
 from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
-from emotion_tfds.train import checkpoints
-from emotion_tfds.train import config as config_lib
-from emotion_tfds.train import stages
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASET = "generated_faces/seed6"
@@ -163,22 +159,6 @@ class LoadEnsembleTest(absltest.TestCase):
     self.assertLen(nets, 2)
     self.assertEqual(names, labels.SEED6)
     np.testing.assert_array_equal(nets[1].get_weights()[0], self.m["nets"][1].get_weights()[0])
-
-
-class RunEnsembleArgumentsTest(absltest.TestCase):
-
-  def _config(self, model_dir: pathlib.Path) -> config_lib.TrainConfig:
-    return config_lib.TrainConfig(model_dir=str(model_dir), data_dir=str(model_dir / "data"),
-                                  stages=tuple(stages.parse_stages("all:1:1e-3:16")))
-
-  def test_refuses_one_member_and_a_single_run_folder(self):
-    model_dir = support.tempdir(self)
-    with self.assertRaisesRegex(errors.ConfigError, "at least 2 members, not 1"):
-      experiment.run_ensemble(self._config(model_dir), 1)
-    (model_dir / checkpoints.CKPT_DIR).mkdir()
-    with self.assertRaisesRegex(errors.ConfigError,
-                                rf"{model_dir} holds the checkpoints of a single network's run"):
-      experiment.run_ensemble(self._config(model_dir), 2)
 
 
 class EnsembleTrainMainTest(support.WithGeneratedData, absltest.TestCase):

@@ -1,18 +1,15 @@
-"""Tests for evaluation: model loading, TTA views, scheme checks, and eval_main on generated faces."""
+"""Tests for eval_main and evaluate.evaluate_file on generated faces with models trained here."""
 
 from __future__ import annotations
 
 import csv
 import functools
-import gc
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
-import zipfile
 
 from absl.testing import absltest
 import keras
@@ -21,12 +18,9 @@ import support
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from emotion_tfds import errors
-from emotion_tfds import image_spec
 from emotion_tfds import labels
 from emotion_tfds import models
 from emotion_tfds import preprocess
-from emotion_tfds import tta
 from emotion_tfds.serve import evaluate
 from emotion_tfds.serve import export
 from emotion_tfds.serve import loader
@@ -63,134 +57,6 @@ def trained_models() -> dict[str, pathlib.Path]:
   return {"fer7": out / "fer7.keras", "fer7_saved": out / "fer7_saved_model",
           "fer7_tflite": out / "fer7.tflite", "fer7_seed1": out / "fer7_seed1.keras",
           "seed6": out / "seed6.keras"}
-
-
-def _images(n: int, seed: int = 0) -> np.ndarray:
-  return np.random.default_rng(seed).integers(0, 256, (n, *image_spec.IMAGE_SHAPE), dtype=np.uint8)
-
-
-class LoadModelTest(absltest.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.tmp = pathlib.Path(tempfile.mkdtemp())
-    self.addCleanup(shutil.rmtree, self.tmp)
-
-  def test_keras_and_saved_model_predict_the_same(self):
-    model = support.small_cnn(6)
-    model.save(self.tmp / "m.keras")
-    export.export_saved_model(model, self.tmp / "sm", label_names=labels.SEED6)
-    images = _images(5)
-    expected = model(preprocess.to_model_input(images)).numpy()
-    from_keras = loader.load(self.tmp / "m.keras")
-    from_saved = loader.load(self.tmp / "sm")
-    self.assertEqual((from_keras.num_classes, from_keras.label_names), (6, None))
-    self.assertEqual((from_saved.num_classes, from_saved.label_names), (6, labels.SEED6))
-    np.testing.assert_allclose(from_keras.predict_fn(tf.constant(images)), expected, atol=1e-6)
-    gc.collect()  # The SavedModel's variables must outlive the load (they are used in graphs).
-    np.testing.assert_allclose(tf.function(from_saved.predict_fn)(tf.constant(images)), expected,
-                               atol=1e-6)
-    # A .keras file names its classes only through the labels.txt beside it; nothing is guessed.
-    with self.assertRaisesRegex(errors.UnusableModelError,
-                                r"m\.keras does not name its classes .*--label_names"):
-      from_keras.emotions()
-    loader.write_label_names(self.tmp, labels.FER7)
-    with self.assertRaisesRegex(errors.UnusableModelError,
-                                r"labels\.txt names 7 classes .* but .*m\.keras has 6 outputs"):
-      loader.load(self.tmp / "m.keras")
-    loader.write_label_names(self.tmp, labels.SEED6)
-    self.assertEqual(loader.load(self.tmp / "m.keras").emotions(), labels.SEED6)
-
-  def test_bad_model_paths(self):
-    with self.assertRaisesRegex(FileNotFoundError, "nope.keras does not exist"):
-      loader.load(self.tmp / "nope.keras")
-    (self.tmp / "old.h5").write_bytes(b"")
-    with self.assertRaisesRegex(ValueError, r"old\.h5.*load_pretrained"):
-      loader.load(self.tmp / "old.h5")
-
-  def test_files_that_are_not_models_name_the_file_and_the_formats(self):
-    (self.tmp / "notes.keras").write_text("not a model")
-    with zipfile.ZipFile(self.tmp / "archive.keras", "w") as archive:
-      archive.writestr("readme.txt", "hello")
-    (self.tmp / "junk.tflite").write_text("not a model")
-    (self.tmp / "folder").mkdir()
-    formats = r"expected a \.keras model, a SavedModel directory or a \.tflite file\.$"
-    cases = {"notes.keras": rf"notes\.keras is not a Keras model .*; {formats}",
-             "archive.keras": rf"archive\.keras is a zip archive but not a Keras model .*; "
-                              rf"{formats}",
-             "junk.tflite": rf"junk\.tflite is not a TFLite model \(.*\); {formats}",
-             "folder": rf"folder is a folder but not a SavedModel \(it has no saved_model\.pb\); "
-                       rf"{formats}"}
-    for name, message in cases.items():
-      with self.subTest(name):
-        with self.assertRaisesRegex(errors.UnusableModelError, message):
-          loader.load(self.tmp / name)
-    with self.assertRaisesRegex(errors.UnusableModelError,
-                                r"notes\.keras is not a Keras model .*; expected a \.keras "
-                                r"model\.$"):
-      loader.load_keras_model(self.tmp / "notes.keras")
-
-
-class SchemeCheckTest(absltest.TestCase):
-
-  def _model(self, num_classes: int, names=None) -> loader.LoadedModel:
-    return loader.LoadedModel(lambda x: x, num_classes, names, "m.keras")
-
-  def test_class_count_mismatch_names_both(self):
-    with self.assertRaisesRegex(
-        ValueError, r"Model m\.keras has 6 classes, but dataset fer2013/fer7 has 7 emotions "
-        r"\(angry, disgust, fear.*--model_scheme"):
-      evaluate.model_emotions(self._model(6), "fer2013/fer7", labels.FER7)
-    with self.assertRaisesRegex(ValueError, "7 classes, but --model_scheme=seed6 has 6"):
-      evaluate.model_emotions(self._model(7), "fer2013/fer7", labels.FER7, "seed6")
-
-  def test_scheme_sources(self):
-    self.assertEqual(evaluate.model_emotions(self._model(7), "d", labels.FER7), labels.FER7)
-    self.assertEqual(evaluate.model_emotions(self._model(6), "d", labels.FER7, "seed6"),
-                     labels.SEED6)
-    self.assertEqual(evaluate.model_emotions(self._model(6, labels.SEED6), "d", labels.FER7),
-                     labels.SEED6)
-    with self.assertRaisesRegex(ValueError, "none of which is in dataset d"):
-      evaluate.model_emotions(self._model(2, ("calm", "bored")), "d", labels.FER7)
-
-
-class TtaTest(absltest.TestCase):
-
-  def test_views_and_average(self):
-    seen = []
-
-    def predict_fn(images):
-      seen.append(images.numpy())
-      # A "model" that looks at the left half of the picture only: mirror images differ.
-      left = tf.reduce_mean(tf.cast(images[:, :, :24, 0], tf.float32), axis=[1, 2]) / 255.0
-      return tf.stack([left, 1.0 - left], axis=1)
-
-    images = _images(3)
-    flip = tta.with_tta(predict_fn, "flip")(tf.constant(images)).numpy()
-    views = seen[-1]
-    self.assertEqual(views.shape, (6, *image_spec.IMAGE_SHAPE))
-    np.testing.assert_array_equal(views[3:], images[:, :, ::-1])
-    left = images[:, :, :24, 0].mean(axis=(1, 2)) / 255.0
-    right = images[:, :, 24:, 0].mean(axis=(1, 2)) / 255.0
-    np.testing.assert_allclose(flip[:, 0], (left + right) / 2, rtol=1e-5)
-
-    ten = tta.with_tta(predict_fn, "ten-crop")(tf.constant(images)).numpy()
-    views = seen[-1]
-    self.assertEqual((views.shape, views.dtype), ((30, *image_spec.IMAGE_SHAPE), np.uint8))
-    self.assertEqual(ten.shape, (3, 2))
-    np.testing.assert_allclose(ten.sum(axis=1), 1.0, rtol=1e-6)
-    center = tf.image.resize(images[:, 4:44, 4:44].astype(np.float32), (48, 48))
-    np.testing.assert_array_equal(views[12:15], np.round(center.numpy()).astype(np.uint8))
-    np.testing.assert_array_equal(views[15:18], views[0:3, :, ::-1])  # Mirror of the top-left.
-    top_right = tf.image.resize(images[:, 0:40, 8:48].astype(np.float32), (48, 48))
-    np.testing.assert_array_equal(views[3:6], np.round(top_right.numpy()).astype(np.uint8))
-    constant = np.full((1, *image_spec.IMAGE_SHAPE), 77, np.uint8)
-    tta.with_tta(predict_fn, "ten-crop")(tf.constant(constant))
-    np.testing.assert_array_equal(seen[-1], 77)
-
-  def test_unknown_mode(self):
-    with self.assertRaisesRegex(ValueError, "Unknown TTA 'rotate'"):
-      tta.with_tta(lambda x: x, "rotate")
 
 
 class EvalMainTest(absltest.TestCase):

@@ -1,5 +1,5 @@
-"""Tests for emotion_tfds.ravdess.extract (+ ravdess_names, video_frames): crops from real-face clips
-(direct and Beam), names, frame sampling, summary.
+"""Tests for emotion_tfds.ravdess.extract: crops from real-face clips (direct and Beam), the
+summary. (The names: file_names_test; decoding a clip: video_frames_test.)
 
 The clips are written with cv2.VideoWriter from real photographs (the shared RAVDESS frames, else
 scikit-image's astronaut) under RAVDESS-style names, next to a blank clip, truncated files and
@@ -24,8 +24,6 @@ from emotion_tfds import errors
 from emotion_tfds import faces
 from emotion_tfds.ravdess import crops_folder
 from emotion_tfds.ravdess import extract
-from emotion_tfds.ravdess import file_names
-from emotion_tfds.ravdess import video_frames
 
 FRAMES_PER_CLIP = 8
 K = 3  # Sampled frames 1, 4 and 6 of 8.
@@ -50,33 +48,16 @@ def _shifted(frame: np.ndarray, index: int) -> np.ndarray:
   return np.roll(frame, SHIFT * index, axis=1)
 
 
-def _write_clip(path: pathlib.Path, frames: list[np.ndarray]) -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fourcc = "mp4v" if path.suffix == ".mp4" else "MJPG"
-  height, width = frames[0].shape[:2]
-  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 30.0, (width, height))
-  if not writer.isOpened():
-    raise RuntimeError(f"cv2.VideoWriter cannot write {path} with {fourcc}")
-  for frame in frames:
-    writer.write(frame)
-  writer.release()
-  return path
-
-
-def _truncate(path: pathlib.Path, keep: float) -> None:
-  data = path.read_bytes()
-  path.write_bytes(data[:int(len(data) * keep)])
-
-
 def write_ravdess_folder(root: pathlib.Path, photos: list[np.ndarray]) -> pathlib.Path:
   """Writes the clips of this module under root (RAVDESS layout) and returns root."""
   clips = list(FACE_CLIPS) + [CALM_CLIP, OTHER_MODALITY_CLIP, TRUNCATED_MP4, TRUNCATED_AVI]
   for i, clip in enumerate(clips):
     photo = photos[i % len(photos)]
-    _write_clip(root / clip, [_shifted(photo, j) for j in range(FRAMES_PER_CLIP)])
-  _truncate(root / TRUNCATED_MP4, 1 / 3)  # Loses the index at the end: cannot be opened.
-  _truncate(root / TRUNCATED_AVI, 1 / 2)  # Opens, but decoding stops half way.
-  _write_clip(root / BLANK_CLIP, [np.full_like(photos[0], 90)] * FRAMES_PER_CLIP)
+    support.write_clip(root / clip, [_shifted(photo, j) for j in range(FRAMES_PER_CLIP)])
+  # The mp4 loses its index at the end: it cannot be opened.
+  support.truncate_file(root / TRUNCATED_MP4, 1 / 3)
+  support.truncate_file(root / TRUNCATED_AVI, 1 / 2)  # Opens, but decoding stops half way.
+  support.write_clip(root / BLANK_CLIP, [np.full_like(photos[0], 90)] * FRAMES_PER_CLIP)
   for name in BAD_NAMES:
     (root / name).parent.mkdir(parents=True, exist_ok=True)
     (root / name).write_bytes(b"not a video")
@@ -214,28 +195,6 @@ class ExtractTest(absltest.TestCase):
 
 
 _MAIN = pathlib.Path(__file__).resolve().parents[1] / "ravdess_main.py"
-
-
-class NameTest(absltest.TestCase):
-
-  def test_parse(self):
-    self.assertEqual(
-        file_names.parse_name("Actor_12/01-02-06-02-01-02-12.mp4"),
-        file_names.RavdessName(modality=1, vocal_channel=2, emotion=6, intensity=2,
-                                  statement=1, repetition=2, actor=12))
-
-  def test_bad_names(self):
-    for name, message in [("x.mp4", "not RAVDESS-shaped"), ("01-01-01-01-01-01.mp4", "shaped"),
-                          ("01-01-01-01-01-01-25.mp4", "actor 25"),
-                          ("04-01-01-01-01-01-01.mp4", "modality 04"),
-                          ("01-01-00-01-01-01-01.mp4", "emotion 00")]:
-      with self.assertRaisesRegex(ValueError, message):
-        file_names.parse_name(name)
-
-  def test_sample_indices(self):
-    self.assertEqual(video_frames.sample_indices(8, 3), [1, 4, 6])
-    self.assertEqual(video_frames.sample_indices(100, 1), [50])
-    self.assertEqual(video_frames.sample_indices(2, 5), [0, 1])
 
 
 class SummaryTest(absltest.TestCase):

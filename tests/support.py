@@ -68,6 +68,28 @@ def real_face_frames() -> dict[str, np.ndarray]:
   return {"astronaut": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)}
 
 
+def write_clip(path: pathlib.Path, frames: list[np.ndarray]) -> pathlib.Path:
+  """Writes BGR `frames` as a 30 fps video at `path` (mp4v for .mp4, else MJPG), its folders
+  too; returns `path`."""
+  import cv2
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fourcc = "mp4v" if path.suffix == ".mp4" else "MJPG"
+  height, width = frames[0].shape[:2]
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 30.0, (width, height))
+  if not writer.isOpened():
+    raise RuntimeError(f"cv2.VideoWriter cannot write {path} with {fourcc}")
+  for frame in frames:
+    writer.write(frame)
+  writer.release()
+  return path
+
+
+def truncate_file(path: pathlib.Path, keep: float) -> None:
+  """Cuts the file at `path` to the first `keep` (0..1) of its bytes, as an interrupted copy."""
+  data = path.read_bytes()
+  path.write_bytes(data[:int(len(data) * keep)])
+
+
 @functools.cache
 def generated_csv() -> pathlib.Path:
   """A generated-faces fer2013.csv with all three Usage values (GENERATED_ROWS rows), its
@@ -133,6 +155,18 @@ def old_default_layout(data_dir: pathlib.Path, generated_build: pathlib.Path,
   return target
 
 
+def random_images(n: int, seed: int = 0) -> np.ndarray:
+  """`n` random uint8 images [n, 48, 48, 1], as stored."""
+  import numpy as np
+  return np.random.default_rng(seed).integers(0, 256, (n, *image_spec.IMAGE_SHAPE), dtype=np.uint8)
+
+
+def random_float_images(n: int, seed: int = 0) -> np.ndarray:
+  """`n` random float32 images [n, 48, 48, 1] in [0, 1), a network's input."""
+  import numpy as np
+  return np.random.default_rng(seed).random((n, *image_spec.IMAGE_SHAPE), dtype=np.float32)
+
+
 def small_cnn(num_classes: int) -> keras.Model:
   """A ~10k-parameter CNN on float32 [0, 1] input, named as the project's models (input "image",
   softmax head "predictions"): learns the generated faces (~85% on seed6 in 6 epochs) in seconds,
@@ -145,6 +179,20 @@ def small_cnn(num_classes: int) -> keras.Model:
   x = keras.layers.Flatten()(x)
   outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
   return keras.Model(inputs, outputs)
+
+
+def saved_small_cnn(folder: pathlib.Path, names: tuple[str, ...], seed: int = 0) -> pathlib.Path:
+  """`small_cnn` of len(`names`) classes, initialised from `seed`, saved as folder/model.keras with
+  the labels.txt of `names` beside it, as a run saves its network. Returns the model file."""
+  import keras
+
+  from emotion_tfds.serve import loader
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / loader.MODEL_FILE
+  keras.utils.set_random_seed(seed)
+  small_cnn(len(names)).save(path)
+  loader.write_label_names(folder, names)
+  return path
 
 
 def read_run_folder(logdir: pathlib.Path) -> dict[str, list]:

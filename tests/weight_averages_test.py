@@ -1,12 +1,17 @@
-"""Tests for emotion_tfds.train.weight_averages: the BatchNorm statistics' averages and the swap."""
+"""Tests for emotion_tfds.train.weight_averages: the BatchNorm statistics' averages and the swap,
+and a real run with ema= that crashes and resumes (on `support.generated_data_dir`)."""
 
 from __future__ import annotations
 
 from absl.testing import absltest
 import keras
 import numpy as np
+import support
+import train_support
 
 from emotion_tfds import models
+from emotion_tfds.train import keep_best
+from emotion_tfds.train import loop
 from emotion_tfds.train import stages
 from emotion_tfds.train import training_model
 from emotion_tfds.train import weight_averages
@@ -74,6 +79,71 @@ class BatchNormAveragesTest(absltest.TestCase):
       np.testing.assert_array_equal(begin, trained)
     for statistic, average in zip(batch_norm.statistics, batch_norm.averages, strict=True):
       np.testing.assert_array_equal(statistic.numpy(), average.numpy())
+
+
+def _network_state(net: keras.Model) -> list[np.ndarray]:
+  """The trainable weights, then the BatchNorm statistics."""
+  return [v.numpy().copy() for v in
+          [*net.trainable_variables, *weight_averages.batch_norm_statistics(net)]]
+
+
+class _Averages(keras.callbacks.Callback):
+  """Per epoch end: the network's state (`_network_state`) and the averages of the same."""
+
+  def __init__(self):
+    super().__init__()
+    self.epochs: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+
+  def on_epoch_end(self, epoch, logs=None):
+    averages = [*weight_averages.averages(self.model.optimizer),
+                *self.model.batch_norm_averages.averages]
+    self.epochs.append((_network_state(self.model.net), [v.numpy().copy() for v in averages]))
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+class AveragedWeightsTest(support.WithGeneratedData, absltest.TestCase):
+  """ema=M: validation and keep-best see the averages (of the weights and the BatchNorm
+  statistics), checkpoints resume them, the stage ends with them."""
+
+  def test_ema_is_evaluated_kept_resumed_and_final(self):
+    model_dir = support.tempdir(self)
+    config = train_support.train_config(model_dir, self.data_dir,
+                                        "all:4:1e-2:16:nesterov:ema=0.5", validate=True,
+                                        keep_best="accuracy", model="fastnet_small")
+    crashed, stop = _Averages(), train_support.StopAt(fit_index=1, epoch=2)
+    with self.assertRaises(train_support.StopAt.Stop):
+      loop.train(config, extra_callbacks=[crashed, stop])
+    # Between epochs the network holds its trained weights, not the averages.
+    for trained, averaged in crashed.epochs:
+      self.assertFalse(_same(trained, averaged))
+    # The checkpoint of epoch 2 brings back the trained weights and statistics and the averages
+    # (optimizer variables and the statistics' averages) exactly.
+    first, resumed = train_support.FirstState(), _Averages()
+    result = loop.train(config, extra_callbacks=[first, resumed])
+    self.assertEqual(result.resumed_from, (0, 2))
+    self.assertTrue(any("average" in path for path in stop.saved_state["variables"]))
+    for path, value in stop.saved_state["variables"].items():
+      np.testing.assert_array_equal(first.state["variables"][path], value, err_msg=path)
+    for name, weights in stop.saved_state["weights"].items():
+      for a, b in zip(first.state["weights"][name], weights, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    self.assertLen(stop.saved_state["batch_norm_averages"], 2 * 7)
+    for a, b in zip(first.state["batch_norm_averages"], stop.saved_state["batch_norm_averages"],
+                    strict=True):
+      np.testing.assert_array_equal(a, b)
+    # After the last epoch (only) the averages stay in the network.
+    self.assertEqual([_same(*epoch) for epoch in resumed.epochs], [False, True])
+    # Keep-best saved the averages of its epoch, not trained weights.
+    best = models.MODELS["fastnet_small"](num_classes=6)
+    best.load_weights(model_dir / keep_best.BEST_WEIGHTS)
+    kept = _network_state(best)
+    every_average = [averaged for _, averaged in crashed.epochs + resumed.epochs]
+    self.assertTrue(any(_same(kept, averaged) for averaged in every_average))
+    self.assertFalse(any(_same(kept, trained) for trained, _ in crashed.epochs))
+    self.assertTrue(_same(_network_state(result.network), kept))
 
 
 if __name__ == "__main__":
