@@ -36,7 +36,9 @@ class ProfileTest(support.WithGeneratedData, absltest.TestCase):
     data, _ = raw_to_tool_data.xspace_to_tool_data([str(path)], "input_pipeline_analyzer", {})
     step_table = json.loads(data)[1]
     self.assertEqual([row["c"][0]["v"] for row in step_table["rows"]], ["train 2", "train 3"])
-    self.assertRegex(step_table["p"]["input_conclusion"], r"is (NOT )?input-bound")
+    # xprof's four verdicts; which one depends on how busy the machine was during the two steps.
+    self.assertRegex(step_table["p"]["input_conclusion"],
+                     r"^Your program is (NOT|POTENTIALLY|MODERATELY|HIGHLY) input-bound because ")
 
 
 if __name__ == "__main__":
