@@ -3,6 +3,7 @@ head fitted to the target's classes, and the errors that name an unusable file."
 
 from __future__ import annotations
 
+import pathlib
 import shutil
 import zipfile
 
@@ -117,6 +118,13 @@ class LoadPretrainedTest(tf.test.TestCase):
         self.assertEqual(swapped.output_shape, (None, 6))
         self.assertAllEqual(swapped.layers[1].get_weights()[0], user.layers[0].get_weights()[0])
 
+  def _assert_each_refused(self, cases: dict[pathlib.Path, str]) -> None:
+    """`load_pretrained` refuses each file with an UnusableModelError matching its message."""
+    for path, message in cases.items():
+      with self.subTest(path.name):
+        with self.assertRaisesRegex(errors.UnusableModelError, message):
+          models.load_pretrained(path, num_classes=7)
+
   def test_unusable_models_name_the_file_and_the_reason(self):
     no_classifier = self.tmp / "relu_head.keras"
     _user_sequential("no classifier").save(no_classifier)
@@ -128,10 +136,7 @@ class LoadPretrainedTest(tf.test.TestCase):
         no_classifier: r"relu_head\.keras: its last layer, Dense '\w+', has activation 'relu'",
         rgb: r"rgb\.keras: the model takes inputs of shape \(48, 48, 3\); expected \(48, 48, 1\)",
         features: r"features\.keras: its last layer '\w+' is a Conv2D; expected a Dense"}
-    for path, message in cases.items():
-      with self.subTest(path.name):
-        with self.assertRaisesRegex(errors.UnusableModelError, message):
-          models.load_pretrained(path, num_classes=7)
+    self._assert_each_refused(cases)
 
   def test_files_that_are_not_models_name_the_file_and_the_formats(self):
     text = self.tmp / "notes.keras"
@@ -147,10 +152,7 @@ class LoadPretrainedTest(tf.test.TestCase):
              archive: rf"archive\.keras is a zip archive but not a Keras model \(it has no "
                       rf"config\.json\); {formats}",
              pickled: rf"weights\.h5 is not an HDF5 file; {formats}"}
-    for path, message in cases.items():
-      with self.subTest(path.name):
-        with self.assertRaisesRegex(errors.UnusableModelError, message):
-          models.load_pretrained(path, num_classes=7)
+    self._assert_each_refused(cases)
 
   def test_mismatching_h5_names_file_and_layer(self):
     path = self.tmp / "other.h5"
